@@ -1,0 +1,107 @@
+"""Engine, sessions and the unit of work.
+
+`Database.transaction()` is the one commit point: repositories and services take the session it
+yields, add and flush, and never commit. A use case opens exactly one transaction per inbound event
+or request; jobs it enqueues commit with it or not at all.
+
+SQLite has no row locks, so every write transaction is serialized: in-process by an asyncio lock,
+across processes by `BEGIN IMMEDIATE` with a busy timeout. Do not nest `transaction()` calls, and do
+not hold a transaction open across slow network calls (LLM, Graph API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+log = logging.getLogger(__name__)
+
+ENQUEUED_FLAG = "cheshire.jobs_enqueued"
+
+
+class Database:
+    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.engine: AsyncEngine = self._create_engine(url, echo=echo, pool_size=pool_size)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
+        self._sqlite_lock = asyncio.Lock() if self.is_sqlite else None
+        self._commit_listeners: list[Callable[[], None]] = []
+
+    @staticmethod
+    def _create_engine(url: str, *, echo: bool, pool_size: int) -> AsyncEngine:
+        if not url.startswith("sqlite"):
+            return create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not pysqlite, decide when transactions begin (see "begin" below).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def on_jobs_committed(self, listener: Callable[[], None]) -> None:
+        """Called after any commit that enqueued jobs, so local workers wake at once."""
+        self._commit_listeners.append(listener)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commits once on success, rolls back on any exception."""
+        if self._sqlite_lock is not None:
+            async with self._sqlite_lock:
+                async with self._unit_of_work() as session:
+                    yield session
+        else:
+            async with self._unit_of_work() as session:
+                yield session
+
+    @asynccontextmanager
+    async def _unit_of_work(self) -> AsyncIterator[AsyncSession]:
+        session = self.sessionmaker()
+        try:
+            async with session.begin():
+                yield session
+            enqueued = session.info.pop(ENQUEUED_FLAG, False)
+        finally:
+            await session.close()
+        if enqueued:
+            for listener in self._commit_listeners:
+                listener()
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(2):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not reachable" for health checks
+            log.warning("database ping failed", exc_info=True)
+            return False
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

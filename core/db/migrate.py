@@ -1,0 +1,51 @@
+"""Run Alembic from code: the service upgrades to head on start, `make migrate` does it alone."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def alembic_config(url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["url"] = url
+    return config
+
+
+async def run_alembic(url: str, action: str, revision: str = "head") -> None:
+    """`action` is 'upgrade' or 'downgrade'. Runs on one connection, in one transaction."""
+    config = alembic_config(url)
+    engine = create_async_engine(url)
+
+    def _run(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        getattr(command, action)(config, revision)
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_run)
+    finally:
+        await engine.dispose()
+
+
+async def upgrade_to_head(url: str) -> None:
+    await run_alembic(url, "upgrade", "head")
+
+
+def main() -> None:
+    from core.settings import Settings
+
+    asyncio.run(upgrade_to_head(Settings.load().database_url))
+    print("database is at head")
+
+
+if __name__ == "__main__":
+    main()

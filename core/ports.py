@@ -1,0 +1,80 @@
+"""Interfaces core needs from the outside world. Adapters in channels/, bot/ and core/<provider>
+modules implement them; core code depends only on these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from core.types import Booking, Interval, OutboundMessage, Recipient
+
+# --- Delivering messages to customers ----------------------------------------------------------
+
+
+class DeliveryError(Exception):
+    """Base of every failure a channel sender reports. Messages must not contain secrets."""
+
+
+class RetryableDeliveryError(DeliveryError):
+    """Throttled or transient: try again later (after `retry_after_s` when the platform says)."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class WindowClosedError(DeliveryError):
+    """The platform's messaging window (Meta's 24 h) is closed for this recipient."""
+
+
+class RecipientUnreachableError(DeliveryError):
+    """The person blocked the bot or no longer exists: stop trying this identity."""
+
+
+class ChannelCredentialsError(DeliveryError):
+    """Our token is invalid or expired: a configuration fault to alert Kimmie about once."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Rejected for good (bad request, unsupported content)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    platform_message_id: str | None
+
+
+class ChannelSender(Protocol):
+    async def send(self, recipient: Recipient, message: OutboundMessage) -> SendResult: ...
+
+
+# --- Kimmie --------------------------------------------------------------------------------------
+
+
+class AdminNotifier(Protocol):
+    """How Kimmie hears about things (Telegram; a log line when Telegram is off)."""
+
+    async def booking_request(self, appointment_id: int) -> None: ...
+
+    async def booking_changed(self, appointment_id: int, event: str) -> None: ...
+
+    async def handover(self, conversation_id: int, reason: str) -> None: ...
+
+    async def alert(self, text: str) -> None: ...
+
+
+# --- Google Calendar ------------------------------------------------------------------------------
+
+
+class CalendarUnavailableError(Exception):
+    """Calendar could not be consulted; availability falls back to working hours only."""
+
+
+class CalendarProvider(Protocol):
+    async def busy(self, start: datetime, end: datetime) -> list[Interval]: ...
+
+    async def upsert_event(self, booking: Booking, *, summary: str, description: str) -> str: ...
+
+    async def delete_event(self, booking_id: int, event_id: str | None) -> None: ...

@@ -1,0 +1,275 @@
+"""Typed settings, read from the environment and an optional `.env`.
+
+Built once in the entry point (`Settings.load()`) and passed down; nothing here runs at import.
+Every secret is a `SecretStr` so it never shows in `repr`, logs or tracebacks.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/cheshire.sqlite3"
+DEFAULT_CORS_ORIGINS = (
+    "https://www.lookingglassgroomery.com",
+    "https://lookingglassgroomery.com",
+    "http://localhost:3000",
+)
+# Values people paste from templates; refused outside development.
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "xxx", "your-key-here", "secret"})
+
+
+class SettingsError(Exception):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # --- Application -------------------------------------------------------------------------
+    environment: str = Field("development", validation_alias=AliasChoices("ENVIRONMENT", "NODE_ENV"))
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_base_url: str | None = None
+    next_public_app_url: str = "https://throughthelookingglass.pet"
+    log_level: str = "INFO"
+    log_json: bool | None = None  # None: JSON when stdout is not a terminal
+    business_name: str = "Looking Glass Groomery"
+    business_timezone: str = "America/New_York"
+    business_address: str = ""
+    business_phone: str = ""
+    catalog_file: str = "catalog.toml"
+
+    # --- Database / cache --------------------------------------------------------------------
+    database_url: str = DEFAULT_SQLITE_URL
+    redis_url: str | None = None
+
+    # --- Jobs ---------------------------------------------------------------------------------
+    job_workers: int = Field(2, ge=0, le=64)
+    job_poll_interval_s: float = Field(0.5, gt=0)
+    job_lease_s: float = Field(60.0, gt=0)
+    job_max_attempts: int = Field(8, ge=1)
+
+    # --- LLM -----------------------------------------------------------------------------------
+    anthropic_api_key: SecretStr | None = None
+    anthropic_model: str = "claude-sonnet-4-6"
+    anthropic_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "gpt-4.1"
+    openai_base_url: str | None = None
+    llm_turn_deadline_s: float = Field(30.0, gt=0)
+    llm_max_tool_rounds: int = Field(6, ge=1, le=20)
+    llm_max_retries: int = Field(1, ge=0, le=5)
+    llm_max_output_tokens: int = Field(1024, ge=64)
+    takeover_idle_hours: float = Field(12.0, gt=0)
+
+    # --- Image generation -------------------------------------------------------------------
+    fal_ai_key: SecretStr | None = Field(None, validation_alias=AliasChoices("FAL_AI_KEY", "FAL_KEY"))
+    fal_model: str = "fal-ai/flux-pro/kontext"
+    fal_queue_base: str | None = None
+
+    # --- Telegram ----------------------------------------------------------------------------
+    telegram_bot_token: SecretStr | None = None
+    telegram_kimmie_chat_id: int | None = None
+    telegram_admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_api_base: str | None = None
+
+    # --- Meta (Messenger + Instagram) -----------------------------------------------------
+    meta_app_secret: SecretStr | None = None
+    instagram_app_secret: SecretStr | None = None
+    meta_allow_unsigned: bool = False  # development only: accept unsigned webhook POSTs
+    facebook_page_access_token: SecretStr | None = None
+    facebook_verify_token: SecretStr | None = None
+    instagram_access_token: SecretStr | None = None
+    instagram_verify_token: SecretStr | None = None
+    meta_graph_api_base: str = "https://graph.facebook.com"
+    meta_graph_api_version: str = "v23.0"
+    tiktok_access_token: SecretStr | None = None  # named by the old system; no TikTok channel yet
+
+    # --- Website chat ------------------------------------------------------------------------
+    cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_CORS_ORIGINS)
+    )
+    chat_sync_wait_s: float = Field(4.0, ge=0)
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    rate_limit_per_minute: int = Field(60, ge=1)
+
+    # --- Google Calendar -------------------------------------------------------------------
+    google_client_id: str | None = None
+    google_client_secret: SecretStr | None = None
+    google_refresh_token: SecretStr | None = None
+    google_calendar_id: str = "primary"
+    google_service_account_email: str | None = None
+    google_private_key: SecretStr | None = None
+    google_calendar_api_base: str | None = None
+    google_oauth_token_uri: str = "https://oauth2.googleapis.com/token"
+    google_oauth_auth_uri: str = "https://accounts.google.com/o/oauth2/auth"
+    calendar_timeout_s: float = Field(8.0, gt=0)
+    calendar_cache_s: float = Field(60.0, ge=0)
+
+    # --- Booking policy -----------------------------------------------------------------------
+    booking_hold_hours: float = Field(24.0, gt=0)
+    reminder_hours_before: float = Field(24.0, gt=0)
+    rebooking_weeks: int = Field(6, ge=1)
+
+    # --- Payments ------------------------------------------------------------------------------
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_publishable_key: str | None = Field(
+        None, validation_alias=AliasChoices("STRIPE_PUBLISHABLE_KEY", "NEXT_PUBLIC_STRIPE_PUBLISHABLE_KEY")
+    )
+    stripe_api_base: str | None = None
+
+    # --- Storage (S3) --------------------------------------------------------------------------
+    s3_bucket: str | None = None
+    s3_prefix: str = "cheshire/"
+    aws_region: str = "us-east-1"
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_endpoint_url_s3: str | None = None
+
+    # --- Automation / CRM / mail --------------------------------------------------------------
+    n8n_api_key: SecretStr | None = None
+    n8n_base_url: str | None = None
+    twenty_api_key: SecretStr | None = None
+    twenty_base_url: str | None = None
+    smtp_url: SecretStr | None = None
+    alert_email_to: str | None = None
+
+    # ----------------------------------------------------------------------------------------------
+    @field_validator("telegram_admin_ids", "cors_allowed_origins", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("business_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        # Operators paste plain URLs; map them to the async drivers we ship.
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value[len("postgres://") :]
+        if value.startswith("postgresql://"):
+            value = "postgresql+asyncpg://" + value[len("postgresql://") :]
+        if value.startswith("sqlite:///"):
+            value = "sqlite+aiosqlite:///" + value[len("sqlite:///") :]
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("must be a postgresql:// or sqlite:/// URL")
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> Settings:
+        if self.is_production:
+            for name, field in type(self).model_fields.items():
+                secret = getattr(self, name)
+                if isinstance(secret, SecretStr) and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+                    raise ValueError(f"{name.upper()} holds a placeholder value")
+                del field
+        if self.telegram_bot_token and self.public_base_url and not self.telegram_webhook_secret:
+            raise ValueError(
+                "TELEGRAM_WEBHOOK_SECRET is required when PUBLIC_BASE_URL puts Telegram in webhook mode"
+            )
+        return self
+
+    # --- Derived -------------------------------------------------------------------------------
+    @property
+    def is_production(self) -> bool:
+        return self.environment.lower() in {"production", "prod"}
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.business_timezone)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+    @property
+    def admin_chat_ids(self) -> frozenset[int]:
+        ids = set(self.telegram_admin_ids)
+        if self.telegram_kimmie_chat_id is not None:
+            ids.add(self.telegram_kimmie_chat_id)
+        return frozenset(ids)
+
+    @property
+    def telegram_mode(self) -> str:
+        """'off', 'polling' or 'webhook'."""
+        if not self.telegram_bot_token:
+            return "off"
+        return "webhook" if self.public_base_url else "polling"
+
+    def integrations(self) -> dict[str, bool]:
+        """Which integrations have credentials; printed at start-up."""
+        return {
+            "claude": self.anthropic_api_key is not None,
+            "openai": self.openai_api_key is not None,
+            "telegram": self.telegram_bot_token is not None,
+            "messenger": self.facebook_page_access_token is not None,
+            "instagram": self.instagram_access_token is not None,
+            "meta_signature": self.meta_app_secret is not None or self.instagram_app_secret is not None,
+            "google_calendar": self.google_refresh_token is not None or self.google_private_key is not None,
+            "fal": self.fal_ai_key is not None,
+            "stripe": self.stripe_secret_key is not None,
+            "s3": self.s3_bucket is not None,
+            "redis": self.redis_url is not None,
+            "n8n": self.n8n_base_url is not None,
+            "twenty": self.twenty_base_url is not None,
+        }
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Build settings, turning validation errors into one line per bad variable."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise SettingsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        # Never echo the offending input: it may be a secret.
+        lines.append(f"{where.upper()}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def parse_hhmm(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
