@@ -7,10 +7,9 @@
 from __future__ import annotations
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db.database import insert_for
 from core.db.models import AdminAlert, utcnow
 from core.jobs.queue import enqueue
 
@@ -24,7 +23,7 @@ async def raise_alert(session: AsyncSession, fault_key: str, text: str) -> bool:
     Returns True when Kimmie will be notified.
     """
     now = utcnow()
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     inserted = (
         await session.execute(
             insert(AdminAlert)
@@ -37,8 +36,13 @@ async def raise_alert(session: AsyncSession, fault_key: str, text: str) -> bool:
         reopened = await session.execute(
             update(AdminAlert)
             .where(AdminAlert.fault_key == fault_key, AdminAlert.resolved_at.is_not(None))
-            .values(resolved_at=None, message=text, first_seen_at=now, last_seen_at=now,
-                    occurrences=AdminAlert.occurrences + 1)
+            .values(
+                resolved_at=None,
+                message=text,
+                first_seen_at=now,
+                last_seen_at=now,
+                occurrences=AdminAlert.occurrences + 1,
+            )
         )
         if not reopened.rowcount:  # type: ignore[attr-defined]
             await session.execute(
@@ -52,7 +56,9 @@ async def raise_alert(session: AsyncSession, fault_key: str, text: str) -> bool:
 
 
 async def resolve_alert(session: AsyncSession, fault_key: str) -> None:
-    alert = (await session.execute(select(AdminAlert).where(AdminAlert.fault_key == fault_key))).scalar_one_or_none()
+    alert = (
+        await session.execute(select(AdminAlert).where(AdminAlert.fault_key == fault_key))
+    ).scalar_one_or_none()
     if alert is not None and alert.resolved_at is None:
         alert.resolved_at = utcnow()
 

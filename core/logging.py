@@ -79,14 +79,17 @@ class TextFormatter(logging.Formatter):
         ids = " ".join(
             f"{k}={v}" for k in ("request_id", "job_id") if (v := getattr(record, k, None)) is not None
         )
-        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        stamp = self.formatTime(record, "%H:%M:%S")
+        base = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
         text = f"{base} [{ids}]" if ids else base
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
         return text
 
 
-def configure_logging(*, level: str = "INFO", json_lines: bool | None = None, secrets: Iterable[str] = ()) -> None:
+def configure_logging(
+    *, level: str = "INFO", json_lines: bool | None = None, secrets: Iterable[str] = ()
+) -> None:
     use_json = (not sys.stdout.isatty()) if json_lines is None else json_lines
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
@@ -96,5 +99,12 @@ def configure_logging(*, level: str = "INFO", json_lines: bool | None = None, se
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Chatty libraries: their INFO lines carry full URLs and bodies.
-    for name in ("httpx", "httpcore", "aiogram.event", "botocore", "urllib3", "googleapiclient.discovery_cache"):
+    for name in (
+        "httpx",
+        "httpcore",
+        "aiogram.event",
+        "botocore",
+        "urllib3",
+        "googleapiclient.discovery_cache",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -39,7 +41,9 @@ class Database:
     @staticmethod
     def _create_engine(url: str, *, echo: bool, pool_size: int) -> AsyncEngine:
         if not url.startswith("sqlite"):
-            return create_async_engine(url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            return create_async_engine(
+                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -73,9 +77,8 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits once on success, rolls back on any exception."""
         if self._sqlite_lock is not None:
-            async with self._sqlite_lock:
-                async with self._unit_of_work() as session:
-                    yield session
+            async with self._sqlite_lock, self._unit_of_work() as session:
+                yield session
         else:
             async with self._unit_of_work() as session:
                 yield session
@@ -99,9 +102,18 @@ class Database:
                 async with self.engine.connect() as conn:
                     await conn.execute(text("SELECT 1"))
             return True
-        except Exception:  # noqa: BLE001 - any failure means "not reachable" for health checks
+        except Exception:
             log.warning("database ping failed", exc_info=True)
             return False
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def dialect_name(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+def insert_for(session: AsyncSession) -> Any:
+    """The dialect's INSERT construct, which has `on_conflict_do_nothing` on both databases."""
+    return pg_insert if dialect_name(session) == "postgresql" else sqlite_insert

@@ -21,12 +21,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from core.db.database import ENQUEUED_FLAG
+from core.db.database import ENQUEUED_FLAG, dialect_name, insert_for
 from core.db.models import Job, utcnow
 
 DEFAULT_MAX_ATTEMPTS = 8
@@ -79,7 +77,7 @@ async def enqueue(
         "queue_key": queue_key,
         "created_at": utcnow(),
     }
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = insert_for(session)
     stmt = insert(Job).values(**values)
     if idempotency_key is not None:
         stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
@@ -117,7 +115,7 @@ async def claim(session: AsyncSession, *, worker_id: str, lease_s: float, limit:
     """Claim up to `limit` due jobs for `worker_id`. Call inside its own short transaction."""
     now = utcnow()
     pick = select(Job.id).where(_claimable(now)).order_by(Job.run_at, Job.id).limit(limit)
-    if session.bind.dialect.name == "postgresql":
+    if dialect_name(session) == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
     ids = list((await session.execute(pick)).scalars())
     if not ids:
@@ -175,9 +173,7 @@ async def fail(
         values |= {"status": "dead", "finished_at": utcnow()}
     else:
         values |= {"status": "queued", "run_at": utcnow() + timedelta(seconds=delay)}
-    await session.execute(
-        update(Job).where(Job.id == job.id, Job.locked_by == worker_id).values(**values)
-    )
+    await session.execute(update(Job).where(Job.id == job.id, Job.locked_by == worker_id).values(**values))
     return "dead" if dead else "queued"
 
 

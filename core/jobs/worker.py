@@ -101,7 +101,7 @@ class Worker:
                 ran = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - a broken DB round must not kill the worker
+            except Exception:
                 log.exception("worker round failed")
                 ran = 0
             if ran == 0:
@@ -148,7 +148,7 @@ class Worker:
                 await self._failed(job, str(exc), retry_in_s=exc.delay_s)
             except PermanentJobError as exc:
                 await self._failed(job, f"{type(exc).__name__}: {exc}", permanent=True)
-            except Exception as exc:  # noqa: BLE001 - every failure is recorded on the job
+            except Exception as exc:
                 log.warning("job failed", exc_info=True)
                 await self._failed(job, f"{type(exc).__name__}: {exc}")
             else:

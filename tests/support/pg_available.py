@@ -9,7 +9,7 @@ import asyncpg
 async def _check(url: str) -> bool:
     try:
         conn = await asyncio.wait_for(asyncpg.connect(url), timeout=3)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     await conn.close()
     return True

@@ -1,0 +1,213 @@
+"""Clients, their channel identities and their pets.
+
+One client may write from several channels; each account is a `ChannelIdentity`. A shared phone number
+(Telegram contact) or an e-mail links a new identity to an existing client.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import types
+from core.db.models import Appointment, ChannelIdentity, Client, Conversation, Pet, utcnow
+
+_NON_DIGITS = re.compile(r"\D+")
+
+
+def normalize_phone(phone: str) -> str:
+    """Digits only, with a leading + when given: how phones are stored and compared."""
+    digits = _NON_DIGITS.sub("", phone)
+    return f"+{digits}" if phone.strip().startswith("+") else digits
+
+
+def to_customer(client: Client) -> types.Customer:
+    return types.Customer(
+        id=client.id, name=client.name, phone=client.phone, email=client.email, notes=client.notes
+    )
+
+
+def to_pet(pet: Pet) -> types.Pet:
+    return types.Pet(
+        id=pet.id,
+        client_id=pet.client_id,
+        name=pet.name,
+        breed=pet.breed,
+        size_class=types.SizeClass(pet.size_class) if pet.size_class else None,
+        coat_type=types.CoatType(pet.coat_type) if pet.coat_type else None,
+        weight_kg=pet.weight_kg,
+        temperament=pet.temperament,
+        health_notes=pet.health_notes,
+        vaccination_expires_on=pet.vaccination_expires_on,
+        photos=tuple(str(p.get("url") or p.get("key")) for p in pet.photos or []),
+    )
+
+
+async def find_identity(session: AsyncSession, channel: str, external_id: str) -> ChannelIdentity | None:
+    return (
+        await session.execute(
+            select(ChannelIdentity).where(
+                ChannelIdentity.channel == channel, ChannelIdentity.external_id == external_id
+            )
+        )
+    ).scalar_one_or_none()
+
+
+async def get_or_create_identity(
+    session: AsyncSession, channel: str, external_id: str, *, display_name: str | None = None
+) -> ChannelIdentity:
+    """The identity for this channel account, creating it (and a new client) on first contact."""
+    identity = await find_identity(session, channel, external_id)
+    if identity is not None:
+        if display_name and not identity.display_name:
+            identity.display_name = display_name
+        return identity
+    try:
+        # A savepoint: two first messages racing on PostgreSQL must not fail the whole unit of work.
+        async with session.begin_nested():
+            client = Client(name=display_name)
+            session.add(client)
+            await session.flush()
+            identity = ChannelIdentity(
+                client_id=client.id, channel=channel, external_id=external_id, display_name=display_name
+            )
+            session.add(identity)
+            await session.flush()
+    except IntegrityError:
+        identity = await find_identity(session, channel, external_id)
+        if identity is None:
+            raise
+    return identity
+
+
+async def get_or_create_conversation(session: AsyncSession, identity: ChannelIdentity) -> Conversation:
+    query = select(Conversation).where(Conversation.identity_id == identity.id)
+    conversation = (await session.execute(query)).scalar_one_or_none()
+    if conversation is not None:
+        return conversation
+    try:
+        async with session.begin_nested():
+            conversation = Conversation(
+                client_id=identity.client_id, identity_id=identity.id, channel=identity.channel, state={}
+            )
+            session.add(conversation)
+            await session.flush()
+    except IntegrityError:
+        conversation = (await session.execute(query)).scalar_one()
+    return conversation
+
+
+async def link_phone(session: AsyncSession, identity: ChannelIdentity, phone: str) -> Client:
+    """Attach a phone to the identity's client; when another client already has it, move the
+    identity (and its conversation) to that client so Kimmie sees one person, not two."""
+    normalized = normalize_phone(phone)
+    existing = (
+        await session.execute(select(Client).where(Client.phone == normalized).order_by(Client.id).limit(1))
+    ).scalar_one_or_none()
+    if existing is None or existing.id == identity.client_id:
+        client = await session.get_one(Client, identity.client_id)
+        client.phone = normalized
+        return client
+    previous_client_id = identity.client_id
+    identity.client_id = existing.id
+    conversation = (
+        await session.execute(select(Conversation).where(Conversation.identity_id == identity.id))
+    ).scalar_one_or_none()
+    if conversation is not None:
+        conversation.client_id = existing.id
+    await session.flush()
+    await _drop_if_empty(session, previous_client_id)
+    return existing
+
+
+async def _drop_if_empty(session: AsyncSession, client_id: int) -> None:
+    """Remove a client row left with no identities, pets or appointments (a first-contact stub)."""
+    for model in (ChannelIdentity, Pet, Appointment):
+        count = await session.scalar(
+            select(func.count()).select_from(model).where(model.client_id == client_id)
+        )
+        if count:
+            return
+    client = await session.get(Client, client_id)
+    if client is not None:
+        await session.delete(client)
+
+
+async def search_clients(session: AsyncSession, query: str, *, limit: int = 10) -> list[Client]:
+    """Kimmie's `/client <name or phone>`: case-insensitive name match, or phone digits."""
+    query = query.strip()
+    if not query:
+        return []
+    conditions = [func.lower(Client.name).contains(query.lower())]
+    digits = _NON_DIGITS.sub("", query)
+    if len(digits) >= 4:
+        conditions.append(Client.phone.contains(digits))
+    rows = await session.execute(select(Client).where(or_(*conditions)).order_by(Client.name).limit(limit))
+    return list(rows.scalars())
+
+
+async def pets_of(session: AsyncSession, client_id: int) -> list[Pet]:
+    rows = await session.execute(select(Pet).where(Pet.client_id == client_id).order_by(Pet.id))
+    return list(rows.scalars())
+
+
+async def own_pets(session: AsyncSession, client_id: int, pet_ids: Sequence[int]) -> list[Pet]:
+    """The given pets, only if every one belongs to the client (customer-side scoping)."""
+    if not pet_ids:
+        return []
+    rows = await session.execute(select(Pet).where(Pet.id.in_(pet_ids), Pet.client_id == client_id))
+    pets = list(rows.scalars())
+    return pets if len(pets) == len(set(pet_ids)) else []
+
+
+async def save_pet(
+    session: AsyncSession,
+    *,
+    client_id: int,
+    name: str,
+    breed: str | None = None,
+    size_class: types.SizeClass | None = None,
+    coat_type: types.CoatType | None = None,
+    weight_kg: float | None = None,
+    temperament: str | None = None,
+    health_notes: str | None = None,
+    vaccination_expires_on: date | None = None,
+) -> Pet:
+    """Create the client's pet, or update the one with the same name (case-insensitive)."""
+    pet = (
+        await session.execute(
+            select(Pet).where(Pet.client_id == client_id, func.lower(Pet.name) == name.strip().lower())
+        )
+    ).scalar_one_or_none()
+    if pet is None:
+        pet = Pet(client_id=client_id, name=name.strip(), photos=[])
+        session.add(pet)
+    updates = {
+        "breed": breed,
+        "size_class": size_class.value if size_class else None,
+        "coat_type": coat_type.value if coat_type else None,
+        "weight_kg": weight_kg,
+        "temperament": temperament,
+        "health_notes": health_notes,
+        "vaccination_expires_on": vaccination_expires_on,
+    }
+    for field, value in updates.items():
+        if value is not None:
+            setattr(pet, field, value)
+    await session.flush()
+    return pet
+
+
+def touch_inbound(identity: ChannelIdentity, conversation: Conversation, at: datetime | None) -> None:
+    """Remember the customer's last message time: Meta's 24-hour window is counted from it."""
+    when = at or utcnow()
+    if identity.last_inbound_at is None or when > identity.last_inbound_at:
+        identity.last_inbound_at = when
+    if conversation.last_inbound_at is None or when > conversation.last_inbound_at:
+        conversation.last_inbound_at = when
+    identity.unreachable_at = None  # they just wrote to us: reachable again
