@@ -59,10 +59,24 @@ class ServiceInfo:
     is_addon: bool
 
 
+@dataclass(frozen=True, slots=True)
+class BusinessInfo:
+    """Facts the assistant may state: from the catalog file and settings, never hard-coded."""
+
+    name: str
+    address: str
+    phone: str
+    timezone: str
+    hours: tuple[str, ...]  # human-readable, one line per weekday: "Tue 09:00-17:00 (break 12:30-13:00)"
+    policies: tuple[tuple[str, str], ...]  # (topic, text): cancellation, deposit, vaccination, matting...
+
+
 TimeOfDay = str  # "morning" | "afternoon" | "any"
 
 
 class BookingService(Protocol):
+    async def business_info(self, session: AsyncSession) -> BusinessInfo: ...
+
     async def list_services(self, session: AsyncSession) -> list[ServiceInfo]: ...
 
     async def quote(
