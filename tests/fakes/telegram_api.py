@@ -1,0 +1,230 @@
+"""A fake Telegram Bot API server on 127.0.0.1 for the real aiogram `Bot`.
+
+Point a bot at it with `Bot(token, session=AiohttpSession(api=TelegramAPIServer.from_base(fake.base_url)))`.
+It speaks the Bot API wire format: form-data (or multipart) POSTs to `/bot{token}/{method}`, JSON-encoded
+nested fields (`reply_markup`...), answers `{"ok": true, "result": ...}` or the documented error shape.
+
+- every call is recorded (`calls`, `calls_to(method)`), with JSON fields decoded;
+- `fail_next(method, status=429, retry_after=3)` / `fail_next(method, status=403)` answers one call
+  with that error;
+- `push_update(update)` queues an update for `getUpdates`, which long-polls (blocks until an update or
+  its timeout, like the real server);
+- `add_file(file_id, data, path)` makes `getFile` and `/file/bot{token}/{path}` serve bytes;
+- `wait_for(method, count)` waits (no sleeping) until that many calls of a method arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+_JSON_FIELDS = {
+    "reply_markup",
+    "entities",
+    "caption_entities",
+    "commands",
+    "scope",
+    "allowed_updates",
+    "link_preview_options",
+    "reply_parameters",
+    "media",
+}
+
+
+@dataclass
+class Call:
+    method: str
+    data: dict[str, Any]
+    token: str
+
+    @property
+    def text(self) -> str:
+        return str(self.data.get("text") or self.data.get("caption") or "")
+
+    @property
+    def chat_id(self) -> int | None:
+        value = self.data.get("chat_id")
+        return int(value) if value is not None else None
+
+    def buttons(self) -> list[tuple[str, str]]:
+        """(text, callback_data or url) of every inline button, row by row."""
+        markup = self.data.get("reply_markup") or {}
+        out = []
+        for row in markup.get("inline_keyboard", []):
+            for button in row:
+                out.append((button["text"], button.get("callback_data") or button.get("url") or ""))
+        return out
+
+    def button_data(self, text_part: str) -> str:
+        for title, data in self.buttons():
+            if text_part.lower() in title.lower():
+                return data
+        raise AssertionError(f"no button containing {text_part!r} in {self.buttons()}")
+
+
+@dataclass
+class _Failure:
+    status: int
+    description: str
+    retry_after: int | None = None
+
+
+@dataclass
+class FakeTelegramAPI:
+    host: str = "127.0.0.1"
+    calls: list[Call] = field(default_factory=list)
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # file_id -> (path, bytes)
+    bot_id: int = 1000
+
+    def __post_init__(self) -> None:
+        self._failures: dict[str, list[_Failure]] = {}
+        self._updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._message_ids = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+        self.call_times: list[tuple[str, float]] = []  # (method, monotonic time): for benches
+
+    # --- control -------------------------------------------------------------------------------
+    async def start(self) -> str:
+        app = web.Application(client_max_size=20 * 1024 * 1024)
+        app.router.add_post("/bot{token}/{method}", self._method)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._file)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://{self.host}:{port}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def fail_next(self, method: str, *, status: int = 429, retry_after: int | None = None) -> None:
+        descriptions = {
+            429: f"Too Many Requests: retry after {retry_after}",
+            403: "Forbidden: bot was blocked by the user",
+            400: "Bad Request: message is not modified",
+        }
+        self._failures.setdefault(method, []).append(
+            _Failure(status, descriptions.get(status, "Error"), retry_after)
+        )
+
+    def push_update(self, update: dict[str, Any]) -> None:
+        self._updates.put_nowait(update)
+
+    def add_file(self, file_id: str, data: bytes, path: str = "photos/file_1.jpg") -> None:
+        self.files[file_id] = (path, data)
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def last(self, method: str) -> Call:
+        found = self.calls_to(method)
+        assert found, f"no {method} call; calls were {[c.method for c in self.calls]}"
+        return found[-1]
+
+    def clear(self) -> None:
+        self.calls.clear()
+
+    async def wait_for(self, method: str, count: int = 1, timeout: float = 10.0) -> list[Call]:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.calls_to(method)) >= count)
+        return self.calls_to(method)
+
+    # --- HTTP ----------------------------------------------------------------------------------
+    async def _method(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        form = await request.post()
+        data: dict[str, Any] = {}
+        for key, value in form.items():
+            if isinstance(value, web.FileField):
+                data[key] = {"filename": value.filename, "content": value.file.read()}
+                continue
+            if key in _JSON_FIELDS:
+                with contextlib.suppress(ValueError):
+                    value = json.loads(value)
+            data[key] = value
+        if method != "getUpdates":
+            self.calls.append(Call(method, data, request.match_info["token"]))
+            self.call_times.append((method, time.monotonic()))
+            async with self._changed:
+                self._changed.notify_all()
+        failures = self._failures.get(method)
+        if failures:
+            failure = failures.pop(0)
+            body: dict[str, Any] = {
+                "ok": False,
+                "error_code": failure.status,
+                "description": failure.description,
+            }
+            if failure.retry_after is not None:
+                body["parameters"] = {"retry_after": failure.retry_after}
+            return web.json_response(body, status=failure.status)
+        if method == "getUpdates":
+            return web.json_response({"ok": True, "result": await self._get_updates(data)})
+        return web.json_response({"ok": True, "result": self._result(method, data)})
+
+    async def _get_updates(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        timeout = float(data.get("timeout") or 0)
+        updates: list[dict[str, Any]] = []
+        if self._updates.empty() and timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                updates.append(await asyncio.wait_for(self._updates.get(), timeout=timeout))
+        while not self._updates.empty():
+            updates.append(self._updates.get_nowait())
+        return updates
+
+    def _message(self, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        chat_id = int(data.get("chat_id") or 0)
+        message: dict[str, Any] = {
+            "message_id": int(data.get("message_id") or next(self._message_ids)),
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private"},
+            "from": {"id": self.bot_id, "is_bot": True, "first_name": "Cheshire"},
+        }
+        if data.get("text"):
+            message["text"] = data["text"]
+        if isinstance(data.get("reply_markup"), dict) and "inline_keyboard" in data["reply_markup"]:
+            message["reply_markup"] = data["reply_markup"]
+        message.update(extra)
+        return message
+
+    def _result(self, method: str, data: dict[str, Any]) -> Any:
+        if method == "getMe":
+            return {"id": self.bot_id, "is_bot": True, "first_name": "Cheshire", "username": "cheshire_bot"}
+        if method in {"sendMessage", "editMessageText", "editMessageReplyMarkup", "editMessageCaption"}:
+            return self._message(data)
+        if method == "sendPhoto":
+            return self._message(
+                data,
+                photo=[{"file_id": "sent-photo", "file_unique_id": "sent-u", "width": 1, "height": 1}],
+                caption=data.get("caption"),
+            )
+        if method == "getFile":
+            path, content = self.files[str(data["file_id"])]
+            return {
+                "file_id": data["file_id"],
+                "file_unique_id": f"u-{data['file_id']}",
+                "file_size": len(content),
+                "file_path": path,
+            }
+        if method == "getWebhookInfo":
+            return {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
+        return True
+
+    async def _file(self, request: web.Request) -> web.Response:
+        path = request.match_info["path"]
+        for stored_path, content in self.files.values():
+            if stored_path == path:
+                return web.Response(body=content, content_type="application/octet-stream")
+        return web.Response(status=404)
