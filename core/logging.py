@@ -106,5 +106,6 @@ def configure_logging(
         "botocore",
         "urllib3",
         "googleapiclient.discovery_cache",
+        "alembic.runtime.plugins",
     ):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -10,6 +10,8 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from core.db.database import ensure_sqlite_directory
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,6 +24,7 @@ def alembic_config(url: str) -> Config:
 
 async def run_alembic(url: str, action: str, revision: str = "head") -> None:
     """`action` is 'upgrade' or 'downgrade'. Runs on one connection, in one transaction."""
+    ensure_sqlite_directory(url)
     config = alembic_config(url)
     engine = create_async_engine(url)
 

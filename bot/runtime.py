@@ -1,0 +1,237 @@
+"""The composition root: the one place where the process is assembled and run.
+
+`build_runtime(settings)` creates every long-lived object (database, job registry and worker, the
+aiohttp app, the aiogram bot when configured) and wires the domains together; `run(settings)` upgrades
+the database, starts the HTTP server, the workers and the bot in one event loop, and stops them
+gracefully on SIGTERM/SIGINT. Nothing here runs at import time.
+
+Each engineer adds their wiring in `_wire()` below, in the section marked for their domain, with a few
+lines: build the adapter, store it on the `Runtime`, register job handlers, mount routes. Async
+set-up that needs the network or the database (load the catalog, set the Telegram webhook) goes in
+`rt.on_startup`; clean-up (close SDK clients) in `rt.on_shutdown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from channels.app import create_app
+from core.alerts import raise_alert
+from core.db.database import Database
+from core.db.migrate import upgrade_to_head
+from core.jobs.queue import ClaimedJob
+from core.jobs.worker import JobRegistry, Worker, WorkerConfig
+from core.ports import AdminNotifier, CalendarProvider, ChannelSender
+from core.settings import Settings
+
+if TYPE_CHECKING:
+    from aiogram import Bot, Dispatcher
+
+    from core.booking.api import BookingService
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+# Budget for a graceful stop; systemd's default TimeoutStopSec is 90 s, our promise is 10 s.
+STOP_WORKERS_S = 6.0
+STOP_HTTP_S = 2.0
+STOP_TOTAL_S = 9.0
+
+
+@dataclass
+class Runtime:
+    """Everything the process holds. Built by `build_runtime`, run by `run`."""
+
+    settings: Settings
+    db: Database
+    registry: JobRegistry
+    worker: Worker
+    app: web.Application
+    # Channel value ("telegram", "messenger", "instagram", "web") -> its sender (core/delivery.py).
+    senders: dict[str, ChannelSender] = field(default_factory=dict)
+    notifier: AdminNotifier | None = None
+    booking: BookingService | None = None
+    calendar: CalendarProvider | None = None
+    # The aiogram bot and dispatcher, None when TELEGRAM_BOT_TOKEN is not set.
+    bot: Bot | None = None
+    dispatcher: Dispatcher | None = None
+    on_startup: list[Hook] = field(default_factory=list)
+    on_shutdown: list[Hook] = field(default_factory=list)
+    # Anything else a domain needs to share, by name (prefer a typed field above when it is core).
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    db = Database(settings.database_url)
+    registry = JobRegistry()
+    worker = Worker(
+        db,
+        registry,
+        WorkerConfig(
+            concurrency=settings.job_workers,
+            poll_interval_s=settings.job_poll_interval_s,
+            lease_s=settings.job_lease_s,
+        ),
+    )
+    rt = Runtime(
+        settings=settings,
+        db=db,
+        registry=registry,
+        worker=worker,
+        app=create_app(settings, db),
+    )
+    if settings.telegram_mode != "off":
+        rt.bot, rt.dispatcher = _build_telegram(settings)
+    registry.dead_listeners.append(_alert_on_dead_job(db))
+    _wire(rt)
+    return rt
+
+
+def _wire(rt: Runtime) -> None:
+    """Each domain's wiring, in dependency order. Keep every section to a few lines."""
+    settings, db, registry, app = rt.settings, rt.db, rt.registry, rt.app
+    del settings, db, registry, app  # (remove once a section below uses them)
+
+    # --- Booking + calendar (ENG-C, issue 4) ---------------------------------------------------
+    # rt.calendar = ...; rt.booking = DefaultBookingService(rt.settings, rt.calendar)
+    # rt.on_startup.append(<load catalog.toml>); register reminder/calendar jobs; OAuth routes
+
+    # --- Telegram: senders, Kimmie's notifier, routers (ENG-E, issue 6) -----------------------
+    # rt.senders["telegram"] = ...; rt.notifier = ...; register "notify_admin";
+    # routers on rt.dispatcher; in webhook mode mount POST /webhook/telegram on rt.app
+
+    # --- Channels: Meta + website chat, delivery job (ENG-D, issue 5) --------------------------
+    # setup_routes(rt.app, ...); rt.senders["messenger"] = ...; register "deliver_message"
+
+    # --- Conversation engine (ENG-B, issue 3) --------------------------------------------------
+    # register "process_message" (LLM chain, tools -> rt.booking, offline responder)
+
+
+def _build_telegram(settings: Settings) -> tuple[Bot, Dispatcher]:
+    # Imported here: a process without a token never loads aiogram.
+    from aiogram import Bot, Dispatcher
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+
+    assert settings.telegram_bot_token is not None
+    session = (
+        AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+        if settings.telegram_api_base
+        else AiohttpSession()
+    )
+    bot = Bot(settings.telegram_bot_token.get_secret_value(), session=session)
+    return bot, Dispatcher()
+
+
+def _alert_on_dead_job(db: Database) -> Callable[[ClaimedJob, str], Awaitable[None]]:
+    """Tell Kimmie once per job kind that jobs are dying (not once per job)."""
+
+    async def on_dead(job: ClaimedJob, error: str) -> None:
+        text = (
+            f"A background job of kind '{job.kind}' failed for good (job {job.id}): {error[:300]}\n"
+            "See `python -m core.jobs dead`; `python -m core.jobs retry <id>` runs one again."
+        )
+        async with db.transaction() as session:
+            await raise_alert(session, f"job_dead:{job.kind}", text)
+
+    return on_dead
+
+
+# --- Running ----------------------------------------------------------------------------------------
+
+
+async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or `stop` is set), then shut down within ~10 s."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    await upgrade_to_head(settings.database_url)
+    rt = build_runtime(settings)
+    _log_integrations(settings)
+
+    runner = web.AppRunner(rt.app, access_log=None, shutdown_timeout=STOP_HTTP_S)
+    polling: asyncio.Task[None] | None = None
+    try:
+        await runner.setup()
+        for hook in rt.on_startup:
+            await hook()
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        rt.worker.start()
+        if rt.bot is not None and rt.dispatcher is not None and settings.telegram_mode == "polling":
+            polling = asyncio.create_task(_poll(rt.dispatcher, rt.bot), name="telegram-polling")
+        log.info(
+            "cheshire started",
+            extra={
+                "listen": f"http://{settings.host}:{settings.port}",
+                "database": rt.db.dialect,
+                "telegram": settings.telegram_mode,
+                "job_kinds": sorted(rt.registry.kinds),
+            },
+        )
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        try:
+            async with asyncio.timeout(STOP_TOTAL_S):
+                await _shutdown(rt, runner, polling)
+        except TimeoutError:
+            log.error("shutdown did not finish in time; exiting anyway")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("stopped")
+
+
+async def _poll(dispatcher: Dispatcher, bot: Bot) -> None:
+    try:
+        await dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # A revoked token or an unreachable API must not take the channels and workers down with it.
+        log.exception("telegram polling stopped with an error; the rest of the service keeps running")
+
+
+async def _shutdown(rt: Runtime, runner: web.AppRunner, polling: asyncio.Task[None] | None) -> None:
+    if polling is not None and rt.dispatcher is not None:
+        if not polling.done():
+            with contextlib.suppress(RuntimeError):  # polling had not started yet
+                await rt.dispatcher.stop_polling()
+            polling.cancel()
+        await asyncio.gather(polling, return_exceptions=True)
+    # Stop claiming and finish/release in-flight jobs while HTTP drains; both still need the DB.
+    await asyncio.gather(rt.worker.stop(timeout_s=STOP_WORKERS_S), runner.cleanup(), return_exceptions=True)
+    for hook in reversed(rt.on_shutdown):
+        try:
+            await hook()
+        except Exception:
+            log.exception("shutdown hook failed")
+    if rt.bot is not None:
+        with contextlib.suppress(Exception):
+            await rt.bot.session.close()
+    await rt.db.dispose()
+
+
+def _log_integrations(settings: Settings) -> None:
+    states = settings.integrations()
+    enabled = sorted(name for name, on in states.items() if on)
+    disabled = sorted(name for name, on in states.items() if not on)
+    log.info(
+        "integrations: enabled=%s disabled=%s",
+        ",".join(enabled) or "none",
+        ",".join(disabled) or "none",
+    )
+    if settings.telegram_mode == "off":
+        log.info("telegram bot is off: TELEGRAM_BOT_TOKEN is not set")
+    else:
+        log.info("telegram bot runs in %s mode", settings.telegram_mode)

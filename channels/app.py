@@ -1,0 +1,61 @@
+"""The aiohttp application factory: the one HTTP server of the process.
+
+`create_app(settings, db)` returns an app with `GET /healthz` and the request-id middleware. Channel
+packages add their routes with their own `setup_routes(app, ...deps)`, called from the composition
+root (bot/runtime.py) before the app starts. State lives under typed `web.AppKey`s, never string keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from core.db.database import Database
+from core.logging import request_id_var
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+DB_KEY = web.AppKey("db", Database)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# Accept a caller's id only when it is short and plain, so it cannot forge log lines.
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+    token = request_id_var.set(request_id)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    finally:
+        request_id_var.reset(token)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when the database answers, 503 when it does not (load balancers and systemd watch this)."""
+    if await request.app[DB_KEY].ping():
+        return web.json_response({"status": "ok", "db": "ok"})
+    return web.json_response({"status": "unavailable", "db": "down"}, status=503)
+
+
+def create_app(settings: Settings, db: Database) -> web.Application:
+    app = web.Application(middlewares=[request_id_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS_KEY] = settings
+    app[DB_KEY] = db
+    app.router.add_get("/healthz", healthz)
+    return app
