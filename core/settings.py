@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     instagram_verify_token: SecretStr | None = None
     meta_graph_api_base: str = "https://graph.facebook.com"
     meta_graph_api_version: str = "v23.0"
+    # Instagram Login tokens are served by https://graph.instagram.com; None: meta_graph_api_base.
+    instagram_graph_api_base: str | None = None
+    meta_send_timeout_s: float = Field(10.0, gt=0)
     tiktok_access_token: SecretStr | None = None  # named by the old system; no TikTok channel yet
 
     # --- Website chat ------------------------------------------------------------------------
@@ -115,7 +118,11 @@ class Settings(BaseSettings):
     )
     chat_sync_wait_s: float = Field(4.0, ge=0)
     max_body_bytes: int = Field(256 * 1024, ge=1024)
-    rate_limit_per_minute: int = Field(60, ge=1)
+    rate_limit_per_minute: int = Field(60, ge=1)  # per sender (web session, PSID/IGSID)
+    chat_ip_rate_limit_per_minute: int = Field(120, ge=1)  # per client IP on /api/chat
+    webhook_rate_limit_per_minute: int = Field(6000, ge=1)  # per client IP on /webhook/* (Meta batches)
+    # Behind a proxy (Cloudflare tunnel) every peer is the proxy: read the client IP from this header.
+    client_ip_header: str | None = None
 
     # --- Google Calendar -------------------------------------------------------------------
     google_client_id: str | None = None
