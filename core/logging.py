@@ -40,22 +40,42 @@ class ContextFilter(logging.Filter):
 
 
 class SecretFilter(logging.Filter):
-    """Replaces known secret values in the final message with '***'."""
+    """Replaces known secret values with '***' in the message, extra fields and traceback text."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
 
+    def mask(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
             return True
         message = record.getMessage()
-        masked = message
-        for secret in self.secrets:
-            masked = masked.replace(secret, "***")
+        masked = self.mask(message)
         if masked != message:
             record.msg, record.args = masked, None
+        for key, value in list(record.__dict__.items()):
+            if key not in _STANDARD_ATTRS and isinstance(value, str):
+                setattr(record, key, self.mask(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.mask(record.stack_info)
         return True
+
+
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    # SecretFilter leaves a masked `exc_text`; use it rather than formatting the traceback again.
+    if record.exc_info and not record.exc_text:
+        record.exc_text = formatter.formatException(record.exc_info)
+    return record.exc_text or None
 
 
 class JsonFormatter(logging.Formatter):
@@ -69,8 +89,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and value is not None:
                 data[key] = value
-        if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+        exc = _exception_text(self, record)
+        if exc:
+            data["exc"] = exc
         return json.dumps(data, default=str, ensure_ascii=False)
 
 
@@ -82,8 +103,9 @@ class TextFormatter(logging.Formatter):
         stamp = self.formatTime(record, "%H:%M:%S")
         base = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
         text = f"{base} [{ids}]" if ids else base
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
+        exc = _exception_text(self, record)
+        if exc:
+            text += "\n" + exc
         return text
 
 

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        # `FOO=` (a blank line copied from .env.example) means "not set", not "set to empty".
+        env_ignore_empty=True,
     )
 
     # --- Application -------------------------------------------------------------------------
@@ -77,7 +79,10 @@ class Settings(BaseSettings):
     anthropic_model: str = "claude-sonnet-4-6"
     anthropic_base_url: str | None = None
     openai_api_key: SecretStr | None = None
-    openai_model: str = "gpt-4.1"
+    # gpt-4-turbo-preview is shut down and gpt-4.1 shuts down 2027-01-14; gpt-6.1-sol is the current
+    # mid-tier model (chat completions + tools). OPENAI_REASONING_EFFORT=off for non-reasoning models.
+    openai_model: str = "gpt-6.1-sol"
+    openai_reasoning_effort: str | None = "low"
     openai_base_url: str | None = None
     llm_turn_deadline_s: float = Field(30.0, gt=0)
     llm_max_tool_rounds: int = Field(6, ge=1, le=20)
@@ -178,7 +183,7 @@ class Settings(BaseSettings):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
+            raise ValueError("unknown time zone (use an IANA name such as America/New_York)") from exc
         return value
 
     @field_validator("database_url")
@@ -270,10 +275,11 @@ class Settings(BaseSettings):
 
 def describe_validation_error(exc: ValidationError) -> str:
     lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "settings"
-        # Never echo the offending input: it may be a secret.
-        lines.append(f"{where.upper()}: {error['msg']}")
+    for error in exc.errors(include_input=False, include_url=False):
+        # Never echo the offending input: it may be a secret. Messages name the variable instead.
+        message = error["msg"].removeprefix("Value error, ")
+        where = ".".join(str(part) for part in error["loc"])
+        lines.append(f"{where.upper()}: {message}" if where else message)
     return "invalid configuration: " + "; ".join(lines)
 
 

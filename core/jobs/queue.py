@@ -9,7 +9,7 @@ Protocol:
 - A running job whose lease expired (its worker died) is claimable again.
 - Jobs that share a `queue_key` run one at a time in id order: a later one is not claimable while an
   earlier one is queued or running (one customer's messages are processed strictly in order).
-- Failures reschedule with exponential backoff and full jitter; after `max_attempts` the job is dead,
+- Failures reschedule with exponential backoff and jitter; after `max_attempts` the job is dead,
   with its last error kept for `dead_jobs()` and Kimmie's alerts.
 """
 
@@ -112,17 +112,18 @@ def _claimable(now: datetime) -> Any:
 
 
 async def claim(session: AsyncSession, *, worker_id: str, lease_s: float, limit: int = 1) -> list[ClaimedJob]:
-    """Claim up to `limit` due jobs for `worker_id`. Call inside its own short transaction."""
+    """Claim up to `limit` due jobs for `worker_id`, in one statement. Call in its own short transaction.
+
+    On PostgreSQL the inner SELECT locks the rows it picks and skips rows another claimer holds, so
+    concurrent claimers never get the same job; the UPDATE in the same statement takes the lease.
+    """
     now = utcnow()
     pick = select(Job.id).where(_claimable(now)).order_by(Job.run_at, Job.id).limit(limit)
     if dialect_name(session) == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
-    ids = list((await session.execute(pick)).scalars())
-    if not ids:
-        return []
     rows = await session.execute(
         update(Job)
-        .where(Job.id.in_(ids))
+        .where(Job.id.in_(pick.scalar_subquery()))
         .values(
             status="running",
             attempts=Job.attempts + 1,
@@ -130,6 +131,7 @@ async def claim(session: AsyncSession, *, worker_id: str, lease_s: float, limit:
             locked_until=now + timedelta(seconds=lease_s),
         )
         .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts, Job.idempotency_key)
+        .execution_options(synchronize_session=False)
     )
     claimed = [ClaimedJob(*row) for row in rows]
     claimed.sort(key=lambda job: job.id)
@@ -142,12 +144,17 @@ async def complete(session: AsyncSession, job_id: int, *, worker_id: str) -> boo
         update(Job)
         .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running")
         .values(status="done", finished_at=utcnow(), locked_by=None, locked_until=None, last_error=None)
+        .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def backoff_delay(attempt: int, *, rng: random.Random | None = None) -> float:
-    """Exponential backoff with full jitter: uniform in [cap/2, cap] of base * 2^(attempt-1)."""
+    """Exponential backoff with jitter: uniform in [c/2, c] for c = min(cap, base * 2^(attempt-1)).
+
+    Half the ceiling is kept so the delay still grows with every attempt; the random half spreads
+    jobs that failed together (one outage) so they do not all retry in the same instant.
+    """
     ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(attempt - 1, 0))
     return (rng or random).uniform(ceiling / 2, ceiling)
 
@@ -161,7 +168,7 @@ async def fail(
     retry_in_s: float | None = None,
     permanent: bool = False,
 ) -> str:
-    """Reschedule or bury a failed job. Returns the new status ('queued' or 'dead')."""
+    """Reschedule or bury a failed job. Returns 'queued', 'dead', or 'lost' (lease taken over)."""
     dead = permanent or job.attempts >= job.max_attempts
     delay = retry_in_s if retry_in_s is not None else backoff_delay(job.attempts)
     values: dict[str, Any] = {
@@ -173,7 +180,14 @@ async def fail(
         values |= {"status": "dead", "finished_at": utcnow()}
     else:
         values |= {"status": "queued", "run_at": utcnow() + timedelta(seconds=delay)}
-    await session.execute(update(Job).where(Job.id == job.id, Job.locked_by == worker_id).values(**values))
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.locked_by == worker_id, Job.status == "running")
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return "lost"  # the lease expired and another worker holds the job now
     return "dead" if dead else "queued"
 
 
@@ -193,3 +207,21 @@ async def dead_jobs(session: AsyncSession, *, limit: int = 50) -> list[Job]:
         select(Job).where(Job.status == "dead").order_by(Job.finished_at.desc(), Job.id.desc()).limit(limit)
     )
     return list(rows.scalars())
+
+
+async def get_job(session: AsyncSession, job_id: int) -> Job | None:
+    return await session.get(Job, job_id)
+
+
+async def retry_dead(session: AsyncSession, job_id: int) -> bool:
+    """Give a dead job a fresh set of attempts, due now. Returns False if it is not dead."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "dead")
+        .values(status="queued", attempts=0, run_at=utcnow(), finished_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount:  # type: ignore[attr-defined]
+        session.info[ENQUEUED_FLAG] = True
+        return True
+    return False

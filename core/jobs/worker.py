@@ -51,11 +51,22 @@ class WorkerConfig:
     concurrency: int = 2
     poll_interval_s: float = 0.5
     lease_s: float = 60.0
+    # Jobs claimed per round trip by one loop; >1 trades latency of the later ones for throughput.
     batch: int = 1
+
+    @property
+    def handler_timeout_s(self) -> float:
+        # A handler is cut off before its lease ends, so no other worker can take the job over
+        # while it still runs (which would run it twice).
+        return self.lease_s * 0.8
 
 
 class Worker:
-    """`concurrency` loops in this process, each claiming and running one job at a time."""
+    """`concurrency` loops in this process, each claiming and running one job at a time.
+
+    Every job this worker claimed and has not yet completed, failed or released is in `_claimed`;
+    `stop()` releases whatever is left there, so a restart never waits for leases to expire.
+    """
 
     def __init__(self, db: Database, registry: JobRegistry, config: WorkerConfig | None = None) -> None:
         self.db = db
@@ -65,70 +76,70 @@ class Worker:
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._claimed: set[int] = set()
         db.on_jobs_committed(self.wake)
 
     def wake(self) -> None:
         self._wakeup.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def start(self) -> None:
+        self._stopping.clear()
         for n in range(self.config.concurrency):
-            self._tasks.append(asyncio.create_task(self._loop(n), name=f"job-worker-{n}"))
+            self._tasks.append(asyncio.create_task(self._loop(), name=f"job-worker-{n}"))
 
     async def stop(self, timeout_s: float = 8.0) -> None:
-        """Stop claiming, let running jobs finish within the timeout, release the rest."""
+        """Stop claiming; let running jobs finish within the timeout; release the rest."""
         self._stopping.set()
         self._wakeup.set()
-        running = list(self._in_flight.values())
-        if running:
-            _done, pending = await asyncio.wait(running, timeout=timeout_s)
+        tasks, self._tasks = self._tasks, []
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
             for task in pending:
                 task.cancel()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        unfinished = list(self._in_flight)
+            await asyncio.gather(*tasks, return_exceptions=True)
+        unfinished = sorted(self._claimed)
         if unfinished:
-            with contextlib.suppress(Exception):
+            try:
                 async with self.db.transaction() as session:
                     await queue.release(session, unfinished, worker_id=self.id)
-            log.info("released unfinished jobs", extra={"job_ids": unfinished})
-        self._tasks.clear()
+                self._claimed.difference_update(unfinished)
+                log.info("released unfinished jobs", extra={"job_ids": unfinished})
+            except Exception:
+                log.exception("could not release jobs; they run again when their lease expires")
 
-    async def _loop(self, n: int) -> None:
+    async def _loop(self) -> None:
         while not self._stopping.is_set():
+            # Cleared before claiming: a wake-up that arrives while we claim is not lost.
+            self._wakeup.clear()
             try:
                 ran = await self.run_once()
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("worker round failed")
                 ran = 0
-            if ran == 0:
-                await self._idle()
-
-    async def _idle(self) -> None:
-        self._wakeup.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout=self.config.poll_interval_s)
+            if ran == 0 and not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=self.config.poll_interval_s)
 
     async def run_once(self) -> int:
-        """Claim and run one batch. Returns how many jobs ran (0 = queue idle)."""
+        """Claim and run one batch. Returns how many jobs ran (0 = nothing was due)."""
         if self._stopping.is_set():
             return 0
         async with self.db.transaction() as session:
             jobs = await queue.claim(
                 session, worker_id=self.id, lease_s=self.config.lease_s, limit=self.config.batch
             )
+        self._claimed.update(job.id for job in jobs)
+        ran = 0
         for job in jobs:
-            task = asyncio.current_task()
-            assert task is not None
-            self._in_flight[job.id] = task
-            try:
-                await self._run(job)
-            finally:
-                self._in_flight.pop(job.id, None)
-        return len(jobs)
+            if self._stopping.is_set():
+                break  # the rest stay in _claimed and are released by stop()
+            await self._run(job)
+            ran += 1
+        return ran
 
     async def _run(self, job: ClaimedJob) -> None:
         with job_context(job.id, job.kind):
@@ -140,20 +151,21 @@ class Worker:
                 await self._failed(job, "lease expired on every attempt", permanent=True)
                 return
             try:
-                async with asyncio.timeout(self.config.lease_s):
+                async with asyncio.timeout(self.config.handler_timeout_s):
                     await handler(job)
-            except asyncio.CancelledError:
-                raise
             except RetryLater as exc:
-                await self._failed(job, str(exc), retry_in_s=exc.delay_s)
+                await self._failed(job, f"RetryLater: {exc}", retry_in_s=exc.delay_s)
             except PermanentJobError as exc:
                 await self._failed(job, f"{type(exc).__name__}: {exc}", permanent=True)
+            except TimeoutError:
+                await self._failed(job, f"timed out after {self.config.handler_timeout_s:.0f}s")
             except Exception as exc:
                 log.warning("job failed", exc_info=True)
                 await self._failed(job, f"{type(exc).__name__}: {exc}")
             else:
                 async with self.db.transaction() as session:
                     await queue.complete(session, job.id, worker_id=self.id)
+                self._claimed.discard(job.id)
 
     async def _failed(
         self, job: ClaimedJob, error: str, *, retry_in_s: float | None = None, permanent: bool = False
@@ -162,8 +174,13 @@ class Worker:
             status = await queue.fail(
                 session, job, worker_id=self.id, error=error, retry_in_s=retry_in_s, permanent=permanent
             )
+        self._claimed.discard(job.id)
         if status == "dead":
             log.error("job dead", extra={"error": error[:300]})
             for listener in self.registry.dead_listeners:
-                with contextlib.suppress(Exception):
+                try:
                     await listener(job, error)
+                except Exception:
+                    log.exception("dead-job listener failed")
+        elif status == "lost":
+            log.warning("job lease was lost before its failure was recorded")

@@ -1,0 +1,71 @@
+"""`python -m core.jobs dead [--limit N]` lists dead jobs with their last error;
+`python -m core.jobs retry <id>` gives one a fresh set of attempts.
+
+Uses the same settings (DATABASE_URL, .env) as the service. Exit codes: 0 ok, 1 no such dead job,
+2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from core.db.database import Database
+from core.jobs import queue
+from core.settings import Settings, SettingsError
+
+
+async def _list_dead(db: Database, limit: int) -> int:
+    async with db.transaction() as session:
+        jobs = await queue.dead_jobs(session, limit=limit)
+    if not jobs:
+        print("no dead jobs")
+        return 0
+    for job in jobs:
+        finished = job.finished_at.isoformat(timespec="seconds") if job.finished_at else "-"
+        print(f"#{job.id}  {job.kind}  attempts={job.attempts}/{job.max_attempts}  died={finished}")
+        error = (job.last_error or "(no error recorded)").strip()
+        for line in error.splitlines()[:5]:
+            print(f"    {line}")
+    return 0
+
+
+async def _retry(db: Database, job_id: int) -> int:
+    async with db.transaction() as session:
+        ok = await queue.retry_dead(session, job_id)
+    if not ok:
+        print(f"job #{job_id} is not dead (or does not exist)", file=sys.stderr)
+        return 1
+    print(f"job #{job_id} queued again; a running service picks it up within its poll interval")
+    return 0
+
+
+async def _main(args: argparse.Namespace, settings: Settings) -> int:
+    db = Database(settings.database_url)
+    try:
+        if args.command == "dead":
+            return await _list_dead(db, args.limit)
+        return await _retry(db, args.job_id)
+    finally:
+        await db.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.jobs", description="Inspect the job queue.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dead = sub.add_parser("dead", help="list dead jobs with their last error")
+    dead.add_argument("--limit", type=int, default=50)
+    retry = sub.add_parser("retry", help="run a dead job again")
+    retry.add_argument("job_id", type=int)
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.load()
+    except SettingsError as exc:
+        print(f"cheshire: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_main(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
