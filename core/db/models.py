@@ -26,6 +26,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -292,6 +293,14 @@ class Job(Base):
     __table_args__ = (
         Index("ix_job_status_run_at", "status", "run_at"),
         Index("ix_job_queue_key_id", "queue_key", "id"),
+        # The claim scans only live jobs, in run order; done/dead rows pile up and must not slow it.
+        Index(
+            "ix_job_claimable",
+            "run_at",
+            "id",
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

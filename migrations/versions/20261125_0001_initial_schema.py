@@ -75,6 +75,12 @@ def upgrade() -> None:
     with op.batch_alter_table('job', schema=None) as batch_op:
         batch_op.create_index('ix_job_queue_key_id', ['queue_key', 'id'], unique=False)
         batch_op.create_index('ix_job_status_run_at', ['status', 'run_at'], unique=False)
+        # Claim scans only live jobs; done/dead rows pile up and must not slow it down.
+        batch_op.create_index(
+            'ix_job_claimable', ['run_at', 'id'], unique=False,
+            postgresql_where=sa.text("status IN ('queued', 'running')"),
+            sqlite_where=sa.text("status IN ('queued', 'running')"),
+        )
 
     op.create_table('processed_event',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -279,13 +285,10 @@ def upgrade() -> None:
             "EXCLUDE USING gist (tstzrange(start_at, end_at, '[)') WITH &&) "
             "WHERE (status = 'confirmed')"
         )
-        # Claim scans only live jobs; done/dead rows pile up and must not slow it down.
-        op.execute("CREATE INDEX ix_job_claimable ON job (run_at, id) WHERE status IN ('queued', 'running')")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP INDEX IF EXISTS ix_job_claimable")
         op.execute("ALTER TABLE appointment DROP CONSTRAINT IF EXISTS ex_appointment_no_overlap_confirmed")
     with op.batch_alter_table('message', schema=None) as batch_op:
         batch_op.drop_index('ix_message_conversation_id_id')
@@ -321,6 +324,7 @@ def downgrade() -> None:
     op.drop_table('service')
     op.drop_table('processed_event')
     with op.batch_alter_table('job', schema=None) as batch_op:
+        batch_op.drop_index('ix_job_claimable')
         batch_op.drop_index('ix_job_status_run_at')
         batch_op.drop_index('ix_job_queue_key_id')
 

@@ -1,0 +1,158 @@
+"""Claude through the Messages API. The only module that imports `anthropic`.
+
+Prompt caching: tools, then the stable system block, then the conversation, each ending in a cache
+breakpoint. Anthropic caches the prefix up to a breakpoint, so everything that changes per turn (today's
+date, this customer's pets and bookings) is a second system block *after* the stable one, and the newest
+message carries the last breakpoint: the next turn (or tool round) reads the whole earlier conversation
+from the cache. That is three breakpoints of the four allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+
+from core.llm.types import ChatMessage, ChatRequest, ChatResponse, ProviderError, ToolCall, Usage
+from core.settings import Settings
+
+PROVIDER = "anthropic"
+_CACHE = {"type": "ephemeral"}
+
+
+class AnthropicChatModel:
+    name = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        model: str,
+        base_url: str | None = None,
+        max_retries: int = 1,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.model = model
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout_s
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AnthropicChatModel | None:
+        if settings.anthropic_api_key is None:
+            return None
+        return cls(
+            api_key=settings.anthropic_api_key.get_secret_value(),
+            model=settings.anthropic_model,
+            base_url=settings.anthropic_base_url,
+            max_retries=settings.llm_max_retries,
+            timeout_s=settings.llm_turn_deadline_s,
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def complete(self, request: ChatRequest, *, timeout_s: float) -> ChatResponse:
+        body = build_request(request, model=self.model)
+        try:
+            message = await self._client.messages.create(**body, timeout=timeout_s)
+        except anthropic.APIStatusError as exc:
+            raise ProviderError(PROVIDER, exc.status_code, _error_message(exc)) from None
+        except anthropic.APITimeoutError:
+            raise ProviderError(PROVIDER, None, "timed out") from None
+        except anthropic.APIConnectionError as exc:
+            raise ProviderError(PROVIDER, None, f"connection error: {exc}") from None
+        except anthropic.AnthropicError as exc:  # malformed response and the like
+            raise ProviderError(PROVIDER, None, f"{type(exc).__name__}: {exc}") from None
+        return _parse(message, self.model)
+
+
+def build_request(request: ChatRequest, *, model: str) -> dict[str, Any]:
+    """The Messages API body (without transport options). Public for the token bench."""
+    system: list[dict[str, Any]] = [{"type": "text", "text": request.system.stable, "cache_control": _CACHE}]
+    if request.system.context:
+        system.append({"type": "text", "text": request.system.context})
+    tools: list[dict[str, Any]] = [
+        {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools
+    ]
+    if tools:
+        tools[-1]["cache_control"] = _CACHE
+    messages = [_message(m) for m in request.messages]
+    if messages:
+        last_content = messages[-1]["content"]
+        if last_content:
+            last_content[-1]["cache_control"] = _CACHE
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": request.max_output_tokens,
+        "system": system,
+        "messages": messages,
+    }
+    if tools:
+        body["tools"] = tools
+        body["tool_choice"] = {"type": "auto"} if request.allow_tools else {"type": "none"}
+    return body
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    # Tool results must come first in a user turn.
+    for result in message.tool_results:
+        content.append(
+            {
+                "type": "tool_result",
+                "tool_use_id": result.call_id,
+                "content": result.content,
+                "is_error": result.is_error,
+            }
+        )
+    if message.text:
+        content.append({"type": "text", "text": message.text})
+    for call in message.tool_calls:
+        content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments})
+    if not content:
+        content.append({"type": "text", "text": "(empty)"})
+    return {"role": message.role, "content": content}
+
+
+def _parse(message: Any, model: str) -> ChatResponse:
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for block in message.content or []:
+        if block.type == "text":
+            texts.append(block.text)
+        elif block.type == "tool_use":
+            arguments = block.input if isinstance(block.input, dict) else None
+            calls.append(
+                ToolCall(
+                    id=block.id,
+                    name=block.name,
+                    arguments=arguments or {},
+                    arguments_error=None if arguments is not None else "arguments must be a JSON object",
+                )
+            )
+    usage = message.usage
+    return ChatResponse(
+        text="".join(texts).strip(),
+        tool_calls=tuple(calls),
+        stop_reason=str(message.stop_reason or "end_turn"),
+        usage=Usage(
+            input_tokens=usage.input_tokens or 0,
+            output_tokens=usage.output_tokens or 0,
+            cache_read_input_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
+            cache_creation_input_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
+        ),
+        provider=PROVIDER,
+        model=str(message.model or model),
+    )
+
+
+def _error_message(exc: anthropic.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            return f"{error.get('type', 'error')}: {error.get('message', '')}"[:300]
+        return json.dumps(body)[:300]
+    return str(exc)[:300]
