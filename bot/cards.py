@@ -1,0 +1,238 @@
+"""How things look in Kimmie's chat: pure functions from read models to HTML text and keyboards.
+
+Everything that came from a customer or the database is escaped: names like "<Bella & Co>" are shown,
+not interpreted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+from html import escape
+from zoneinfo import ZoneInfo
+
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bot.callbacks import ApptAction, ChatAction
+from bot.views import CardData, ClientCard, ConversationView, PetView
+from core.types import AppointmentStatus, Booking, Slot
+
+STATUS_LABEL = {
+    AppointmentStatus.REQUESTED: "⏳ waiting for your decision",
+    AppointmentStatus.CONFIRMED: "✅ confirmed",
+    AppointmentStatus.DECLINED: "❌ declined",
+    AppointmentStatus.CANCELLED: "🚫 cancelled",
+    AppointmentStatus.EXPIRED: "⌛ expired (not decided in time)",
+    AppointmentStatus.COMPLETED: "✔ completed",
+    AppointmentStatus.NO_SHOW: "👻 no-show",
+}
+CHANNEL_LABEL = {"telegram": "Telegram", "instagram": "Instagram", "messenger": "Messenger", "web": "Website"}
+
+
+def e(value: object) -> str:
+    return escape(str(value), quote=False)
+
+
+def fmt_slot(start: datetime, end: datetime, tz: ZoneInfo) -> str:
+    local_start, local_end = start.astimezone(tz), end.astimezone(tz)
+    return f"{local_start:%a %-d %b}, {local_start:%H:%M}–{local_end:%H:%M}"
+
+
+def fmt_day(day: date) -> str:
+    return f"{day:%A %-d %B}"
+
+
+def fmt_money(low: int | None, high: int | None, currency: str = "USD") -> str:
+    if low is None:
+        return "no quote"
+    symbol = "$" if currency.upper() == "USD" else f"{currency} "
+    if high is None or high == low:
+        return f"{symbol}{low / 100:,.0f}"
+    return f"{symbol}{low / 100:,.0f}–{high / 100:,.0f}"
+
+
+def vaccination(pet: PetView, today: date) -> str:
+    if pet.vaccination_expires_on is None:
+        return "vaccination: unknown"
+    if pet.vaccination_expires_on < today:
+        return f"⚠ vaccination expired {pet.vaccination_expires_on:%-d %b %Y}"
+    return f"vaccinated until {pet.vaccination_expires_on:%-d %b %Y}"
+
+
+def pet_line(pet: PetView, today: date) -> str:
+    facts = [pet.breed, pet.size_class, f"{pet.coat_type} coat" if pet.coat_type else None]
+    details = ", ".join(e(f) for f in facts if f)
+    line = f"🐾 <b>{e(pet.name)}</b>" + (f" — {details}" if details else "")
+    extra = [e(f"temperament: {pet.temperament}") if pet.temperament else "", vaccination(pet, today)]
+    if pet.health_notes:
+        extra.append(e(f"health: {pet.health_notes}"))
+    return line + "\n    " + "; ".join(x for x in extra if x)
+
+
+def booking_card_text(card: CardData, tz: ZoneInfo, *, note: str | None = None) -> str:
+    b = card.booking
+    today = datetime.now(tz).date()
+    channel = CHANNEL_LABEL.get(b.source_channel.value, b.source_channel.value) if b.source_channel else "—"
+    who = e(card.client.name or "(no name)")
+    if card.client.phone:
+        who += f" · {e(card.client.phone)}"
+    lines = [
+        f"<b>Booking request #{b.id}</b>",
+        f"👤 {who} · via {e(channel)}",
+        *[pet_line(p, today) for p in card.pets],
+    ]
+    if not card.pets and b.pet_names:
+        lines.append("🐾 " + e(", ".join(b.pet_names)))
+    lines += [
+        f"✂ {e(b.service_name)} · {fmt_money(b.price_min_cents, b.price_max_cents)}",
+        f"🗓 {fmt_slot(b.start, b.end, tz)}",
+    ]
+    if not b.availability_verified:
+        lines.append("⚠ calendar not checked — make sure the slot is free")
+    if b.notes:
+        lines.append(f"📝 {e(b.notes)}")
+    lines.append(f"Status: {STATUS_LABEL.get(b.status, e(b.status))}")
+    if note:
+        lines.append(f"\n<i>{e(note)}</i>")
+    return "\n".join(lines)
+
+
+def booking_card_keyboard(card: CardData) -> InlineKeyboardMarkup | None:
+    rows: list[list[InlineKeyboardButton]] = []
+    appointment_id = card.booking.id
+    if card.booking.status == AppointmentStatus.REQUESTED:
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    text="✅ Approve",
+                    callback_data=ApptAction(action="approve", appointment_id=appointment_id).pack(),
+                ),
+                InlineKeyboardButton(
+                    text="❌ Decline",
+                    callback_data=ApptAction(action="decline", appointment_id=appointment_id).pack(),
+                ),
+            ]
+        )
+        rows.append(
+            [
+                InlineKeyboardButton(
+                    text="🕑 Offer another time",
+                    callback_data=ApptAction(action="offer", appointment_id=appointment_id).pack(),
+                )
+            ]
+        )
+    if card.conversation_id is not None:
+        rows.append([open_chat_button(card.conversation_id)])
+    return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
+
+
+def open_chat_button(conversation_id: int) -> InlineKeyboardButton:
+    return InlineKeyboardButton(
+        text="💬 Open chat", callback_data=ChatAction(action="open", conversation_id=conversation_id).pack()
+    )
+
+
+def alternatives_keyboard(appointment_id: int, slots: Sequence[Slot], tz: ZoneInfo) -> InlineKeyboardMarkup:
+    rows = [
+        [
+            InlineKeyboardButton(
+                text=fmt_slot(s.start, s.end, tz),
+                callback_data=ApptAction(
+                    action="alt", appointment_id=appointment_id, ts=int(s.start.timestamp())
+                ).pack(),
+            )
+        ]
+        for s in slots
+    ]
+    rows.append(
+        [
+            InlineKeyboardButton(
+                text="↩ Back", callback_data=ApptAction(action="back", appointment_id=appointment_id).pack()
+            )
+        ]
+    )
+    return InlineKeyboardMarkup(inline_keyboard=rows)
+
+
+def agenda_text(
+    title: str, bookings: Iterable[Booking], pets: dict[int, PetView], clients: dict[int, str], tz: ZoneInfo
+) -> str:
+    by_day: dict[date, list[Booking]] = {}
+    for b in sorted(bookings, key=lambda b: b.start):
+        by_day.setdefault(b.start.astimezone(tz).date(), []).append(b)
+    if not by_day:
+        return f"<b>{e(title)}</b>\nNothing booked."
+    lines = [f"<b>{e(title)}</b>"]
+    for day, items in by_day.items():
+        lines.append(f"\n<b>{fmt_day(day)}</b>")
+        for b in items:
+            start, end = b.start.astimezone(tz), b.end.astimezone(tz)
+            status = "" if b.status == AppointmentStatus.CONFIRMED else f" [{e(b.status)}]"
+            lines.append(
+                f"{start:%H:%M}–{end:%H:%M} {e(b.service_name)}{status} · {e(clients.get(b.client_id, ''))}"
+            )
+            for pet_id, name in zip(b.pet_ids, b.pet_names, strict=False):
+                pet = pets.get(pet_id)
+                facts = [pet.breed, pet.size_class, pet.temperament] if pet else []
+                detail = ", ".join(e(f) for f in facts if f)
+                lines.append(f"   🐾 {e(name)}" + (f" ({detail})" if detail else ""))
+            if b.notes:
+                lines.append(f"   📝 {e(b.notes)}")
+            if not b.availability_verified:
+                lines.append("   ⚠ calendar not checked")
+    return "\n".join(lines)
+
+
+def client_card_text(card: ClientCard, tz: ZoneInfo) -> str:
+    c = card.client
+    today = datetime.now(tz).date()
+    lines = [f"<b>{e(c.name or '(no name)')}</b> · client #{c.id}"]
+    contact = " · ".join(e(x) for x in (c.phone, c.email) if x)
+    if contact:
+        lines.append(contact)
+    if c.channels:
+        lines.append("Writes on: " + ", ".join(CHANNEL_LABEL.get(ch, ch) for ch in c.channels))
+    if c.notes:
+        lines.append(f"📝 {e(c.notes)}")
+    lines += [pet_line(p, today) + f" (pet #{p.id})" for p in card.pets] or ["No pets on file."]
+    if card.history:
+        lines.append("\n<b>Appointments</b>")
+        for b in sorted(card.history, key=lambda b: b.start, reverse=True)[:10]:
+            lines.append(
+                f"#{b.id} {fmt_slot(b.start, b.end, tz)} · {e(b.service_name)} · "
+                f"{e(', '.join(b.pet_names))} · {e(b.status)}"
+            )
+    else:
+        lines.append("No appointments yet.")
+    return "\n".join(lines)
+
+
+AUTHOR_ICON = {"customer": "👤", "assistant": "🤖", "kimmie": "✂", "system": "⚙"}
+
+
+def conversation_text(
+    view: ConversationView, messages: Sequence[tuple[str, str, datetime]], tz: ZoneInfo
+) -> str:
+    channel = CHANNEL_LABEL.get(view.channel, view.channel)
+    lines = [f"💬 <b>{e(view.client.name or 'Customer')}</b> on {e(channel)} (chat #{view.id})"]
+    if not messages:
+        lines.append("No messages yet.")
+    for author, text, at in messages:
+        snippet = text if len(text) <= 500 else text[:500] + "…"
+        lines.append(f"{AUTHOR_ICON.get(author, '•')} {at.astimezone(tz):%d %b %H:%M} {e(snippet)}")
+    return "\n".join(lines)
+
+
+def handover_text(view: ConversationView, reason: str) -> str:
+    channel = CHANNEL_LABEL.get(view.channel, view.channel)
+    return f"🙋 <b>{e(view.client.name or 'A customer')}</b> on {e(channel)} needs you\nReason: {e(reason)}"
+
+
+def day_range(kind: str, tz: ZoneInfo, now: datetime | None = None) -> tuple[date, date, str]:
+    today = (now or datetime.now(tz)).astimezone(tz).date()
+    if kind == "tomorrow":
+        day = today + timedelta(days=1)
+        return day, day, f"Tomorrow, {fmt_day(day)}"
+    if kind == "week":
+        return today, today + timedelta(days=6), "The next 7 days"
+    return today, today, f"Today, {fmt_day(today)}"

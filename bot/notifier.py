@@ -1,0 +1,161 @@
+"""Kimmie hears about things here: core.ports.AdminNotifier implemented with the Telegram bot.
+
+Each method reads what it needs in a short transaction, closes it, then calls Telegram (never a
+transaction held across a network call), and writes back the card's message id in a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+from html import escape
+
+from aiogram import Bot
+from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.types import InlineKeyboardMarkup, Message
+
+from bot import cards, views
+from bot.notify_jobs import NoAdminChatError
+from core.booking.api import BookingService, NotFoundError
+from core.db.database import Database
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EVENT_LABEL = {
+    "approved": "approved ✅",
+    "confirmed": "confirmed ✅",
+    "declined": "declined ❌",
+    "cancelled": "cancelled by the customer 🚫",
+    "cancelled_by_client": "cancelled by the customer 🚫",
+    "rescheduled": "moved to a new time 🔁",
+    "expired": "expired before a decision ⌛",
+    "payment_received": "deposit paid 💳",
+    "calendar_failed": "could not be written to Google Calendar ⚠",
+}
+
+
+class TelegramAdminNotifier:
+    def __init__(self, *, bot: Bot, db: Database, settings: Settings, booking: BookingService) -> None:
+        self.bot = bot
+        self.db = db
+        self.settings = settings
+        self.booking = booking
+
+    @property
+    def chat_id(self) -> int | None:
+        if self.settings.telegram_kimmie_chat_id is not None:
+            return self.settings.telegram_kimmie_chat_id
+        admins = sorted(self.settings.admin_chat_ids)
+        return admins[0] if admins else None
+
+    def _chat(self) -> int:
+        chat_id = self.chat_id
+        if chat_id is None:
+            raise NoAdminChatError("TELEGRAM_KIMMIE_CHAT_ID is not set: nobody to notify")
+        return chat_id
+
+    # --- AdminNotifier --------------------------------------------------------------------------
+    async def booking_request(self, appointment_id: int) -> None:
+        chat_id = self._chat()
+        async with self.db.transaction() as session:
+            card = await views.load_card(session, self.booking, appointment_id)
+        if card.card_message_id is not None and card.card_chat_id is not None:
+            # A retried job whose card already went out: refresh it rather than send a second one.
+            await self.refresh_card(card)
+            return
+        sent = await self.send_card(chat_id, card)
+        async with self.db.transaction() as session:
+            await views.set_card_location(session, appointment_id, sent.chat.id, sent.message_id)
+
+    async def booking_changed(self, appointment_id: int, event: str) -> None:
+        chat_id = self._chat()
+        async with self.db.transaction() as session:
+            try:
+                card = await views.load_card(session, self.booking, appointment_id)
+            except NotFoundError:
+                log.info(
+                    "booking_changed for a missing appointment", extra={"appointment_id": appointment_id}
+                )
+                return
+        b = card.booking
+        label = EVENT_LABEL.get(event, event.replace("_", " "))
+        pets = ", ".join(b.pet_names) or "—"
+        text = (
+            f"🔔 Booking #{b.id} ({cards.e(pets)}, {cards.fmt_slot(b.start, b.end, self.settings.tz)}) "
+            f"{cards.e(label)}"
+        )
+        if card.card_message_id is not None:
+            await self.refresh_card(card)
+        await self.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML)
+
+    async def handover(self, conversation_id: int, reason: str) -> None:
+        chat_id = self._chat()
+        async with self.db.transaction() as session:
+            view = await views.conversation_view(session, conversation_id)
+        if view is None:
+            return
+        markup = InlineKeyboardMarkup(inline_keyboard=[[cards.open_chat_button(conversation_id)]])
+        await self.bot.send_message(
+            chat_id, cards.handover_text(view, reason), parse_mode=ParseMode.HTML, reply_markup=markup
+        )
+
+    async def alert(self, text: str) -> None:
+        await self.bot.send_message(self._chat(), f"⚠️ {escape(text, quote=False)}", parse_mode=ParseMode.HTML)
+
+    # --- cards --------------------------------------------------------------------------------
+    async def send_card(self, chat_id: int, card: views.CardData, *, note: str | None = None) -> Message:
+        text = cards.booking_card_text(card, self.settings.tz, note=note)
+        markup = cards.booking_card_keyboard(card)
+        photo = next((p.photo_url for p in card.pets if p.photo_url), None)
+        if photo and len(text) <= 1024:
+            try:
+                return await self.bot.send_photo(
+                    chat_id, photo, caption=text, parse_mode=ParseMode.HTML, reply_markup=markup
+                )
+            except TelegramBadRequest:
+                # Telegram could not fetch the picture (private bucket, dead link): the text still matters.
+                log.info("pet photo not accepted by telegram; sending the card as text")
+        return await self.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup)
+
+    async def refresh_card(self, card: views.CardData, *, note: str | None = None) -> None:
+        if card.card_chat_id is None or card.card_message_id is None:
+            return
+        await edit_card(self.bot, card.card_chat_id, card.card_message_id, card, self.settings, note=note)
+
+
+async def edit_card(
+    bot: Bot,
+    chat_id: int,
+    message_id: int,
+    card: views.CardData,
+    settings: Settings,
+    *,
+    note: str | None = None,
+    markup: InlineKeyboardMarkup | None = None,
+) -> None:
+    """Show the card's current state in place (text card or photo-caption card)."""
+    text = cards.booking_card_text(card, settings.tz, note=note)
+    keyboard = markup if markup is not None else cards.booking_card_keyboard(card)
+    try:
+        await bot.edit_message_text(
+            text=text,
+            chat_id=chat_id,
+            message_id=message_id,
+            parse_mode=ParseMode.HTML,
+            reply_markup=keyboard,
+        )
+    except TelegramBadRequest as exc:
+        message = exc.message.lower()
+        if "not modified" in message:
+            return
+        if "no text" in message:
+            await bot.edit_message_caption(
+                caption=text[:1024],
+                chat_id=chat_id,
+                message_id=message_id,
+                parse_mode=ParseMode.HTML,
+                reply_markup=keyboard,
+            )
+            return
+        raise

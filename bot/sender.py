@@ -1,0 +1,241 @@
+"""The Telegram ChannelSender: core's OutboundMessage → Bot API calls.
+
+- Text is HTML-escaped (customers and Kimmie type `<`, `&`) and sent with parse_mode HTML.
+- Long texts are split at Telegram's 4,096-character limit, on a line or word boundary when possible.
+- Quick replies become inline keyboard buttons whose callback_data is the payload (ASCII, <= 64 bytes).
+- Images go out with sendPhoto (by URL).
+- A token-bucket limiter keeps sends under Telegram's limits: ~30 messages/s overall, ~1/s per chat
+  (with a small burst, so a three-part reply is not slowed down).
+- Errors map to core.ports delivery errors: 429 → RetryableDeliveryError(retry_after) (aiogram does not
+  retry; the deliver job reschedules), 403 → RecipientUnreachableError, 401 → ChannelCredentialsError.
+
+A multi-part message that fails half-way remembers (in memory) which parts already went out, so the
+retry sends only the rest: the customer sees each part once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import html
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+from aiogram import Bot
+from aiogram.enums import ChatAction, ParseMode
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+from core.ports import (
+    ChannelCredentialsError,
+    PermanentDeliveryError,
+    RecipientUnreachableError,
+    RetryableDeliveryError,
+    SendResult,
+)
+from core.types import OutboundMessage, QuickReply, Recipient
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 4096
+MAX_CAPTION = 1024
+MAX_CALLBACK_BYTES = 64
+T = TypeVar("T")
+
+
+def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """Cut `text` into parts of at most `limit` characters, preferring newlines, then spaces."""
+    parts: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        cut = rest.rfind("\n", limit // 2, limit + 1)
+        if cut <= 0:
+            cut = rest.rfind(" ", limit // 2, limit + 1)
+        if cut <= 0:
+            cut = limit
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest or not parts:
+        parts.append(rest)
+    return parts
+
+
+def quick_reply_keyboard(quick_replies: tuple[QuickReply, ...]) -> InlineKeyboardMarkup | None:
+    """Two short buttons per row, long titles on their own row."""
+    rows: list[list[InlineKeyboardButton]] = []
+    for reply in quick_replies:
+        payload = reply.payload
+        if len(payload.encode()) > MAX_CALLBACK_BYTES:
+            log.warning("quick reply payload over 64 bytes dropped", extra={"title": reply.title})
+            continue
+        button = InlineKeyboardButton(text=reply.title, callback_data=payload)
+        if rows and len(rows[-1]) == 1 and len(rows[-1][0].text) <= 14 and len(reply.title) <= 14:
+            rows[-1].append(button)
+        else:
+            rows.append([button])
+    return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
+
+
+class TokenBucket:
+    def __init__(self, rate_per_s: float, burst: float) -> None:
+        self.rate = rate_per_s
+        self.burst = burst
+        self.tokens = burst
+        self.updated = time.monotonic()
+        self.blocked_until = 0.0
+
+    def reserve(self, now: float) -> float:
+        """Take one token (possibly in the future); returns how long to wait for it."""
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        self.tokens -= 1
+        wait = 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+        return max(wait, self.blocked_until - now)
+
+
+class SendLimiter:
+    """Global and per-chat token buckets. Reservations are made under a lock, waits outside it."""
+
+    def __init__(
+        self,
+        *,
+        global_rate: float = 28.0,
+        global_burst: float = 28.0,
+        chat_rate: float = 1.0,
+        chat_burst: float = 3.0,
+        max_chats: int = 10_000,
+    ) -> None:
+        self._global = TokenBucket(global_rate, global_burst)
+        self._chat_rate = chat_rate
+        self._chat_burst = chat_burst
+        self._chats: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._max_chats = max_chats
+        self._lock = asyncio.Lock()
+
+    def _bucket(self, chat: str) -> TokenBucket:
+        bucket = self._chats.get(chat)
+        if bucket is None:
+            bucket = self._chats[chat] = TokenBucket(self._chat_rate, self._chat_burst)
+            if len(self._chats) > self._max_chats:
+                self._chats.popitem(last=False)
+        else:
+            self._chats.move_to_end(chat)
+        return bucket
+
+    async def acquire(self, chat: str) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            wait = max(self._global.reserve(now), self._bucket(chat).reserve(now))
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def block_chat(self, chat: str, seconds: float) -> None:
+        """Telegram said 429 for this chat: nothing more goes there before `seconds`."""
+        bucket = self._bucket(chat)
+        bucket.blocked_until = max(bucket.blocked_until, time.monotonic() + seconds)
+
+
+@dataclass
+class _Progress:
+    sent_parts: int
+    last_message_id: int | None
+
+
+class TelegramSender:
+    """core.ports.ChannelSender for channel "telegram"."""
+
+    def __init__(self, bot: Bot, *, limiter: SendLimiter | None = None) -> None:
+        self.bot = bot
+        self.limiter = limiter or SendLimiter()
+        self._progress: OrderedDict[str, _Progress] = OrderedDict()
+
+    async def send(self, recipient: Recipient, message: OutboundMessage) -> SendResult:
+        chat = recipient.external_id
+        steps = self._plan(chat, message)
+        key = self._progress_key(chat, message)
+        progress = self._progress.get(key) or _Progress(0, None)
+        for index, step in enumerate(steps):
+            if index < progress.sent_parts:
+                continue
+            await self.limiter.acquire(chat)
+            sent = await self._call(chat, step)
+            progress = _Progress(index + 1, sent.message_id)
+            self._remember(key, progress)
+        self._progress.pop(key, None)
+        last_id = progress.last_message_id
+        return SendResult(platform_message_id=str(last_id) if last_id is not None else None)
+
+    async def send_typing(self, chat_id: int | str) -> None:
+        """ "typing…" while the engine works; best effort, never fails the caller."""
+        try:
+            await self.bot.send_chat_action(chat_id=chat_id, action=ChatAction.TYPING)
+        except Exception:
+            log.debug("typing indicator failed", exc_info=True)
+
+    # ------------------------------------------------------------------------------------------
+    def _plan(self, chat: str, message: OutboundMessage) -> list[Callable[[], Awaitable[Any]]]:
+        keyboard = quick_reply_keyboard(message.quick_replies)
+        texts = split_text(message.text) if message.text.strip() else []
+        steps: list[Callable[[], Awaitable[Any]]] = []
+        for n, url in enumerate(message.image_urls):
+            markup = keyboard if not texts and n == len(message.image_urls) - 1 else None
+            steps.append(partial(self.bot.send_photo, chat_id=chat, photo=url, reply_markup=markup))
+        for n, part in enumerate(texts):
+            markup = keyboard if n == len(texts) - 1 else None
+            steps.append(
+                partial(
+                    self.bot.send_message,
+                    chat_id=chat,
+                    text=html.escape(part, quote=False),
+                    parse_mode=ParseMode.HTML,
+                    reply_markup=markup,
+                )
+            )
+        if not steps:
+            raise PermanentDeliveryError("empty message")
+        return steps
+
+    @staticmethod
+    def _progress_key(chat: str, message: OutboundMessage) -> str:
+        digest = hashlib.sha256(repr((message.text, message.quick_replies, message.image_urls)).encode())
+        return f"{chat}:{digest.hexdigest()[:24]}"
+
+    def _remember(self, key: str, progress: _Progress) -> None:
+        self._progress[key] = progress
+        self._progress.move_to_end(key)
+        while len(self._progress) > 1000:
+            self._progress.popitem(last=False)
+
+    async def _call(self, chat: str, step: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await step()
+        except TelegramRetryAfter as exc:
+            self.limiter.block_chat(chat, exc.retry_after)
+            raise RetryableDeliveryError(
+                "telegram rate limit", retry_after_s=float(exc.retry_after)
+            ) from None
+        except TelegramForbiddenError:
+            raise RecipientUnreachableError("the user blocked the bot") from None
+        except TelegramUnauthorizedError:
+            raise ChannelCredentialsError("TELEGRAM_BOT_TOKEN was rejected by Telegram") from None
+        except TelegramNotFound:
+            raise RecipientUnreachableError("chat not found") from None
+        except TelegramBadRequest as exc:
+            if "chat not found" in exc.message.lower() or "user is deactivated" in exc.message.lower():
+                raise RecipientUnreachableError("chat not found") from None
+            raise PermanentDeliveryError(f"telegram refused the message: {exc.message[:200]}") from None
+        except (TelegramNetworkError, TelegramServerError) as exc:
+            raise RetryableDeliveryError(f"telegram unavailable: {type(exc).__name__}") from None

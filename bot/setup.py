@@ -1,0 +1,130 @@
+"""Assembling the Telegram side; called from the composition root (bot/runtime.py).
+
+- `build_dispatcher(...)`: routers (admin, guard, customer), the per-update scope middleware, FSM
+  storage (Redis when REDIS_URL is set, else memory: only short UI steps live there) and the
+  dependencies as workflow data (handlers receive them as keyword arguments, never globals).
+- `setup_webhook(app, dispatcher, bot, settings)`: POST /webhook/telegram on the shared aiohttp app,
+  checking X-Telegram-Bot-Api-Secret-Token (401 otherwise). Updates are handled before the 200 goes
+  back (`handle_in_background=False`): the update is in the database before Telegram stops retrying.
+- `on_startup(bot, dispatcher, settings)`: command menus per scope, and setWebhook / deleteWebhook.
+- `register_jobs(registry, *, notifier)`: the "notify_admin" job (bot/notify_jobs.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.fsm.storage.base import BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
+
+from bot import admin, customer
+from bot.notifier import TelegramAdminNotifier
+from bot.notify_jobs import register_jobs as register_notify_jobs
+from bot.scope import UpdateScopeMiddleware
+from bot.sender import TelegramSender
+from core.booking.api import BookingService
+from core.db.database import Database
+from core.jobs.worker import JobRegistry
+from core.settings import Settings
+from core.storage import ObjectStorage
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/webhook/telegram"
+
+
+def fsm_storage_for(settings: Settings) -> BaseStorage:
+    if settings.redis_url:
+        from aiogram.fsm.storage.redis import RedisStorage
+
+        return RedisStorage.from_url(settings.redis_url)
+    return MemoryStorage()
+
+
+def build_dispatcher(
+    *,
+    db: Database,
+    settings: Settings,
+    booking: BookingService,
+    sender: TelegramSender,
+    photos: ObjectStorage | None = None,
+    fsm_storage: BaseStorage | None = None,
+    **extra: Any,
+) -> Dispatcher:
+    dp = Dispatcher(
+        storage=fsm_storage or fsm_storage_for(settings),
+        db=db,
+        settings=settings,
+        booking=booking,
+        sender=sender,
+        photos=photos,
+        **extra,
+    )
+    dp.update.outer_middleware(UpdateScopeMiddleware())
+    # Order matters: Kimmie's routers first (filtered by IsAdmin), then the guard that refuses her
+    # buttons to anyone else, then everything customers do.
+    dp.include_routers(admin.router, admin.guard_router, customer.router)
+    return dp
+
+
+def setup_webhook(app: web.Application, dispatcher: Dispatcher, bot: Bot, settings: Settings) -> None:
+    if settings.telegram_webhook_secret is None:
+        raise ValueError("TELEGRAM_WEBHOOK_SECRET is required in webhook mode")
+    handler = SimpleRequestHandler(
+        dispatcher,
+        bot,
+        handle_in_background=False,
+        secret_token=settings.telegram_webhook_secret.get_secret_value(),
+    )
+    # Not handler.register(): its shutdown hook would close the bot session the runtime owns.
+    app.router.add_post(WEBHOOK_PATH, handler.handle)
+
+
+def webhook_url(settings: Settings) -> str:
+    assert settings.public_base_url
+    return f"{settings.public_base_url}{WEBHOOK_PATH}"
+
+
+async def set_commands(bot: Bot, settings: Settings) -> None:
+    customer_commands = [BotCommand(command=c, description=d) for c, d in customer.CUSTOMER_COMMANDS.items()]
+    admin_commands = [BotCommand(command=c, description=d[:256]) for c, d in admin.ADMIN_COMMANDS.items()]
+    await bot.set_my_commands(customer_commands, scope=BotCommandScopeDefault())
+    for chat_id in sorted(settings.admin_chat_ids):
+        await bot.set_my_commands(admin_commands, scope=BotCommandScopeChat(chat_id=chat_id))
+
+
+async def on_startup(bot: Bot, dispatcher: Dispatcher, settings: Settings) -> None:
+    """Menus and webhook registration. Failures are logged, not fatal: the rest of the service runs."""
+    try:
+        await set_commands(bot, settings)
+        if settings.telegram_mode == "webhook":
+            assert settings.telegram_webhook_secret is not None
+            await bot.set_webhook(
+                webhook_url(settings),
+                secret_token=settings.telegram_webhook_secret.get_secret_value(),
+                allowed_updates=dispatcher.resolve_used_update_types(),
+                max_connections=40,
+            )
+        else:
+            await bot.delete_webhook(drop_pending_updates=False)
+    except Exception:
+        log.exception("telegram start-up calls failed (token, network?); the bot may not answer")
+
+
+def register_jobs(
+    registry: JobRegistry,
+    *,
+    db: Database,
+    bot: Bot,
+    settings: Settings,
+    booking: BookingService,
+) -> TelegramAdminNotifier:
+    """Register "notify_admin" with the Telegram notifier; returns the notifier for the runtime."""
+    notifier = TelegramAdminNotifier(bot=bot, db=db, settings=settings, booking=booking)
+    register_notify_jobs(registry, notifier=notifier)
+    return notifier
