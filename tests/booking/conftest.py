@@ -1,0 +1,77 @@
+"""Booking fixtures: a movable clock, the repository's catalog loaded, customers with pets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from core.booking.catalog import load_catalog
+from core.booking.service import DefaultBookingService
+from core.customers import get_or_create_conversation, get_or_create_identity, save_pet
+from core.db.database import Database
+from core.settings import Settings
+from core.types import CoatType, SizeClass
+
+REPO = Path(__file__).resolve().parents[2]
+CATALOG = REPO / "catalog.toml"
+# A Monday in a quiet week (no closures): Tue-Sat are open in catalog.toml.
+T0 = datetime(2027, 3, 1, 14, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@dataclass
+class Customer:
+    client_id: int
+    conversation_id: int
+    pet_ids: list[int]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0)
+
+
+@pytest.fixture
+async def catalog_db(db: Database) -> Database:
+    async with db.transaction() as session:
+        await load_catalog(session, CATALOG)
+    return db
+
+
+@pytest.fixture
+def service(settings: Settings, clock: Clock) -> DefaultBookingService:
+    return DefaultBookingService(settings, now=clock)
+
+
+async def make_customer(
+    db: Database,
+    external_id: str,
+    *,
+    channel: str = "telegram",
+    pets: tuple[tuple[str, str | None, SizeClass | None, CoatType | None], ...] = (
+        ("Biscuit", "cockapoo", None, None),
+    ),
+) -> Customer:
+    async with db.transaction() as session:
+        identity = await get_or_create_identity(session, channel, external_id, display_name=external_id)
+        conversation = await get_or_create_conversation(session, identity)
+        pet_ids = []
+        for name, breed, size, coat in pets:
+            pet = await save_pet(
+                session, client_id=identity.client_id, name=name, breed=breed, size_class=size, coat_type=coat
+            )
+            pet_ids.append(pet.id)
+        return Customer(identity.client_id, conversation.id, pet_ids)
