@@ -59,7 +59,8 @@ def test_there_is_a_single_head() -> None:
 async def test_stairway_upgrade_downgrade_upgrade(empty_url: str, revision: Script) -> None:
     previous = revision.down_revision or "base"
     assert isinstance(previous, str)
-    await run_alembic(empty_url, "upgrade", previous) if previous != "base" else None
+    if previous != "base":
+        await run_alembic(empty_url, "upgrade", previous)
     before = await table_names(empty_url)
 
     await run_alembic(empty_url, "upgrade", revision.revision)
