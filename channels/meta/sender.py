@@ -1,0 +1,241 @@
+"""The Send API adapter: core `OutboundMessage` → Messenger / Instagram `POST /{version}/me/messages`.
+
+Implements `core.ports.ChannelSender` for "messenger" (page access token) and "instagram" (Instagram
+access token). Graph errors are mapped by code onto core's delivery errors, so core/delivery.py can
+retry, fall back to another channel or alert Kimmie without knowing anything about Meta:
+
+    HTTP 429, codes 4 / 17 / 32 / 613           throttled      → RetryableDeliveryError (+ Retry-After)
+    HTTP 5xx, codes 1 / 2 / 1200, timeouts      transient      → RetryableDeliveryError
+    10 / 2018278 (Messenger), 10 / 2534022 (IG)  24 h window    → WindowClosedError
+    551                                          person unavailable → RecipientUnreachableError
+    190 (any subcode)                            token invalid  → ChannelCredentialsError
+    anything else                                               → PermanentDeliveryError
+
+A message becomes several Send API calls: images first, then the text split at the platform's limit
+(Messenger 2,000 characters, Instagram 1,000 bytes); quick replies (≤ 13, titles ≤ 20 characters)
+ride on the last call. The token travels in the Authorization header, never in a URL that could end up
+in a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from pydantic import SecretStr
+
+from core.ports import (
+    ChannelCredentialsError,
+    PermanentDeliveryError,
+    RecipientUnreachableError,
+    RetryableDeliveryError,
+    SendResult,
+    WindowClosedError,
+)
+from core.settings import Settings
+from core.types import Channel, OutboundMessage, QuickReply, Recipient
+
+log = logging.getLogger(__name__)
+
+MESSENGER_TEXT_LIMIT_CHARS = 2000
+INSTAGRAM_TEXT_LIMIT_BYTES = 1000
+MAX_QUICK_REPLIES = 13
+MAX_QUICK_REPLY_TITLE = 20
+THROTTLE_CODES = frozenset({4, 17, 32, 613})
+TRANSIENT_CODES = frozenset({1, 2, 1200})
+WINDOW_CLOSED = frozenset({(10, 2018278), (10, 2534022)})
+DEFAULT_THROTTLE_RETRY_S = 60.0
+
+
+def _chars(text: str) -> int:
+    return len(text)
+
+
+def _utf8_bytes(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def split_text(text: str, limit: int, measure: Callable[[str], int] = _chars) -> list[str]:
+    """Split into parts each within `limit` (as `measure`d), preferring paragraph, line and word
+    boundaries; a single over-long word is cut between characters (never inside a UTF-8 sequence)."""
+    text = text.strip()
+    parts: list[str] = []
+    while text:
+        if measure(text) <= limit:
+            parts.append(text)
+            break
+        # Longest prefix within the limit (binary search: measure may count bytes).
+        lo, hi = 1, len(text)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if measure(text[:mid]) <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        cut = lo
+        for separator in ("\n\n", "\n", " "):
+            at = text.rfind(separator, 0, cut + 1)
+            if at > cut // 2:
+                cut = at
+                break
+        parts.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    return [part for part in parts if part]
+
+
+def _quick_replies(quick_replies: tuple[QuickReply, ...]) -> list[dict[str, str]]:
+    shown = quick_replies[:MAX_QUICK_REPLIES]
+    if len(quick_replies) > MAX_QUICK_REPLIES:
+        log.warning("quick replies cut to %d (were %d)", MAX_QUICK_REPLIES, len(quick_replies))
+    return [
+        {
+            "content_type": "text",
+            "title": q.title if len(q.title) <= MAX_QUICK_REPLY_TITLE else q.title[:19] + "…",
+            "payload": q.payload,
+        }
+        for q in shown
+    ]
+
+
+def map_graph_error(status: int, body: Any, retry_after: str | None = None) -> Exception:
+    """A Graph API error response → one of core's delivery errors (message without secrets)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    code = error.get("code") if isinstance(error.get("code"), int) else None
+    subcode = error.get("error_subcode") if isinstance(error.get("error_subcode"), int) else None
+    what = f"graph error http={status} code={code} subcode={subcode}: {str(error.get('message', ''))[:200]}"
+    hint: float | None = None
+    if retry_after:
+        try:
+            hint = max(0.0, float(retry_after))
+        except ValueError:
+            hint = None
+    if (code, subcode) in WINDOW_CLOSED:
+        return WindowClosedError(what)
+    if code == 551:
+        return RecipientUnreachableError(what)
+    if code == 190:
+        return ChannelCredentialsError(what)
+    if status == 429 or code in THROTTLE_CODES:
+        return RetryableDeliveryError(
+            what, retry_after_s=hint if hint is not None else DEFAULT_THROTTLE_RETRY_S
+        )
+    if status >= 500 or code in TRANSIENT_CODES or bool(error.get("is_transient")):
+        return RetryableDeliveryError(what, retry_after_s=hint)
+    return PermanentDeliveryError(what)
+
+
+class MetaSender:
+    """One channel (Messenger or Instagram) of the Send API."""
+
+    # Read by core/delivery.py: automated messages only inside Meta's 24 h window, and the fault key
+    # under which Kimmie is alerted (once) about an invalid token.
+    messaging_window_s = 24 * 3600.0
+    push_capable = True
+
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        base_url: str,
+        version: str,
+        token: SecretStr,
+        http: Callable[[], aiohttp.ClientSession],
+    ) -> None:
+        self.channel = channel
+        self.url = f"{base_url.rstrip('/')}/{version}/me/messages"
+        self._token = token
+        self._http = http
+        self.credentials_fault_key = "meta:token" if channel is Channel.MESSENGER else "meta:instagram_token"
+        if channel is Channel.INSTAGRAM:
+            self._limit, self._measure = INSTAGRAM_TEXT_LIMIT_BYTES, _utf8_bytes
+        else:
+            self._limit, self._measure = MESSENGER_TEXT_LIMIT_CHARS, _chars
+
+    def requests_for(self, message: OutboundMessage) -> list[dict[str, Any]]:
+        """The `message` objects of the Send API calls for one outbound message, in order."""
+        bodies: list[dict[str, Any]] = [
+            {"attachment": {"type": "image", "payload": {"url": url, "is_reusable": True}}}
+            for url in message.image_urls
+        ]
+        bodies += [{"text": part} for part in split_text(message.text, self._limit, self._measure)]
+        if message.quick_replies:
+            if not bodies:
+                bodies.append({"text": "…"})
+            # Instagram shows quick replies on text only; Messenger on either.
+            texts = [i for i, body in enumerate(bodies) if "text" in body]
+            target = texts[-1] if texts else len(bodies) - 1
+            bodies[target]["quick_replies"] = _quick_replies(message.quick_replies)
+        return bodies
+
+    async def send(self, recipient: Recipient, message: OutboundMessage) -> SendResult:
+        bodies = self.requests_for(message)
+        if not bodies:
+            raise PermanentDeliveryError("empty message: no text, image or quick reply")
+        first_id: str | None = None
+        for body in bodies:
+            message_id = await self._post(
+                {"recipient": {"id": recipient.external_id}, "messaging_type": "RESPONSE", "message": body}
+            )
+            first_id = first_id or message_id
+        return SendResult(platform_message_id=first_id)
+
+    async def _post(self, data: dict[str, Any]) -> str | None:
+        headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+        try:
+            async with self._http().post(self.url, json=data, headers=headers) as response:
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = None
+                if response.status >= 400 or (isinstance(body, dict) and "error" in body):
+                    raise map_graph_error(response.status, body, response.headers.get("Retry-After"))
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # ClientError messages can include the URL (no token there: it is in a header).
+            raise RetryableDeliveryError(f"{self.channel.value} send failed: {type(exc).__name__}") from None
+        message_id = body.get("message_id") if isinstance(body, dict) else None
+        return str(message_id) if message_id is not None else None
+
+
+class MetaSenders:
+    """Owns the HTTP session (created at start-up, closed at shutdown) and the configured senders."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self.senders: dict[str, MetaSender] = {}
+        base = settings.meta_graph_api_base
+        version = settings.meta_graph_api_version
+        if settings.facebook_page_access_token is not None:
+            self.senders[Channel.MESSENGER.value] = MetaSender(
+                Channel.MESSENGER,
+                base_url=base,
+                version=version,
+                token=settings.facebook_page_access_token,
+                http=self.http,
+            )
+        if settings.instagram_access_token is not None:
+            self.senders[Channel.INSTAGRAM.value] = MetaSender(
+                Channel.INSTAGRAM,
+                base_url=settings.instagram_graph_api_base or base,
+                version=version,
+                token=settings.instagram_access_token,
+                http=self.http,
+            )
+
+    def http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RetryableDeliveryError("meta sender not started yet")
+        return self._session
+
+    async def start(self) -> None:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self.settings.meta_send_timeout_s, connect=5)
+            self._session = aiohttp.ClientSession(timeout=timeout, raise_for_status=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

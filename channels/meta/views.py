@@ -1,0 +1,155 @@
+"""Messenger and Instagram webhooks: verify → parse → store once → 200.
+
+    GET  /webhook/facebook, /webhook/fb, /webhook/instagram   subscription handshake
+    POST the same paths                                         events, signed by Meta
+
+A POST is checked against `X-Hub-Signature-256` on the raw bytes before anything is parsed; its
+messages are stored and their processing queued in one transaction (`core.conversation.ingest`), and
+Meta gets its 200 at once: the engine runs later in a worker. A redelivered event is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+from pydantic import SecretStr
+
+from channels import middleware
+from channels.meta.parser import parse_webhook
+from channels.middleware import ApiError, check_rate, parse_json, read_body, require_json
+from channels.ratelimit import RateLimiter
+from core.conversation.ingest import ingest
+from core.db.database import Database
+from core.settings import Settings
+from core.types import InboundMessage
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+MESSENGER_PATHS = ("/webhook/facebook", "/webhook/fb")
+INSTAGRAM_PATH = "/webhook/instagram"
+
+
+def signature_valid(raw: bytes, header: str | None, secrets: list[str]) -> bool:
+    """`sha256=<hex HMAC-SHA256(app secret, raw body)>`, compared in constant time."""
+    if not header or not header.startswith("sha256="):
+        return False
+    given = header[len("sha256=") :].strip().lower()
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+        if hmac.compare_digest(expected, given):
+            return True
+    return False
+
+
+def sign(raw: bytes, secret: str) -> str:
+    """The header value Meta would send for `raw` (tests, the bench and local tools use it)."""
+    return "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+
+
+@dataclass
+class MetaWebhook:
+    """One webhook endpoint (Messenger or Instagram): its verify token and accepted app secrets."""
+
+    name: str
+    db: Database
+    settings: Settings
+    verify_token: SecretStr | None
+    app_secrets: list[SecretStr]
+
+    async def handshake(self, request: web.Request) -> web.Response:
+        mode = request.query.get("hub.mode")
+        token = request.query.get("hub.verify_token", "")
+        challenge = request.query.get("hub.challenge", "")
+        if self.verify_token is None:
+            log.warning("%s webhook handshake refused: its verify token is not configured", self.name)
+            return web.Response(status=403, text="verification failed")
+        expected = self.verify_token.get_secret_value()
+        if mode == "subscribe" and hmac.compare_digest(token.encode(), expected.encode()) and challenge:
+            log.info("%s webhook subscription verified", self.name)
+            return web.Response(text=challenge[:256], content_type="text/plain")
+        log.warning("%s webhook handshake refused: wrong mode or verify token", self.name)
+        return web.Response(status=403, text="verification failed")
+
+    async def receive(self, request: web.Request) -> web.Response:
+        secrets = [s.get_secret_value() for s in self.app_secrets]
+        if not secrets and not self.settings.meta_allow_unsigned:
+            log.error(
+                "%s webhook POST refused (503): no app secret is configured (META_APP_SECRET%s), so "
+                "signatures cannot be checked; set META_ALLOW_UNSIGNED=true only in development",
+                self.name,
+                " / INSTAGRAM_APP_SECRET" if self.name == "instagram" else "",
+            )
+            raise ApiError(503, "webhook signature checking is not configured")
+        require_json(request)
+        raw = await read_body(request, self.settings.max_body_bytes)
+        if secrets and not signature_valid(raw, request.headers.get(SIGNATURE_HEADER), secrets):
+            log.warning("%s webhook POST refused (403): missing or wrong %s", self.name, SIGNATURE_HEADER)
+            raise ApiError(403, "invalid signature")
+        result = parse_webhook(parse_json(raw))
+        if result.unknown_object is not None:
+            log.info("%s webhook: ignored object %r", self.name, result.unknown_object)
+            return web.Response(text="EVENT_RECEIVED")
+        messages = await self._within_sender_limits(request, result.messages)
+        stored = 0
+        if messages:
+            async with self.db.transaction() as session:
+                for message in messages:
+                    stored += (await ingest(session, message)).stored
+        log.info(
+            "%s webhook: %d message(s), %d new, %d redelivered, skipped %s",
+            self.name,
+            len(messages),
+            stored,
+            len(messages) - stored,
+            dict(result.skipped) or "none",
+        )
+        return web.Response(text="EVENT_RECEIVED")
+
+    async def _within_sender_limits(
+        self, request: web.Request, messages: list[InboundMessage]
+    ) -> list[InboundMessage]:
+        """Drop events from a sender over RATE_LIMIT_PER_MINUTE (a flood), keeping the rest of the
+        batch: answering Meta with an error would make it redeliver everyone's messages and, after an
+        hour of failures, unsubscribe the app."""
+        kept = []
+        for message in messages:
+            key = f"sender:{message.channel.value}:{message.external_user_id}"
+            try:
+                await check_rate(request, key, self.settings.rate_limit_per_minute)
+            except ApiError:
+                log.warning("%s webhook: sender over its rate limit, event dropped", self.name)
+                continue
+            kept.append(message)
+        return kept
+
+
+def setup_routes(
+    app: web.Application, *, db: Database, settings: Settings, limiter: RateLimiter | None = None
+) -> None:
+    """Mount the Meta webhooks (and the channel middlewares, once)."""
+    middleware.install(app, settings=settings, limiter=limiter)
+    messenger = MetaWebhook(
+        name="messenger",
+        db=db,
+        settings=settings,
+        verify_token=settings.facebook_verify_token,
+        app_secrets=[s for s in (settings.meta_app_secret,) if s is not None],
+    )
+    instagram = MetaWebhook(
+        name="instagram",
+        db=db,
+        settings=settings,
+        verify_token=settings.instagram_verify_token,
+        # Instagram Login apps sign with their own secret; Messenger-platform Instagram with the app's.
+        app_secrets=[s for s in (settings.meta_app_secret, settings.instagram_app_secret) if s is not None],
+    )
+    for path in MESSENGER_PATHS:
+        app.router.add_get(path, messenger.handshake, allow_head=False)
+        app.router.add_post(path, messenger.receive)
+    app.router.add_get(INSTAGRAM_PATH, instagram.handshake, allow_head=False)
+    app.router.add_post(INSTAGRAM_PATH, instagram.receive)

@@ -1,0 +1,222 @@
+"""Hardening of the public surface: errors as JSON, CORS, body limits, content types, rate limits.
+
+Installed once per app by `install(app, settings=..., limiter=...)` (the channel `setup_routes`
+functions call it). They run inside channels/app.py's request-id middleware, so every log line
+here carries the request id and every response (errors too) has an `X-Request-Id` header.
+
+- Errors: handlers raise `ApiError` for a clear 4xx; anything unexpected is logged with its traceback
+  and answered as a JSON 500 with the request id (never an HTML page or a traceback).
+- Body size: a declared Content-Length over `MAX_BODY_BYTES` is refused before reading (413);
+  `read_body()` enforces the same limit on chunked bodies.
+- Rate limits per client IP: /api/chat (`CHAT_IP_RATE_LIMIT_PER_MINUTE`) and /webhook/*
+  (`WEBHOOK_RATE_LIMIT_PER_MINUTE`); per-sender limits are applied by the handlers, which know the sender.
+- Logs: one INFO line per request (method, path, status, ms): no bodies, no query strings (the
+  webhook handshake puts the verify token there), no headers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from channels.ratelimit import RateLimiter, build_rate_limiter
+from core.logging import request_id_var
+from core.settings import Settings
+
+log = logging.getLogger("channels.http")
+
+LIMITER_KEY = web.AppKey("channels_rate_limiter", RateLimiter)
+_INSTALLED_KEY = web.AppKey("channels_middlewares_installed", bool)
+_SETTINGS_KEY = web.AppKey("channels_settings", Settings)
+
+PUBLIC_PREFIXES = ("/api/", "/webhook/")
+CHAT_PREFIX = "/api/"
+WEBHOOK_PREFIX = "/webhook/"
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """A client error rendered as `{"error": message, "field"?: name}` with its status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status: int, message: str, *, field: str | None = None, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    body: dict[str, Any] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    if (request_id := request_id_var.get()) is not None:
+        body["request_id"] = request_id
+    return web.json_response(body, status=status, headers=headers)
+
+
+def client_ip(request: web.Request, settings: Settings) -> str:
+    if settings.client_ip_header:
+        forwarded = request.headers.get(settings.client_ip_header, "")
+        # X-Forwarded-For style lists: the left-most entry is the original client.
+        first = forwarded.split(",")[0].strip()
+        if first:
+            return first[:64]
+    return request.remote or "unknown"
+
+
+def require_json(request: web.Request) -> None:
+    if request.content_type != "application/json":
+        raise ApiError(415, "Content-Type must be application/json")
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The raw body, refusing (413) more than `max_bytes` even when no Content-Length was sent."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(413, f"request body is larger than {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, f"request body is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "malformed JSON body") from None
+
+
+async def check_rate(request: web.Request, key: str, per_minute: int) -> None:
+    decision = await request.app[LIMITER_KEY].hit(key, per_minute)
+    if not decision.allowed:
+        raise ApiError(
+            429, "too many requests, slow down", headers={"Retry-After": decision.retry_after_header}
+        )
+
+
+# --- Middlewares ------------------------------------------------------------------------------------
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    public = request.path.startswith(PUBLIC_PREFIXES)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except ApiError as exc:
+        status = exc.status
+        return error_response(exc.status, exc.message, field=exc.field, headers=exc.headers)
+    except web.HTTPRequestEntityTooLarge:
+        status = 413
+        return error_response(413, "request body is too large")
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal error")
+    finally:
+        if public:
+            log.info(
+                "%s %s %s %.1fms",
+                request.method,
+                request.path,
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+def cors_middleware(allowed_origins: list[str]) -> Any:
+    allowed = frozenset(origin.rstrip("/") for origin in allowed_origins)
+
+    @web.middleware
+    async def cors(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if not request.path.startswith(CHAT_PREFIX):
+            return await handler(request)
+        origin = request.headers.get("Origin")
+        is_allowed = origin is not None and (origin in allowed or "*" in allowed)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            if not is_allowed:
+                return error_response(403, "origin not allowed")
+            assert origin is not None
+            return web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Origin": origin,
+                    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                    "Access-Control-Allow-Headers": "Content-Type, X-Request-Id",
+                    "Access-Control-Max-Age": "600",
+                    "Vary": "Origin",
+                },
+            )
+        response = await handler(request)
+        if is_allowed and origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "X-Request-Id, Retry-After"
+            response.headers.add("Vary", "Origin")
+        return response
+
+    return cors
+
+
+@web.middleware
+async def guard_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Cheap checks before any handler work: declared body size and per-IP rate limits."""
+    path = request.path
+    if request.method != "POST" or not path.startswith(PUBLIC_PREFIXES):
+        return await handler(request)
+    settings = request.app[_SETTINGS_KEY]
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise ApiError(413, f"request body is larger than {settings.max_body_bytes} bytes")
+    ip = client_ip(request, settings)
+    if path.startswith(WEBHOOK_PREFIX):
+        await check_rate(request, f"ip:webhook:{ip}", settings.webhook_rate_limit_per_minute)
+    else:
+        await check_rate(request, f"ip:chat:{ip}", settings.chat_ip_rate_limit_per_minute)
+    return await handler(request)
+
+
+def install(app: web.Application, *, settings: Settings, limiter: RateLimiter | None = None) -> None:
+    """Add the channel middlewares once (idempotent: both channel packages call it).
+
+    Without a limiter, one is built from settings: Redis-backed when REDIS_URL is set.
+    """
+    if app.get(_INSTALLED_KEY):
+        return
+    limiter = limiter or build_rate_limiter(settings.redis_url)
+    app[_INSTALLED_KEY] = True
+    app[_SETTINGS_KEY] = settings
+    app[LIMITER_KEY] = limiter
+    # Outermost first: CORS wraps the error renderer, so 4xx/429/500 answers carry CORS headers and
+    # the widget can read them; the guard runs last, just before the handler.
+    app.middlewares.extend(
+        [cors_middleware(settings.cors_allowed_origins), error_middleware, guard_middleware]
+    )
+
+    async def _close_limiter(_app: web.Application) -> None:
+        await limiter.close()
+
+    app.on_cleanup.append(_close_limiter)

@@ -1,0 +1,92 @@
+"""Fixtures for the channel tests: settings with Meta credentials, the app as production builds it
+(channels/app.py + our setup_routes), a fake Graph API server, and signed-POST helpers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from channels.app import create_app
+from channels.meta import views as meta_views
+from channels.meta.views import sign
+from channels.ratelimit import InMemoryRateLimiter, RateLimiter
+from channels.web import views as web_views
+from core.db.database import Database
+from core.settings import Settings
+from tests.fakes.graph_api import FakeGraphAPI
+
+APP_SECRET = "test-app-secret-0123456789"
+IG_APP_SECRET = "test-ig-app-secret-987654"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "payloads" / "meta"
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "environment": "test",
+        "meta_app_secret": APP_SECRET,
+        "facebook_verify_token": "fb-verify-token",
+        "instagram_verify_token": "ig-verify-token",
+        "facebook_page_access_token": "PAGE_TOKEN",
+        "instagram_access_token": "IG_TOKEN",
+        "chat_sync_wait_s": 0.0,
+        "rate_limit_per_minute": 1000,
+        "chat_ip_rate_limit_per_minute": 1000,
+        "webhook_rate_limit_per_minute": 1000,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def fixture_bytes(name: str) -> bytes:
+    """A payload file as Meta sends it: unicode-escaped JSON (the bytes the signature covers)."""
+    payload = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+    return json.dumps(payload, ensure_ascii=True).encode()
+
+
+def build_app(db: Database, settings: Settings, limiter: RateLimiter | None = None) -> web.Application:
+    app = create_app(settings, db)
+    meta_views.setup_routes(app, db=db, settings=settings, limiter=limiter or InMemoryRateLimiter())
+    web_views.setup_routes(app, db=db, settings=settings)
+    return app
+
+
+@pytest.fixture
+def channel_settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: Callable[..., Any], db: Database, channel_settings: Settings
+) -> TestClient[Any, Any]:
+    return await aiohttp_client(build_app(db, channel_settings))
+
+
+@pytest.fixture
+async def graph() -> AsyncIterator[FakeGraphAPI]:
+    fake = FakeGraphAPI()
+    yield fake
+    await fake.stop()
+
+
+async def post_signed(
+    client: TestClient[Any, Any],
+    path: str,
+    raw: bytes,
+    *,
+    secret: str | None = APP_SECRET,
+    signature: str | None = None,
+) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if signature is not None:
+        headers["X-Hub-Signature-256"] = signature
+    elif secret is not None:
+        headers["X-Hub-Signature-256"] = sign(raw, secret)
+    return await client.post(path, data=raw, headers=headers)

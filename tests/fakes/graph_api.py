@@ -1,0 +1,114 @@
+"""A local fake of Meta's Send API (`POST /{version}/me/messages`), speaking its wire format.
+
+Records every accepted send; failures are scripted per call with `fail_next(...)`, answered with
+Meta's error body `{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}`.
+
+    graph = FakeGraphAPI(token="PAGE_TOKEN")
+    base_url = await graph.start()        # http://127.0.0.1:<port>
+    graph.fail_next(code=613, status=400)  # the next send is throttled
+    ...
+    graph.sent   # [{"recipient": {"id": ...}, "message": {...}, "messaging_type": ...}, ...]
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class ScriptedError:
+    code: int
+    subcode: int | None = None
+    status: int = 400
+    message: str = "scripted error"
+    retry_after: str | None = None
+
+
+@dataclass
+class FakeGraphAPI:
+    tokens: tuple[str, ...] = ("PAGE_TOKEN", "IG_TOKEN")
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    calls: int = 0
+    tokens_seen: list[str] = field(default_factory=list)
+    _errors: list[ScriptedError] = field(default_factory=list)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _runner: web.AppRunner | None = None
+
+    def fail_next(
+        self,
+        code: int,
+        subcode: int | None = None,
+        *,
+        status: int = 400,
+        times: int = 1,
+        retry_after: str | None = None,
+    ) -> None:
+        self._errors.extend(
+            ScriptedError(code, subcode, status, retry_after=retry_after) for _ in range(times)
+        )
+
+    def texts(self) -> list[str]:
+        return [m["message"].get("text", "") for m in self.sent]
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/{version}/me/messages", self._messages)
+        return app
+
+    async def start(self) -> str:
+        self._runner = web.AppRunner(self.app())
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _messages(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        auth = request.headers.get("Authorization", "")
+        token = (
+            auth.removeprefix("Bearer ")
+            if auth.startswith("Bearer ")
+            else request.query.get("access_token", "")
+        )
+        self.tokens_seen.append(token)
+        if token not in self.tokens:
+            return self._error(ScriptedError(190, 460, 400, "Error validating access token"))
+        if self._errors:
+            return self._error(self._errors.pop(0))
+        body = await request.json()
+        if "recipient" not in body or "message" not in body:
+            return self._error(ScriptedError(100, None, 400, "(#100) param recipient must be non-empty"))
+        message = body["message"]
+        text = message.get("text")
+        if text is not None and len(text) > 2000:
+            return self._error(
+                ScriptedError(100, None, 400, "(#100) Length of param message[text] must be <= 2000")
+            )
+        if len(message.get("quick_replies", [])) > 13:
+            return self._error(ScriptedError(100, None, 400, "(#100) param message[quick_replies] too long"))
+        self.sent.append(body)
+        return web.json_response(
+            {"recipient_id": body["recipient"]["id"], "message_id": f"m_out_{next(self._ids)}"}
+        )
+
+    @staticmethod
+    def _error(error: ScriptedError) -> web.Response:
+        payload: dict[str, Any] = {
+            "message": error.message,
+            "type": "OAuthException",
+            "code": error.code,
+            "fbtrace_id": "AbCdEf123",
+        }
+        if error.subcode is not None:
+            payload["error_subcode"] = error.subcode
+        headers = {"Retry-After": error.retry_after} if error.retry_after else None
+        return web.json_response({"error": payload}, status=error.status, headers=headers)
