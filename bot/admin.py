@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from typing import Any
 
-from aiogram import Bot, F, Router
+from aiogram import Bot, F
 from aiogram.enums import ParseMode
 from aiogram.filters import BaseFilter, Command, CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
@@ -32,6 +32,7 @@ from aiogram.types import (
 from bot import cards, views
 from bot.callbacks import ADMIN_PREFIX, ApptAction, ChatAction, PhotoAction
 from bot.notifier import edit_card
+from bot.routing import RouterSpec
 from bot.scope import UpdateScope
 from core import customers
 from core.booking.api import (
@@ -83,11 +84,11 @@ class PhotoStates(StatesGroup):
     choosing = State()
 
 
-router = Router(name="admin")
-router.message.filter(IsAdmin())
-router.callback_query.filter(IsAdmin())
+router = RouterSpec("admin")
+router.filter("message", IsAdmin())
+router.filter("callback_query", IsAdmin())
 
-guard_router = Router(name="admin-guard")
+guard_router = RouterSpec("admin-guard")
 
 
 @guard_router.callback_query(F.data.startswith(ADMIN_PREFIX))

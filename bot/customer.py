@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from aiogram import Bot, F, Router
+from aiogram import Bot, F
 from aiogram.enums import ChatType
 from aiogram.filters import Command, CommandStart
 from aiogram.types import (
@@ -27,6 +27,7 @@ from aiogram.types import (
 
 from bot import cards, views
 from bot.callbacks import MyBooking
+from bot.routing import RouterSpec
 from bot.scope import UpdateScope
 from bot.sender import TelegramSender
 from core import customers
@@ -59,8 +60,8 @@ MENU = (
     QuickReply("🙋 Talk to Kimmie", "HUMAN"),
 )
 
-router = Router(name="customer")
-router.message.filter(F.chat.type == ChatType.PRIVATE)
+router = RouterSpec("customer")
+router.filter("message", F.chat.type == ChatType.PRIVATE)
 
 
 def _display_name(message: Message | CallbackQuery) -> str | None:
