@@ -1,0 +1,99 @@
+"""Conversation memory: the recent turns verbatim, older turns folded into `conversation.summary`.
+
+The verbatim part is kept under a fixed token budget. When it grows past the budget, the oldest
+messages are folded into the summary until it is back under half the budget — in chunks, not one
+message per turn, so the prompt prefix stays byte-identical (and cached) for many turns in between.
+The summary is deterministic (one short line per folded message) and itself capped, oldest lines first
+out: the facts that matter (pets, appointments) are re-read from the database every turn anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db.models import Conversation, Message
+from core.llm.types import ChatMessage
+from core.types import Author, Direction
+
+HISTORY_TOKEN_BUDGET = 3000
+SUMMARY_MAX_CHARS = 2400
+LINE_MAX_CHARS = 160
+MAX_ROWS = 200
+
+
+def estimate_tokens(text: str) -> int:
+    return len(text) // 4 + 1
+
+
+def message_text(row: Message) -> str:
+    text = row.text or ""
+    if not text and row.payload:
+        text = f"[tapped a button: {row.payload}]"
+    if row.attachments:
+        kinds = ", ".join(sorted({str(a.get("kind", "file")) for a in row.attachments}))
+        text = f"{text} [sent: {kinds}]".strip()
+    if row.author == Author.KIMMIE.value:
+        text = f"(Kimmie, the groomer, wrote:) {text}"
+    return text or "(empty)"
+
+
+def to_chat(rows: Sequence[Message]) -> list[ChatMessage]:
+    """Rows to alternating user/assistant turns, starting with a user turn (as the APIs require)."""
+    turns: list[tuple[str, list[str]]] = []
+    for row in rows:
+        role = "user" if row.direction == Direction.INBOUND.value else "assistant"
+        if turns and turns[-1][0] == role:
+            turns[-1][1].append(message_text(row))
+        else:
+            turns.append((role, [message_text(row)]))
+    if turns and turns[0][0] == "assistant":
+        turns.insert(0, ("user", ["(conversation continues)"]))
+    return [ChatMessage("user" if role == "user" else "assistant", "\n".join(parts)) for role, parts in turns]
+
+
+async def load_history(
+    session: AsyncSession,
+    conversation: Conversation,
+    *,
+    up_to_message_id: int,
+    budget: int = HISTORY_TOKEN_BUDGET,
+) -> list[Message]:
+    """The verbatim rows for this turn, folding older ones into the summary when over budget."""
+    query = (
+        select(Message)
+        .where(Message.conversation_id == conversation.id, Message.id <= up_to_message_id)
+        .order_by(Message.id.desc())
+        .limit(MAX_ROWS)
+    )
+    if conversation.summary_until_message_id is not None:
+        query = query.where(Message.id > conversation.summary_until_message_id)
+    rows = list(reversed((await session.execute(query)).scalars().all()))
+    sizes = [estimate_tokens(message_text(r)) for r in rows]
+    total = sum(sizes)
+    if total <= budget:
+        return rows
+    fold = 0
+    while fold < len(rows) - 1 and total > budget // 2:
+        total -= sizes[fold]
+        fold += 1
+    fold_into_summary(conversation, rows[:fold])
+    return rows[fold:]
+
+
+def fold_into_summary(conversation: Conversation, rows: Sequence[Message]) -> None:
+    if not rows:
+        return
+    lines = [line for line in (conversation.summary or "").splitlines() if line]
+    for row in rows:
+        who = {"customer": "Customer", "kimmie": "Kimmie"}.get(row.author, "Cheshire")
+        text = " ".join(message_text(row).split())
+        if len(text) > LINE_MAX_CHARS:
+            text = text[: LINE_MAX_CHARS - 1] + "…"
+        lines.append(f"- {who}: {text}")
+    while lines and sum(len(line) + 1 for line in lines) > SUMMARY_MAX_CHARS:
+        lines.pop(0)
+    conversation.summary = "\n".join(lines)
+    conversation.summary_until_message_id = rows[-1].id

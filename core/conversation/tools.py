@@ -1,0 +1,407 @@
+"""The tools the model may call: thin, validated calls into the booking service and customers.
+
+Scope is structural, not a matter of the model's good behaviour:
+- every tool acts for `ToolContext.client_id`, the conversation's own client; no argument names a client
+  (extra arguments are refused), and pet / appointment ids are checked against that client;
+- no tool confirms or approves anything: only Kimmie's approve does (in Telegram);
+- arguments are validated by pydantic; any failure, and any `BookingError`, goes back to the model as a
+  tool error it can explain. Nothing here raises to the customer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import customers
+from core.alerts import notify_admin
+from core.booking.api import BookingError, BookingService
+from core.db.models import Conversation
+from core.llm.types import ToolCall, ToolResult, ToolSpec
+from core.types import Booking, Channel, CoatType, Quote, SizeClass, Slot
+
+log = logging.getLogger(__name__)
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class NoArgs(_Args):
+    pass
+
+
+class QuoteArgs(_Args):
+    service_code: str = Field(description="Service code from list_services.")
+    pet_id: int | None = Field(None, description="One of this customer's pets: uses its size and coat.")
+    breed: str | None = None
+    size_class: SizeClass | None = None
+    coat_type: CoatType | None = None
+    weight_kg: float | None = Field(None, gt=0, lt=150)
+    matted: bool = False
+    addon_codes: list[str] = Field(default_factory=list, max_length=5)
+
+
+class FindSlotsArgs(_Args):
+    service_code: str
+    pet_ids: list[int] = Field(default_factory=list, max_length=4, description="This customer's pet ids.")
+    date_from: date | None = Field(None, description="First day (YYYY-MM-DD, business time zone).")
+    date_to: date | None = Field(None, description="Last day (YYYY-MM-DD).")
+    time_of_day: Literal["morning", "afternoon", "any"] = "any"
+    limit: int = Field(6, ge=1, le=10)
+
+
+class RequestBookingArgs(_Args):
+    service_code: str
+    pet_ids: list[int] = Field(min_length=1, max_length=4)
+    start: datetime = Field(description="Start time exactly as returned by find_slots (ISO 8601).")
+    addon_codes: list[str] = Field(default_factory=list, max_length=5)
+    notes: str | None = Field(None, max_length=500)
+
+
+class MyAppointmentsArgs(_Args):
+    include_past: bool = False
+
+
+class CancelArgs(_Args):
+    appointment_id: int
+    reason: str | None = Field(None, max_length=300)
+
+
+class RescheduleArgs(_Args):
+    appointment_id: int
+    new_start: datetime = Field(description="A start time returned by find_slots (ISO 8601).")
+
+
+class SavePetArgs(_Args):
+    name: str = Field(min_length=1, max_length=100)
+    breed: str | None = Field(None, max_length=100)
+    size_class: SizeClass | None = None
+    coat_type: CoatType | None = None
+    weight_kg: float | None = Field(None, gt=0, lt=150)
+    temperament: str | None = Field(None, max_length=500)
+    health_notes: str | None = Field(None, max_length=500)
+    vaccination_expires_on: date | None = None
+
+
+class HandoverArgs(_Args):
+    reason: str = Field(min_length=1, max_length=300, description="Why Kimmie should answer personally.")
+
+
+@dataclass
+class ToolContext:
+    conversation_id: int
+    client_id: int
+    channel: str
+    # What the turn did, for the engine: slots offered (to attach as buttons), booking made, handover.
+    offered: list[tuple[str, int, Slot]] = field(default_factory=list)
+    booked: list[int] = field(default_factory=list)
+    handed_over: bool = False
+
+
+class ToolRefusedError(Exception):
+    """A scope check failed: reported to the model as a tool error."""
+
+
+Handler = Callable[[AsyncSession, ToolContext, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    args: type[_Args]
+    handler: Handler
+
+    def spec(self) -> ToolSpec:
+        schema = self.args.model_json_schema()
+        _drop_titles(schema)
+        schema.setdefault("properties", {})
+        return ToolSpec(self.name, self.description, schema)
+
+
+def _drop_titles(node: Any) -> None:
+    if isinstance(node, dict):
+        node.pop("title", None)
+        for value in node.values():
+            _drop_titles(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_titles(value)
+
+
+class ToolBox:
+    def __init__(self, booking: BookingService, tz: ZoneInfo) -> None:
+        self.booking = booking
+        self.tz = tz
+        self.tools = {
+            t.name: t
+            for t in (
+                Tool(
+                    "list_services",
+                    "List the salon's services with codes, base prices and durations.",
+                    NoArgs,
+                    self._list_services,
+                ),
+                Tool(
+                    "quote",
+                    "Price range and duration of a service for a dog (by pet_id, or breed/size/coat).",
+                    QuoteArgs,
+                    self._quote,
+                ),
+                Tool(
+                    "find_slots",
+                    "Free start times for a service and the customer's dog(s).",
+                    FindSlotsArgs,
+                    self._find_slots,
+                ),
+                Tool(
+                    "request_booking",
+                    "File a booking request at a time from find_slots. Kimmie approves it; "
+                    "it is not confirmed until she does.",
+                    RequestBookingArgs,
+                    self._request_booking,
+                ),
+                Tool(
+                    "my_appointments",
+                    "The customer's own appointments and their status.",
+                    MyAppointmentsArgs,
+                    self._my_appointments,
+                ),
+                Tool(
+                    "cancel_appointment",
+                    "Cancel one of the customer's own appointments (policy applies).",
+                    CancelArgs,
+                    self._cancel,
+                ),
+                Tool(
+                    "reschedule_appointment",
+                    "Move one of the customer's own appointments to a time from find_slots (policy applies).",
+                    RescheduleArgs,
+                    self._reschedule,
+                ),
+                Tool(
+                    "save_pet",
+                    "Save or update the customer's dog (matched by name).",
+                    SavePetArgs,
+                    self._save_pet,
+                ),
+                Tool(
+                    "handover_to_kimmie",
+                    "Ask Kimmie to answer this customer personally.",
+                    HandoverArgs,
+                    self._handover,
+                ),
+            )
+        }
+        self.specs = tuple(t.spec() for t in self.tools.values())
+
+    async def run(self, session: AsyncSession, ctx: ToolContext, call: ToolCall) -> ToolResult:
+        tool = self.tools.get(call.name)
+        if tool is None:
+            return ToolResult(
+                call.id, f"Unknown tool {call.name!r}. Available: {', '.join(self.tools)}.", True
+            )
+        if call.arguments_error:
+            return ToolResult(call.id, f"Invalid arguments: {call.arguments_error}", True)
+        try:
+            args = tool.args.model_validate(call.arguments)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
+            )
+            return ToolResult(call.id, f"Invalid arguments: {problems}", True)
+        try:
+            async with session.begin_nested():  # a refused call leaves no partial write behind
+                result = await tool.handler(session, ctx, args)
+        except (BookingError, ToolRefusedError) as exc:
+            return ToolResult(call.id, str(exc) or type(exc).__name__, True)
+        return ToolResult(call.id, json.dumps(result, default=str, ensure_ascii=False))
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def _local(self, moment: datetime) -> str:
+        return moment.astimezone(self.tz).isoformat(timespec="minutes")
+
+    def _aware(self, moment: datetime) -> datetime:
+        return moment.replace(tzinfo=self.tz) if moment.tzinfo is None else moment
+
+    def _quote_dict(self, quote: Quote) -> dict[str, Any]:
+        return {
+            "service": quote.service_name,
+            "price_min": quote.price_min_cents / 100,
+            "price_max": quote.price_max_cents / 100,
+            "currency": quote.currency,
+            "duration_min": quote.duration_min,
+            "notes": list(quote.notes),
+        }
+
+    def _booking(self, b: Booking) -> dict[str, Any]:
+        return {
+            "appointment_id": b.id,
+            "status": b.status.value,
+            "service": b.service_name,
+            "pets": list(b.pet_names),
+            "start": self._local(b.start),
+            "end": self._local(b.end),
+            "price_min": None if b.price_min_cents is None else b.price_min_cents / 100,
+            "price_max": None if b.price_max_cents is None else b.price_max_cents / 100,
+        }
+
+    async def _own_pets(self, session: AsyncSession, ctx: ToolContext, pet_ids: list[int]) -> None:
+        if pet_ids and not await customers.own_pets(session, ctx.client_id, pet_ids):
+            raise ToolRefusedError(
+                "Those pet ids are not this customer's pets. Use the ids listed in the context."
+            )
+
+    async def _own_booking(self, session: AsyncSession, ctx: ToolContext, appointment_id: int) -> Booking:
+        try:
+            booking = await self.booking.get_booking(session, appointment_id)
+        except BookingError:
+            booking = None
+        if booking is None or booking.client_id != ctx.client_id:
+            raise ToolRefusedError("No such appointment for this customer.")
+        return booking
+
+    # --- handlers ---------------------------------------------------------------------------------
+    async def _list_services(self, session: AsyncSession, ctx: ToolContext, args: NoArgs) -> Any:
+        return [
+            {
+                "code": s.code,
+                "name": s.name,
+                "description": s.description,
+                "addon": s.is_addon,
+                "base_price": s.base_price_cents / 100,
+                "base_minutes": s.base_duration_min,
+            }
+            for s in await self.booking.list_services(session)
+        ]
+
+    async def _quote(self, session: AsyncSession, ctx: ToolContext, args: QuoteArgs) -> Any:
+        breed, size, coat, weight = args.breed, args.size_class, args.coat_type, args.weight_kg
+        if args.pet_id is not None:
+            await self._own_pets(session, ctx, [args.pet_id])
+            [pet] = await customers.own_pets(session, ctx.client_id, [args.pet_id])
+            breed = breed or pet.breed
+            size = size or (SizeClass(pet.size_class) if pet.size_class else None)
+            coat = coat or (CoatType(pet.coat_type) if pet.coat_type else None)
+            weight = weight or pet.weight_kg
+        quote = await self.booking.quote(
+            session,
+            service_code=args.service_code,
+            breed=breed,
+            size_class=size,
+            coat_type=coat,
+            weight_kg=weight,
+            matted=args.matted,
+            addon_codes=args.addon_codes,
+        )
+        return self._quote_dict(quote)
+
+    async def _find_slots(self, session: AsyncSession, ctx: ToolContext, args: FindSlotsArgs) -> Any:
+        await self._own_pets(session, ctx, args.pet_ids)
+        slots = await self.booking.find_slots(
+            session,
+            service_code=args.service_code,
+            pet_ids=args.pet_ids,
+            client_id=ctx.client_id,
+            date_from=args.date_from,
+            date_to=args.date_to,
+            time_of_day=args.time_of_day,
+            limit=args.limit,
+        )
+        if len(args.pet_ids) == 1:
+            ctx.offered = [(args.service_code, args.pet_ids[0], s) for s in slots]
+        return {
+            "slots": [
+                {
+                    "start": self._local(s.start),
+                    "end": self._local(s.end),
+                    "label": f"{s.start.astimezone(self.tz):%a %b %d %I:%M %p}",
+                    "calendar_checked": s.verified,
+                }
+                for s in slots
+            ],
+            "note": "Offer only these times." if slots else "No free times in that range; try other days.",
+        }
+
+    async def _request_booking(
+        self, session: AsyncSession, ctx: ToolContext, args: RequestBookingArgs
+    ) -> Any:
+        await self._own_pets(session, ctx, args.pet_ids)
+        booking = await self.booking.request_booking(
+            session,
+            client_id=ctx.client_id,
+            service_code=args.service_code,
+            pet_ids=args.pet_ids,
+            start=self._aware(args.start),
+            source_channel=_channel(ctx.channel),
+            addon_codes=args.addon_codes,
+            notes=args.notes,
+        )
+        ctx.booked.append(booking.id)
+        return self._booking(booking) | {
+            "next": "Requested, not confirmed: Kimmie will approve it and the customer gets a confirmation."
+        }
+
+    async def _my_appointments(
+        self, session: AsyncSession, ctx: ToolContext, args: MyAppointmentsArgs
+    ) -> Any:
+        bookings = await self.booking.my_appointments(
+            session, client_id=ctx.client_id, include_past=args.include_past
+        )
+        return [self._booking(b) for b in bookings]
+
+    async def _cancel(self, session: AsyncSession, ctx: ToolContext, args: CancelArgs) -> Any:
+        await self._own_booking(session, ctx, args.appointment_id)
+        booking = await self.booking.cancel(
+            session, appointment_id=args.appointment_id, client_id=ctx.client_id, reason=args.reason
+        )
+        return self._booking(booking)
+
+    async def _reschedule(self, session: AsyncSession, ctx: ToolContext, args: RescheduleArgs) -> Any:
+        await self._own_booking(session, ctx, args.appointment_id)
+        booking = await self.booking.reschedule(
+            session,
+            appointment_id=args.appointment_id,
+            new_start=self._aware(args.new_start),
+            client_id=ctx.client_id,
+        )
+        return self._booking(booking)
+
+    async def _save_pet(self, session: AsyncSession, ctx: ToolContext, args: SavePetArgs) -> Any:
+        pet = await customers.save_pet(
+            session,
+            client_id=ctx.client_id,
+            name=args.name,
+            breed=args.breed,
+            size_class=args.size_class,
+            coat_type=args.coat_type,
+            weight_kg=args.weight_kg,
+            temperament=args.temperament,
+            health_notes=args.health_notes,
+            vaccination_expires_on=args.vaccination_expires_on,
+        )
+        return {"pet_id": pet.id, "name": pet.name, "saved": True}
+
+    async def _handover(self, session: AsyncSession, ctx: ToolContext, args: HandoverArgs) -> Any:
+        conversation = await session.get_one(Conversation, ctx.conversation_id)
+        if not conversation.needs_attention:
+            conversation.needs_attention = True
+            await notify_admin(session, "handover", conversation_id=ctx.conversation_id, reason=args.reason)
+        ctx.handed_over = True
+        return {"handed_over": True, "tell_customer": "Kimmie will answer personally as soon as she can."}
+
+
+def _channel(value: str) -> Channel | None:
+    try:
+        return Channel(value)
+    except ValueError:
+        return None

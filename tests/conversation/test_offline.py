@@ -1,0 +1,156 @@
+"""The offline responder: no LLM at all, and the booking path still works end to end by buttons."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import select
+
+from core.conversation.engine import ConversationEngine
+from core.db.database import Database
+from core.db.models import Appointment, Conversation, Job, Message, Pet
+from tests.conversation.conftest import replies, send
+
+
+def _check_limits(message: Message) -> None:
+    assert len(message.quick_replies) <= 13
+    for quick in message.quick_replies:
+        assert len(quick["title"]) <= 20, quick
+        assert quick["payload"].isascii() and len(quick["payload"].encode()) <= 64, quick
+
+
+async def _tap(
+    db: Database, engine: ConversationEngine, last: Message, index: int = 0, contains: str = ""
+) -> Message:
+    """Tap a button of the last reply, as the customer would, and return the new last reply."""
+    options = [q for q in last.quick_replies if contains in q["title"]]
+    assert options, f"no button with {contains!r} in {last.quick_replies}"
+    chosen = options[index]
+    sent = await send(db, chosen["title"], payload=chosen["payload"])
+    result = await engine.process(sent.message_id, sent.conversation_id)
+    assert result.status == "offline"
+    out = await replies(db, sent.conversation_id)
+    for message in out:
+        _check_limits(message)
+    return out[-1]
+
+
+async def test_books_end_to_end_through_buttons_alone(
+    catalog_db: Database, make_engine: Callable[..., ConversationEngine]
+) -> None:
+    engine = make_engine(None)  # no API keys: offline only
+    db = catalog_db
+    hello = await send(db, "hi there")
+    assert (await engine.process(hello.message_id, hello.conversation_id)).status == "offline"
+    [greeting] = await replies(db, hello.conversation_id)
+    assert "Cheshire" in greeting.text and "automated assistant" in greeting.text
+    assert [q["payload"] for q in greeting.quick_replies] == [
+        "BOOK",
+        "PRICES",
+        "HOURS",
+        "MY_BOOKINGS",
+        "HUMAN",
+    ]
+
+    services = await _tap(db, engine, greeting, contains="Book")
+    assert "Which service" in services.text
+    pets = await _tap(db, engine, services, contains="Full groom")
+    assert [q["title"] for q in pets.quick_replies] == ["Another dog"]
+    sizes = await _tap(db, engine, pets)
+    coats = await _tap(db, engine, sizes, contains="Medium")
+    days = await _tap(db, engine, coats, contains="Curly")
+    assert "Which day" in days.text and len(days.quick_replies) >= 3
+    times = await _tap(db, engine, days, index=1)
+    assert "Free times" in times.text
+    done = await _tap(db, engine, times, index=0)
+    assert done.text.startswith("Request sent!") and "Dog 1" in done.text
+
+    async with db.transaction() as session:
+        [appt] = (await session.execute(select(Appointment))).scalars().all()
+        assert appt.status == "requested" and appt.client_id == hello.client_id
+        assert appt.source_channel == "messenger"
+        [pet] = (await session.execute(select(Pet))).scalars().all()
+        assert (pet.name, pet.size_class, pet.coat_type) == ("Dog 1", "medium", "curly")
+        jobs = (await session.execute(select(Job).where(Job.kind == "notify_admin"))).scalars().all()
+        assert [j.payload["type"] for j in jobs] == ["booking_request"]
+        assert jobs[0].payload["appointment_id"] == appt.id
+
+    # The same flow lists the appointment, and cancels it after a confirmation tap.
+    mine = await send(db, "My bookings", payload="MY_BOOKINGS")
+    await engine.process(mine.message_id, mine.conversation_id)
+    listing = (await replies(db, mine.conversation_id))[-1]
+    assert f"#{appt.id}" in listing.text and "requested" in listing.text
+    confirm = await _tap(db, engine, listing, contains="Cancel")
+    assert confirm.text.startswith("Cancel ")
+    cancelled = await _tap(db, engine, confirm, contains="Yes")
+    assert cancelled.text.startswith("Cancelled")
+    async with db.transaction() as session:
+        assert (await session.get_one(Appointment, appt.id)).status == "cancelled"
+
+
+async def test_prices_and_hours_come_from_the_catalog(
+    catalog_db: Database, make_engine: Callable[..., ConversationEngine]
+) -> None:
+    engine = make_engine(None)
+    prices = await send(catalog_db, "Prices", payload="PRICES")
+    await engine.process(prices.message_id, prices.conversation_id)
+    hours = await send(catalog_db, "what are your opening hours?")
+    await engine.process(hours.message_id, hours.conversation_id)
+    price_reply, hours_reply = await replies(catalog_db, prices.conversation_id)
+    assert "Full groom: $" in price_reply.text
+    assert "Tue 09:00-17:00" in hours_reply.text and "Mon closed" in hours_reply.text
+
+
+async def test_unanswerable_text_flags_the_chat_and_notifies_kimmie_once(
+    catalog_db: Database, make_engine: Callable[..., ConversationEngine]
+) -> None:
+    engine = make_engine(None)
+    for text in ("Can you do a lion cut on my Pomeranian?", "And teeth?"):
+        sent = await send(catalog_db, text)
+        await engine.process(sent.message_id, sent.conversation_id)
+    out = await replies(catalog_db, sent.conversation_id)
+    assert all("Kimmie will answer you personally" in m.text for m in out)
+    async with catalog_db.transaction() as session:
+        assert (await session.get_one(Conversation, sent.conversation_id)).needs_attention
+        jobs = (await session.execute(select(Job).where(Job.kind == "notify_admin"))).scalars().all()
+        assert [(j.payload["type"], j.payload["conversation_id"]) for j in jobs] == [
+            ("handover", sent.conversation_id)
+        ]
+
+
+async def test_forged_payloads_cannot_touch_another_clients_pet_or_appointment(
+    catalog_db: Database, make_engine: Callable[..., ConversationEngine]
+) -> None:
+    engine = make_engine(None)
+    # Bob books by buttons; Alice then replays payloads naming Bob's pet and appointment.
+    bob = await send(catalog_db, "hi", user="bob", name="Bob")
+    async with catalog_db.transaction() as session:
+        pet = Pet(client_id=bob.client_id, name="Rex", size_class="large", coat_type="short", photos=[])
+        session.add(pet)
+        await session.flush()
+        pet_id = pet.id
+    days = await send(catalog_db, "", payload=f"BK:full_groom:p{pet_id}", user="bob", name="Bob")
+    await engine.process(days.message_id, days.conversation_id)
+    day_button = (await replies(catalog_db, bob.conversation_id))[-1].quick_replies[0]
+    times = await send(catalog_db, "", payload=day_button["payload"], user="bob", name="Bob")
+    await engine.process(times.message_id, times.conversation_id)
+    time_button = (await replies(catalog_db, bob.conversation_id))[-1].quick_replies[0]
+    booked = await send(catalog_db, "", payload=time_button["payload"], user="bob", name="Bob")
+    await engine.process(booked.message_id, booked.conversation_id)
+    async with catalog_db.transaction() as session:
+        [appt] = (await session.execute(select(Appointment))).scalars().all()
+
+    for forged in (
+        f"BK:full_groom:p{pet_id}",
+        time_button["payload"],
+        f"CX:{appt.id}:y",
+        f"MV:{appt.id}",
+        f"APPT_CANCEL:{appt.id}",
+    ):
+        alice = await send(catalog_db, "", payload=forged, user="alice")
+        await engine.process(alice.message_id, alice.conversation_id)
+        answer = (await replies(catalog_db, alice.conversation_id))[-1]
+        assert "can't find" in answer.text, (forged, answer.text)
+    async with catalog_db.transaction() as session:
+        rows = (await session.execute(select(Appointment))).scalars().all()
+        assert [(a.id, a.status, a.client_id) for a in rows] == [(appt.id, "requested", bob.client_id)]
