@@ -75,3 +75,25 @@ async def make_customer(
             )
             pet_ids.append(pet.id)
         return Customer(identity.client_id, conversation.id, pet_ids)
+
+
+def small_catalog(
+    *,
+    hours: dict[str, str],
+    breaks: dict[str, list[str]] | None = None,
+    booking: str = "slot_step_min = 30\nbuffer_min = 0\nmin_notice_hours = 0\nhorizon_days = 400\n",
+) -> str:
+    """A minimal catalog: one 60-minute service, the given hours."""
+    lines = ["[booking]", booking, "[hours]"]
+    lines += [f'{day} = "{span}"' for day, span in hours.items()]
+    lines.append("[breaks]")
+    lines += [f"{day} = {spans!r}".replace("'", '"') for day, spans in (breaks or {}).items()]
+    lines += ["[[services]]", 'code = "groom"', 'name = "Groom"', "price_cents = 5000", "duration_min = 60"]
+    return "\n".join(lines) + "\n"
+
+
+async def load_text(db: Database, tmp_path: Path, text: str) -> None:
+    path = tmp_path / "catalog.toml"
+    path.write_text(text)
+    async with db.transaction() as session:
+        await load_catalog(session, path)
