@@ -90,3 +90,31 @@ async def post_signed(
     elif secret is not None:
         headers["X-Hub-Signature-256"] = sign(raw, secret)
     return await client.post(path, data=raw, headers=headers)
+
+
+# --- A stand-in for the conversation engine (ENG-B's lives in core/conversation/) -----------------
+
+
+def register_echo_engine(registry: Any, db: Database) -> None:
+    """A minimal `process_message` handler that answers through the outbox like the engine does."""
+    from core.conversation.ingest import PROCESS_JOB
+    from core.db.models import Conversation, Message
+    from core.outbox import queue_outbound
+    from core.types import OutboundMessage, QuickReply
+
+    async def process(job: Any) -> None:
+        async with db.transaction() as session:
+            inbound = await session.get_one(Message, job.payload["message_id"])
+            conversation = await session.get_one(Conversation, job.payload["conversation_id"])
+            if inbound.payload == "BOOK":
+                answer = OutboundMessage(text="Great! Saturday 10:00 is held for you.")
+            else:
+                answer = OutboundMessage(
+                    text=f"You said: {inbound.text}",
+                    quick_replies=(QuickReply("Book", "BOOK"), QuickReply("Prices", "PRICES")),
+                )
+            await queue_outbound(
+                session, conversation_id=conversation.id, channel=conversation.channel, message=answer
+            )
+
+    registry.register(PROCESS_JOB, process)
