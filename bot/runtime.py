@@ -110,7 +110,21 @@ def _wire(rt: Runtime) -> None:
     # routers on rt.dispatcher; in webhook mode mount POST /webhook/telegram on rt.app
 
     # --- Channels: Meta + website chat, delivery job (ENG-D, issue 5) --------------------------
-    # setup_routes(rt.app, ...); rt.senders["messenger"] = ...; register "deliver_message"
+    from channels.meta.sender import MetaSenders
+    from channels.meta.views import setup_routes as setup_meta_routes
+    from channels.web.sender import WebSender
+    from channels.web.views import setup_routes as setup_web_routes
+    from core.delivery import register_jobs as register_delivery_jobs
+
+    meta = MetaSenders(rt.settings)  # a sender per configured token; HTTP session opened at start-up
+    rt.senders.update(meta.senders)
+    rt.senders["web"] = WebSender()
+    rt.on_startup.append(meta.start)
+    rt.on_shutdown.append(meta.close)
+    setup_meta_routes(rt.app, db=rt.db, settings=rt.settings)  # + hardening middlewares, rate limiter
+    setup_web_routes(rt.app, db=rt.db, settings=rt.settings)
+    # rt.senders is read at each delivery, so senders wired in other sections are routes too.
+    register_delivery_jobs(rt.registry, db=rt.db, senders=rt.senders, settings=rt.settings)
 
     # --- Conversation engine (ENG-B, issue 3) --------------------------------------------------
     # register "process_message" (LLM chain, tools -> rt.booking, offline responder)
