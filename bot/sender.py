@@ -95,15 +95,13 @@ class TokenBucket:
         self.burst = burst
         self.tokens = burst
         self.updated = time.monotonic()
-        self.blocked_until = 0.0
 
     def reserve(self, now: float) -> float:
         """Take one token (possibly in the future); returns how long to wait for it."""
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         self.tokens -= 1
-        wait = 0.0 if self.tokens >= 0 else -self.tokens / self.rate
-        return max(wait, self.blocked_until - now)
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
 class SendLimiter:
@@ -141,11 +139,6 @@ class SendLimiter:
             wait = max(self._global.reserve(now), self._bucket(chat).reserve(now))
         if wait > 0:
             await asyncio.sleep(wait)
-
-    def block_chat(self, chat: str, seconds: float) -> None:
-        """Telegram said 429 for this chat: nothing more goes there before `seconds`."""
-        bucket = self._bucket(chat)
-        bucket.blocked_until = max(bucket.blocked_until, time.monotonic() + seconds)
 
 
 @dataclass
@@ -223,7 +216,7 @@ class TelegramSender:
         try:
             return await step()
         except TelegramRetryAfter as exc:
-            self.limiter.block_chat(chat, exc.retry_after)
+            # No sleeping here: the deliver job is rescheduled after retry_after, freeing the worker.
             raise RetryableDeliveryError(
                 "telegram rate limit", retry_after_s=float(exc.retry_after)
             ) from None

@@ -74,6 +74,7 @@ class _Failure:
     status: int
     description: str
     retry_after: int | None = None
+    skip: int = 0  # let this many calls through first
 
 
 @dataclass
@@ -109,14 +110,17 @@ class FakeTelegramAPI:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def fail_next(self, method: str, *, status: int = 429, retry_after: int | None = None) -> None:
+    def fail_next(
+        self, method: str, *, status: int = 429, retry_after: int | None = None, after: int = 0
+    ) -> None:
+        """Answer one coming call of `method` with an error (after letting `after` calls succeed)."""
         descriptions = {
             429: f"Too Many Requests: retry after {retry_after}",
             403: "Forbidden: bot was blocked by the user",
             400: "Bad Request: message is not modified",
         }
         self._failures.setdefault(method, []).append(
-            _Failure(status, descriptions.get(status, "Error"), retry_after)
+            _Failure(status, descriptions.get(status, "Error"), retry_after, skip=after)
         )
 
     def push_update(self, update: dict[str, Any]) -> None:
@@ -160,7 +164,9 @@ class FakeTelegramAPI:
             async with self._changed:
                 self._changed.notify_all()
         failures = self._failures.get(method)
-        if failures:
+        if failures and failures[0].skip > 0:
+            failures[0].skip -= 1
+        elif failures:
             failure = failures.pop(0)
             body: dict[str, Any] = {
                 "ok": False,
