@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Conversation, Message
@@ -61,16 +61,26 @@ async def load_history(
     up_to_message_id: int,
     budget: int = HISTORY_TOKEN_BUDGET,
 ) -> list[Message]:
-    """The verbatim rows for this turn, folding older ones into the summary when over budget."""
+    """The verbatim rows for this turn, folding older ones into the summary when over budget.
+
+    Later inbound messages (queued behind this one) are left out; replies written after this message
+    arrived (answers to the ones before it) are kept, and the current message goes last: it is the one
+    the model answers now.
+    """
     query = (
         select(Message)
-        .where(Message.conversation_id == conversation.id, Message.id <= up_to_message_id)
+        .where(
+            Message.conversation_id == conversation.id,
+            or_(Message.id <= up_to_message_id, Message.direction == Direction.OUTBOUND.value),
+        )
         .order_by(Message.id.desc())
         .limit(MAX_ROWS)
     )
     if conversation.summary_until_message_id is not None:
         query = query.where(Message.id > conversation.summary_until_message_id)
     rows = list(reversed((await session.execute(query)).scalars().all()))
+    current = [r for r in rows if r.id == up_to_message_id]
+    rows = [r for r in rows if r.id != up_to_message_id] + current
     sizes = [estimate_tokens(message_text(r)) for r in rows]
     total = sum(sizes)
     if total <= budget:
