@@ -239,12 +239,12 @@ async def build_harness(
 def _register_engine(
     registry: JobRegistry, db: Database, settings: Settings, booking: DefaultBookingService
 ) -> None:
-    """ENG-B's process_message handler with no LLM configured (the offline responder), when present."""
-    try:
-        from core.conversation.jobs import register_jobs as register_conversation
-    except ImportError:
-        return
-    register_conversation(registry, db=db, settings=settings, booking=booking)
+    """ENG-B's process_message handler with no LLM configured: the offline responder answers."""
+    from core.conversation.engine import ConversationEngine
+    from core.conversation.engine import register_jobs as register_conversation
+
+    engine = ConversationEngine(db=db, settings=settings, booking=booking, model=None)
+    register_conversation(registry, engine=engine, db=db)
 
 
 @pytest.fixture
