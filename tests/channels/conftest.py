@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,17 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def fixture_bytes(name: str) -> bytes:
-    """A payload file as Meta sends it: unicode-escaped JSON (the bytes the signature covers)."""
+def fixture_bytes(name: str, *, fresh: bool = False) -> bytes:
+    """A payload file as Meta sends it: unicode-escaped JSON (the bytes the signature covers).
+
+    `fresh` moves the event timestamps to now (keeping their order), so the customer is inside
+    Meta's 24-hour window when the reply goes out."""
     payload = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+    if fresh:
+        shift = int(time.time() * 1000) - 1732572000000
+        for entry in payload["entry"]:
+            for event in entry.get("messaging", []):
+                event["timestamp"] += shift
     return json.dumps(payload, ensure_ascii=True).encode()
 
 
