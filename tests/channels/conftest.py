@@ -13,11 +13,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from bot.runtime import Runtime, build_runtime
 from channels.app import create_app
 from channels.meta import views as meta_views
 from channels.meta.views import sign
 from channels.ratelimit import InMemoryRateLimiter, RateLimiter
 from channels.web import views as web_views
+from core.conversation.ingest import PROCESS_JOB
 from core.db.database import Database
 from core.settings import Settings
 from tests.fakes.graph_api import FakeGraphAPI
@@ -106,7 +108,7 @@ async def post_signed(
 
 def register_echo_engine(registry: Any, db: Database) -> None:
     """A minimal `process_message` handler that answers through the outbox like the engine does."""
-    from core.conversation.ingest import PROCESS_JOB
+
     from core.db.models import Conversation, Message
     from core.outbox import queue_outbound
     from core.types import OutboundMessage, QuickReply
@@ -127,3 +129,36 @@ def register_echo_engine(registry: Any, db: Database) -> None:
             )
 
     registry.register(PROCESS_JOB, process)
+
+
+# --- The whole service, as bot/runtime.py builds it, on a real port ----------------------------------
+
+ServiceT = tuple[str, Runtime, bool]
+
+
+@pytest.fixture
+async def service(db: Database, database_url: str, graph: FakeGraphAPI) -> AsyncIterator[ServiceT]:
+    graph_base = await graph.start()
+    settings = make_settings(
+        database_url, meta_graph_api_base=graph_base, job_poll_interval_s=0.05, chat_sync_wait_s=10.0
+    )
+    rt = build_runtime(settings)
+    stand_in = PROCESS_JOB not in rt.registry.kinds
+    if stand_in:
+        register_echo_engine(rt.registry, rt.db)
+    runner = web.AppRunner(rt.app, access_log=None)
+    await runner.setup()
+    for hook in rt.on_startup:
+        await hook()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    rt.worker.start()
+    try:
+        yield f"http://127.0.0.1:{port}", rt, stand_in
+    finally:
+        await rt.worker.stop()
+        await runner.cleanup()
+        for hook in reversed(rt.on_shutdown):
+            await hook()
+        await rt.db.dispose()

@@ -9,49 +9,17 @@ answers through its offline responder); otherwise a stand-in engine replying thr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest
-from aiohttp import web
 from sqlalchemy import func, select
 
-from bot.runtime import Runtime, build_runtime
 from channels.meta.views import sign
 from core.conversation.ingest import PROCESS_JOB
 from core.db.database import Database
 from core.db.models import Job, Message
-from tests.channels.conftest import APP_SECRET, fixture_bytes, make_settings, register_echo_engine
+from tests.channels.conftest import APP_SECRET, ServiceT, fixture_bytes
 from tests.fakes.graph_api import FakeGraphAPI
-
-ServiceT = tuple[str, Runtime, bool]
-
-
-@pytest.fixture
-async def service(db: Database, database_url: str, graph: FakeGraphAPI) -> AsyncIterator[ServiceT]:
-    graph_base = await graph.start()
-    settings = make_settings(database_url, meta_graph_api_base=graph_base, job_poll_interval_s=0.05)
-    rt = build_runtime(settings)
-    stand_in = PROCESS_JOB not in rt.registry.kinds
-    if stand_in:
-        register_echo_engine(rt.registry, rt.db)
-    runner = web.AppRunner(rt.app, access_log=None)
-    await runner.setup()
-    for hook in rt.on_startup:
-        await hook()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    rt.worker.start()
-    try:
-        yield f"http://127.0.0.1:{port}", rt, stand_in
-    finally:
-        await rt.worker.stop()
-        await runner.cleanup()
-        for hook in reversed(rt.on_shutdown):
-            await hook()
-        await rt.db.dispose()
 
 
 async def post(base: str, path: str, raw: bytes) -> int:
