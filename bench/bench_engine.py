@@ -1,0 +1,117 @@
+"""Engine overhead per message on PostgreSQL, with an instant fake model.
+
+    .venv/bin/python bench/bench_engine.py [--customers 20] [--messages 10] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+
+For each inbound message (stored by ingest beforehand, not timed) we time `ConversationEngine.process`:
+read the conversation, build the prompt and history, call the model, write the reply through the outbox
+with its usage. The model answers at once (a scripted text, no tools). The reference, in the same run,
+is the same model object called directly with the same kind of request. Overhead = engine - direct.
+Goal: under 10 ms median overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.booking.catalog import load_catalog  # noqa: E402
+from core.booking.service import DefaultBookingService  # noqa: E402
+from core.conversation.engine import ConversationEngine  # noqa: E402
+from core.conversation.ingest import ingest  # noqa: E402
+from core.db.database import Database  # noqa: E402
+from core.db.migrate import upgrade_to_head  # noqa: E402
+from core.llm.scripted import Say, ScriptedChatModel  # noqa: E402
+from core.llm.types import ChatMessage, ChatRequest, SystemPrompt  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from core.types import Channel, InboundMessage  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--customers", type=int, default=20)
+    parser.add_argument("--messages", type=int, default=10)
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+
+    name = f"cheshire_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(args.pg)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = args.pg.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1) + f"/{name}"
+    try:
+        await upgrade_to_head(url)
+        db = Database(url)
+        settings = Settings(_env_file=None, database_url=url, environment="test")  # type: ignore[call-arg]
+        async with db.transaction() as session:
+            await load_catalog(session, ROOT / "catalog.toml")
+        model = ScriptedChatModel(when_exhausted=Say("Sure, happy to help with that!"))
+        engine = ConversationEngine(
+            db=db, settings=settings, booking=DefaultBookingService(settings), model=model
+        )
+
+        # Warm-up: connections, statement caches, the stable prompt.
+        async with db.transaction() as session:
+            warm = await ingest(session, InboundMessage(Channel.WEB, "warm", "warm-0", text="hi"))
+        assert warm.message_id is not None
+        await engine.process(warm.message_id, warm.conversation_id)
+
+        engine_ms: list[float] = []
+        for turn in range(args.messages):
+            for customer in range(args.customers):
+                async with db.transaction() as session:
+                    result = await ingest(
+                        session,
+                        InboundMessage(
+                            Channel.MESSENGER,
+                            f"psid-{customer}",
+                            f"m-{customer}-{turn}",
+                            text=f"Question {turn}: how much is a bath for my dog?",
+                            display_name=f"Customer {customer}",
+                        ),
+                    )
+                assert result.message_id is not None
+                started = time.perf_counter()
+                await engine.process(result.message_id, result.conversation_id)
+                engine_ms.append((time.perf_counter() - started) * 1000)
+
+        # Reference: the same model, called directly with a comparable request.
+        request = (
+            model.requests[-1]
+            if model.requests
+            else ChatRequest(system=SystemPrompt("x"), messages=(ChatMessage("user", "hi"),))
+        )
+        direct_ms: list[float] = []
+        for _ in range(len(engine_ms)):
+            started = time.perf_counter()
+            await model.complete(request, timeout_s=30)
+            direct_ms.append((time.perf_counter() - started) * 1000)
+        await db.dispose()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+    med_e, p99_e = statistics.median(engine_ms), pct(engine_ms, 0.99)
+    med_d, p99_d = statistics.median(direct_ms), pct(direct_ms, 0.99)
+    print(f"messages: {len(engine_ms)} ({args.customers} customers x {args.messages}), PostgreSQL")
+    print(f"{'':28}{'median ms':>12}{'p99 ms':>12}")
+    print(f"{'engine.process (per msg)':28}{med_e:12.3f}{p99_e:12.3f}")
+    print(f"{'model called directly':28}{med_d:12.3f}{p99_d:12.3f}")
+    print(f"{'engine overhead':28}{med_e - med_d:12.3f}{p99_e - p99_d:12.3f}   (goal: median < 10 ms)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
