@@ -106,8 +106,11 @@ def _wire(rt: Runtime) -> None:
     # rt.on_startup.append(<load catalog.toml>); register reminder/calendar jobs; OAuth routes
 
     # --- Telegram: senders, Kimmie's notifier, routers (ENG-E, issue 6) -----------------------
-    # rt.senders["telegram"] = ...; rt.notifier = ...; register "notify_admin";
-    # routers on rt.dispatcher; in webhook mode mount POST /webhook/telegram on rt.app
+    # Telegram sender, dispatcher (FSM storage, routers), "notify_admin" (logging notifier when the
+    # bot is off), POST /webhook/telegram in webhook mode, command menus + setWebhook at start-up.
+    from bot.setup import wire_telegram
+
+    wire_telegram(rt)
 
     # --- Channels: Meta + website chat, delivery job (ENG-D, issue 5) --------------------------
     from channels.meta.sender import MetaSenders

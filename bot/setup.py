@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.fsm.storage.base import BaseStorage
@@ -32,6 +33,9 @@ from core.db.database import Database
 from core.jobs.worker import JobRegistry
 from core.settings import Settings
 from core.storage import ObjectStorage
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +132,31 @@ def register_jobs(
     notifier = TelegramAdminNotifier(bot=bot, db=db, settings=settings, booking=booking)
     register_notify_jobs(registry, notifier=notifier)
     return notifier
+
+
+def wire_telegram(rt: Runtime) -> None:
+    """The Telegram section of the composition root: sender, dispatcher, notifier, webhook, start-up.
+
+    Without a bot (TELEGRAM_BOT_TOKEN unset) Kimmie's notifications go to the log (core/notify.py).
+    """
+    from core.notify import LoggingNotifier
+    from core.storage import S3Storage
+
+    settings = rt.settings
+    if rt.bot is None or rt.booking is None:
+        if rt.bot is not None:
+            log.error("booking service not wired: Telegram bot disabled, notifications go to the log")
+        rt.notifier = LoggingNotifier()
+        register_notify_jobs(rt.registry, notifier=rt.notifier)
+        return
+    sender = TelegramSender(rt.bot)
+    rt.senders["telegram"] = sender
+    dispatcher = build_dispatcher(
+        db=rt.db, settings=settings, booking=rt.booking, sender=sender, photos=S3Storage(settings)
+    )
+    rt.dispatcher = dispatcher
+    rt.notifier = register_jobs(rt.registry, db=rt.db, bot=rt.bot, settings=settings, booking=rt.booking)
+    if settings.telegram_mode == "webhook":
+        setup_webhook(rt.app, dispatcher, rt.bot, settings)
+    rt.on_startup.append(partial(on_startup, rt.bot, dispatcher, settings))
+    rt.on_shutdown.append(dispatcher.storage.close)
