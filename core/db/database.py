@@ -22,7 +22,13 @@ from sqlalchemy import event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +42,17 @@ class Database:
         self.engine: AsyncEngine = self._create_engine(url, echo=echo, pool_size=pool_size)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
         self._sqlite_lock = asyncio.Lock() if self.is_sqlite else None
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._commit_listeners: list[Callable[[], None]] = []
 
     @staticmethod
     def _create_engine(url: str, *, echo: bool, pool_size: int) -> AsyncEngine:
         if not url.startswith("sqlite"):
+            # No pre-ping: it would add a round trip to every checkout (the job queue makes several
+            # per job). A connection killed by a database restart fails one operation, which
+            # invalidates the pool; jobs retry and requests are retried by their senders.
             return create_async_engine(
-                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
             )
         ensure_sqlite_directory(url)
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
@@ -93,6 +103,27 @@ class Database:
         if enqueued:
             for listener in self._commit_listeners:
                 listener()
+
+    @asynccontextmanager
+    async def bookkeeping(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for single-statement queue bookkeeping (claim, complete, fail, release).
+
+        On PostgreSQL it is in autocommit: each statement is atomic on its own, and skipping
+        BEGIN/COMMIT saves two round trips per statement. On SQLite it is an ordinary write
+        transaction, serialized like every other.
+        """
+        if self._sqlite_lock is not None:
+            async with self._sqlite_lock, self.engine.begin() as conn:
+                yield conn
+        else:
+            async with self._autocommit.connect() as conn:
+                yield conn
+
+    async def autocommit_connection(self) -> AsyncConnection:
+        """A pooled PostgreSQL connection in autocommit, for a caller that holds it (a worker loop)."""
+        if self.is_sqlite:
+            raise RuntimeError("SQLite writes go through transaction()/bookkeeping(), serialized")
+        return await self._autocommit.connect()
 
     async def ping(self) -> bool:
         try:

@@ -15,17 +15,18 @@ Protocol:
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy import Integer, Table, and_, bindparam, exists, or_, select, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from core.db.database import ENQUEUED_FLAG, dialect_name, insert_for
-from core.db.models import Job, utcnow
+from core.db.models import Job, UtcDateTime, utcnow
 
 DEFAULT_MAX_ATTEMPTS = 8
 BACKOFF_BASE_S = 2.0
@@ -97,56 +98,150 @@ async def cancel_jobs(session: AsyncSession, *, idempotency_key: str) -> int:
     return result.rowcount or 0  # type: ignore[attr-defined]
 
 
-def _claimable(now: datetime) -> Any:
-    earlier = aliased(Job)
+# --- Bookkeeping statements --------------------------------------------------------------------------
+# Built once and reused with bound parameters: SQLAlchemy then compiles each statement once and
+# asyncpg reuses its prepared statement, which keeps per-job overhead close to a bare driver loop.
+# They run on a session or on the worker's bookkeeping connection (`Database.bookkeeping()`).
+
+Executor = AsyncSession | AsyncConnection
+_job = cast(Table, Job.__table__)
+
+
+def _dialect(executor: Executor) -> str:
+    if isinstance(executor, AsyncConnection):
+        return executor.dialect.name
+    return dialect_name(executor)
+
+
+@functools.cache
+def _claim_statement(skip_locked: bool) -> Any:
+    # Aliases keep the inner SELECT independent of the UPDATE's own `job` (no accidental correlation).
+    job, earlier = _job.alias("candidate"), _job.alias("earlier")
+    now = bindparam("p_now", type_=UtcDateTime)
     due = or_(
-        and_(Job.status == "queued", Job.run_at <= now),
-        and_(Job.status == "running", Job.locked_until < now),
+        and_(job.c.status == "queued", job.c.run_at <= now),
+        and_(job.c.status == "running", job.c.locked_until < now),
     )
     blocked_by_earlier = exists().where(
-        earlier.queue_key == Job.queue_key,
-        earlier.id < Job.id,
-        earlier.status.in_(("queued", "running")),
+        earlier.c.queue_key == job.c.queue_key,
+        earlier.c.id < job.c.id,
+        # Not IN (...): an expanding parameter would not compile once for the fast path.
+        or_(earlier.c.status == "queued", earlier.c.status == "running"),
     )
-    return and_(due, or_(Job.queue_key.is_(None), ~blocked_by_earlier))
+    pick = (
+        select(job.c.id)
+        .where(due, or_(job.c.queue_key.is_(None), ~blocked_by_earlier))
+        .order_by(job.c.run_at, job.c.id)
+        .limit(bindparam("p_limit", type_=Integer))
+    )
+    if skip_locked:
+        pick = pick.with_for_update(skip_locked=True)
+    target = _job
+    return (
+        update(target)
+        .where(target.c.id.in_(pick.scalar_subquery()))
+        .values(
+            status="running",
+            attempts=target.c.attempts + 1,
+            locked_by=bindparam("p_worker"),
+            locked_until=bindparam("p_until", type_=UtcDateTime),
+        )
+        .returning(
+            target.c.id,
+            target.c.kind,
+            target.c.payload,
+            target.c.attempts,
+            target.c.max_attempts,
+            target.c.idempotency_key,
+        )
+    )
 
 
-async def claim(session: AsyncSession, *, worker_id: str, lease_s: float, limit: int = 1) -> list[ClaimedJob]:
-    """Claim up to `limit` due jobs for `worker_id`, in one statement. Call in its own short transaction.
+@functools.cache
+def _complete_statement() -> Any:
+    return (
+        update(_job)
+        .where(
+            _job.c.id == bindparam("p_id"),
+            _job.c.locked_by == bindparam("p_worker"),
+            _job.c.status == "running",
+        )
+        .values(
+            status="done",
+            finished_at=bindparam("p_finished", type_=UtcDateTime),
+            locked_by=None,
+            locked_until=None,
+            last_error=None,
+        )
+    )
+
+
+async def claim(executor: Executor, *, worker_id: str, lease_s: float, limit: int = 1) -> list[ClaimedJob]:
+    """Claim up to `limit` due jobs for `worker_id` in one statement (one round trip).
 
     On PostgreSQL the inner SELECT locks the rows it picks and skips rows another claimer holds, so
     concurrent claimers never get the same job; the UPDATE in the same statement takes the lease.
+    A single statement is atomic, so this is safe in autocommit as well as inside a transaction.
     """
     now = utcnow()
-    pick = select(Job.id).where(_claimable(now)).order_by(Job.run_at, Job.id).limit(limit)
-    if dialect_name(session) == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    rows = await session.execute(
-        update(Job)
-        .where(Job.id.in_(pick.scalar_subquery()))
-        .values(
-            status="running",
-            attempts=Job.attempts + 1,
-            locked_by=worker_id,
-            locked_until=now + timedelta(seconds=lease_s),
-        )
-        .returning(Job.id, Job.kind, Job.payload, Job.attempts, Job.max_attempts, Job.idempotency_key)
-        .execution_options(synchronize_session=False)
+    statement = _claim_statement(_dialect(executor) == "postgresql")
+    rows = await executor.execute(
+        statement,
+        {"p_now": now, "p_limit": limit, "p_worker": worker_id, "p_until": now + timedelta(seconds=lease_s)},
     )
     claimed = [ClaimedJob(*row) for row in rows]
     claimed.sort(key=lambda job: job.id)
     return claimed
 
 
-async def complete(session: AsyncSession, job_id: int, *, worker_id: str) -> bool:
+async def complete(executor: Executor, job_id: int, *, worker_id: str) -> bool:
     """Mark done, unless the lease was lost to another worker meanwhile."""
-    result = await session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running")
-        .values(status="done", finished_at=utcnow(), locked_by=None, locked_until=None, last_error=None)
-        .execution_options(synchronize_session=False)
+    result = await executor.execute(
+        _complete_statement(), {"p_id": job_id, "p_worker": worker_id, "p_finished": utcnow()}
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class PgFastPath:
+    """`claim` and `complete` on a worker's own asyncpg connection (PostgreSQL, autocommit).
+
+    The SQL is compiled once from the very statements above, so there is one definition of the
+    protocol; only SQLAlchemy's per-execution machinery is skipped. It is the hot path: two
+    statements per job, and at no-op speed that machinery costs as much as the database itself.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._claim = _Compiled(_claim_statement(True), dialect)
+        self._complete = _Compiled(_complete_statement(), dialect)
+
+    async def claim(self, raw: Any, *, worker_id: str, lease_s: float, limit: int = 1) -> list[ClaimedJob]:
+        now = utcnow()
+        params = {"p_now": now, "p_limit": limit, "p_worker": worker_id}
+        params["p_until"] = now + timedelta(seconds=lease_s)
+        rows = await raw.fetch(self._claim.sql, *self._claim.args(params))
+        return sorted((ClaimedJob(*row) for row in rows), key=lambda job: job.id)
+
+    async def complete(self, raw: Any, job_id: int, *, worker_id: str) -> bool:
+        params = {"p_id": job_id, "p_worker": worker_id, "p_finished": utcnow()}
+        status = await raw.execute(self._complete.sql, *self._complete.args(params))
+        return bool(status.endswith(" 1"))  # "UPDATE 1"
+
+
+class _Compiled:
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self._compiled = compiled
+        self._names = list(compiled.positiontup or ())
+        processors = compiled._bind_processors
+        self._processors = [processors.get(name) for name in self._names]
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        values = self._compiled.construct_params(params)
+        return [
+            process(values[name]) if process is not None else values[name]
+            for name, process in zip(self._names, self._processors, strict=True)
+        ]
 
 
 def backoff_delay(attempt: int, *, rng: random.Random | None = None) -> float:
@@ -160,7 +255,7 @@ def backoff_delay(attempt: int, *, rng: random.Random | None = None) -> float:
 
 
 async def fail(
-    session: AsyncSession,
+    executor: Executor,
     job: ClaimedJob,
     *,
     worker_id: str,
@@ -180,25 +275,24 @@ async def fail(
         values |= {"status": "dead", "finished_at": utcnow()}
     else:
         values |= {"status": "queued", "run_at": utcnow() + timedelta(seconds=delay)}
-    result = await session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.locked_by == worker_id, Job.status == "running")
+    result = await executor.execute(
+        update(_job)
+        .where(_job.c.id == job.id, _job.c.locked_by == worker_id, _job.c.status == "running")
         .values(**values)
-        .execution_options(synchronize_session=False)
     )
     if not result.rowcount:  # type: ignore[attr-defined]
         return "lost"  # the lease expired and another worker holds the job now
     return "dead" if dead else "queued"
 
 
-async def release(session: AsyncSession, job_ids: list[int], *, worker_id: str) -> None:
+async def release(executor: Executor, job_ids: list[int], *, worker_id: str) -> None:
     """Hand back jobs a stopping worker did not finish; the attempt does not count."""
     if not job_ids:
         return
-    await session.execute(
-        update(Job)
-        .where(Job.id.in_(job_ids), Job.locked_by == worker_id, Job.status == "running")
-        .values(status="queued", attempts=Job.attempts - 1, locked_by=None, locked_until=None)
+    await executor.execute(
+        update(_job)
+        .where(_job.c.id.in_(job_ids), _job.c.locked_by == worker_id, _job.c.status == "running")
+        .values(status="queued", attempts=_job.c.attempts - 1, locked_by=None, locked_until=None)
     )
 
 

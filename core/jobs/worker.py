@@ -3,19 +3,24 @@
 Handlers are `async def handler(job: ClaimedJob) -> None`; their dependencies are bound when they
 are registered (closures or functools.partial in the entry point), never looked up globally.
 A handler opens its own `db.transaction()` for its business writes; the queue bookkeeping
-(claim / complete / fail) runs in separate short transactions around it.
+(claim / complete / fail) runs as separate single statements around it (`Database.bookkeeping()`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db.database import Database
 from core.jobs import queue
@@ -61,6 +66,60 @@ class WorkerConfig:
         return self.lease_s * 0.8
 
 
+@functools.cache
+def _fast_path(dialect: Dialect) -> queue.PgFastPath:
+    return queue.PgFastPath(dialect)
+
+
+class _Bookkeeper:
+    """Where one worker loop writes its claim/complete/fail statements.
+
+    On PostgreSQL the loop keeps one autocommit connection for its lifetime (checking one out of
+    the pool per statement costs about as much as the statement) and runs claim/complete through
+    `queue.PgFastPath` on it. A connection that fails is dropped and replaced on next use. On SQLite
+    every statement is its own serialized write transaction, like all other writes.
+    """
+
+    def __init__(self, db: Database, fast: queue.PgFastPath | None) -> None:
+        self.db = db
+        self.fast = fast
+        self._conn: AsyncConnection | None = None
+        self._raw: Any = None
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        if self.db.is_sqlite:
+            async with self.db.bookkeeping() as conn:
+                yield conn
+            return
+        if self._conn is None:
+            self._conn = await self.db.autocommit_connection()
+            self._raw = (await self._conn.get_raw_connection()).driver_connection
+        try:
+            yield self._conn
+        except BaseException:
+            await self.close()
+            raise
+
+    async def claim(self, worker_id: str, lease_s: float, limit: int) -> list[ClaimedJob]:
+        async with self.connection() as conn:
+            if self.fast is not None:
+                return await self.fast.claim(self._raw, worker_id=worker_id, lease_s=lease_s, limit=limit)
+            return await queue.claim(conn, worker_id=worker_id, lease_s=lease_s, limit=limit)
+
+    async def complete(self, job_id: int, worker_id: str) -> bool:
+        async with self.connection() as conn:
+            if self.fast is not None:
+                return await self.fast.complete(self._raw, job_id, worker_id=worker_id)
+            return await queue.complete(conn, job_id, worker_id=worker_id)
+
+    async def close(self) -> None:
+        conn, self._conn, self._raw = self._conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conn.close())
+
+
 class Worker:
     """`concurrency` loops in this process, each claiming and running one job at a time.
 
@@ -78,6 +137,9 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._claimed: set[int] = set()
         db.on_jobs_committed(self.wake)
+
+    def _bookkeeper(self) -> _Bookkeeper:
+        return _Bookkeeper(self.db, None if self.db.is_sqlite else _fast_path(self.db.engine.dialect))
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -104,75 +166,87 @@ class Worker:
         unfinished = sorted(self._claimed)
         if unfinished:
             try:
-                async with self.db.transaction() as session:
-                    await queue.release(session, unfinished, worker_id=self.id)
+                async with self.db.bookkeeping() as conn:
+                    await queue.release(conn, unfinished, worker_id=self.id)
                 self._claimed.difference_update(unfinished)
                 log.info("released unfinished jobs", extra={"job_ids": unfinished})
             except Exception:
                 log.exception("could not release jobs; they run again when their lease expires")
 
     async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            # Cleared before claiming: a wake-up that arrives while we claim is not lost.
-            self._wakeup.clear()
-            try:
-                ran = await self.run_once()
-            except Exception:
-                log.exception("worker round failed")
-                ran = 0
-            if ran == 0 and not self._stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=self.config.poll_interval_s)
+        books = self._bookkeeper()
+        try:
+            while not self._stopping.is_set():
+                # Cleared before claiming: a wake-up that arrives while we claim is not lost.
+                self._wakeup.clear()
+                try:
+                    ran = await self.run_once(books)
+                except Exception:
+                    log.exception("worker round failed")
+                    ran = 0
+                if ran == 0 and not self._stopping.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), timeout=self.config.poll_interval_s)
+        finally:
+            await books.close()
 
-    async def run_once(self) -> int:
+    async def run_once(self, books: _Bookkeeper | None = None) -> int:
         """Claim and run one batch. Returns how many jobs ran (0 = nothing was due)."""
         if self._stopping.is_set():
             return 0
-        async with self.db.transaction() as session:
-            jobs = await queue.claim(
-                session, worker_id=self.id, lease_s=self.config.lease_s, limit=self.config.batch
-            )
+        if books is None:  # a one-off round (tests, CLI): no connection kept
+            books = self._bookkeeper()
+            try:
+                return await self.run_once(books)
+            finally:
+                await books.close()
+        jobs = await books.claim(self.id, self.config.lease_s, self.config.batch)
         self._claimed.update(job.id for job in jobs)
         ran = 0
         for job in jobs:
             if self._stopping.is_set():
                 break  # the rest stay in _claimed and are released by stop()
-            await self._run(job)
+            await self._run(job, books)
             ran += 1
         return ran
 
-    async def _run(self, job: ClaimedJob) -> None:
+    async def _run(self, job: ClaimedJob, books: _Bookkeeper) -> None:
         with job_context(job.id, job.kind):
             handler = self.registry.get(job.kind)
             if handler is None:
-                await self._failed(job, f"no handler for job kind {job.kind!r}", permanent=True)
+                await self._failed(books, job, f"no handler for job kind {job.kind!r}", permanent=True)
                 return
             if job.attempts > job.max_attempts:
-                await self._failed(job, "lease expired on every attempt", permanent=True)
+                await self._failed(books, job, "lease expired on every attempt", permanent=True)
                 return
             try:
                 async with asyncio.timeout(self.config.handler_timeout_s):
                     await handler(job)
             except RetryLater as exc:
-                await self._failed(job, f"RetryLater: {exc}", retry_in_s=exc.delay_s)
+                await self._failed(books, job, f"RetryLater: {exc}", retry_in_s=exc.delay_s)
             except PermanentJobError as exc:
-                await self._failed(job, f"{type(exc).__name__}: {exc}", permanent=True)
+                await self._failed(books, job, f"{type(exc).__name__}: {exc}", permanent=True)
             except TimeoutError:
-                await self._failed(job, f"timed out after {self.config.handler_timeout_s:.0f}s")
+                await self._failed(books, job, f"timed out after {self.config.handler_timeout_s:.0f}s")
             except Exception as exc:
                 log.warning("job failed", exc_info=True)
-                await self._failed(job, f"{type(exc).__name__}: {exc}")
+                await self._failed(books, job, f"{type(exc).__name__}: {exc}")
             else:
-                async with self.db.transaction() as session:
-                    await queue.complete(session, job.id, worker_id=self.id)
+                await books.complete(job.id, self.id)
                 self._claimed.discard(job.id)
 
     async def _failed(
-        self, job: ClaimedJob, error: str, *, retry_in_s: float | None = None, permanent: bool = False
+        self,
+        books: _Bookkeeper,
+        job: ClaimedJob,
+        error: str,
+        *,
+        retry_in_s: float | None = None,
+        permanent: bool = False,
     ) -> None:
-        async with self.db.transaction() as session:
+        async with books.connection() as conn:
             status = await queue.fail(
-                session, job, worker_id=self.id, error=error, retry_in_s=retry_in_s, permanent=permanent
+                conn, job, worker_id=self.id, error=error, retry_in_s=retry_in_s, permanent=permanent
             )
         self._claimed.discard(job.id)
         if status == "dead":
