@@ -1,0 +1,400 @@
+"""Ingest bench: signed Messenger webhook POSTs into PostgreSQL, Cheshire vs a minimal reference.
+
+    .venv/bin/python bench/bench_ingest.py [--requests 4000] [--concurrency 32] [--rate 1000]
+                                           [--burst 10000] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+
+Each server runs alone in its own process (the load generator is this process), on a fresh database:
+- "cheshire": the production app (channels/app.py + channels.meta setup_routes + middlewares, INFO
+  logging to /dev/null): HMAC check, parse, one transaction per POST through core ingest (identity,
+  conversation, message, process_message job).
+- "reference": an aiohttp handler that checks the HMAC, reads the mid and does one INSERT through
+  asyncpg (ON CONFLICT DO NOTHING): the floor any webhook must pay.
+Runs, with the same generator (aiohttp client, precomputed signed bodies):
+1. closed loop: `--requests` POSTs at `--concurrency` in flight → throughput, p50/p99;
+2. open loop: `--rate` req/s offered for 4 s → achieved rate, p50/p99 measured from each request's
+   scheduled send time (so a server that falls behind is not flattered);
+3. (cheshire only) a burst of `--burst` signed events with 10 % redeliveries, shuffled, at 64 in flight:
+   stored messages and queued jobs must equal the distinct mids (0 lost, 0 duplicated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SECRET = "bench-app-secret-0123456789"
+PATH = "/webhook/facebook"
+
+
+# --- servers (run in child processes) ----------------------------------------------------------------
+
+
+def serve_cheshire(url: str, port: int) -> None:
+    from aiohttp import web
+
+    from channels.app import create_app
+    from channels.meta.views import setup_routes
+    from core.db.database import Database
+    from core.logging import configure_logging
+    from core.settings import Settings
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=url,
+        environment="bench",
+        meta_app_secret=SECRET,
+        rate_limit_per_minute=1_000_000,
+        webhook_rate_limit_per_minute=10_000_000,
+    )
+    with open(os.devnull, "w") as devnull:
+        sys.stdout = devnull
+        configure_logging(level="INFO", json_lines=True)
+        db = Database(settings.database_url, pool_size=10)
+        app = create_app(settings, db)
+        setup_routes(app, db=db, settings=settings)
+        web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def serve_reference(url: str, port: int) -> None:
+    import hashlib
+    import hmac
+
+    import asyncpg
+    from aiohttp import web
+
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def start(app: web.Application) -> None:
+        app["pool"] = await asyncpg.create_pool(dsn, min_size=10, max_size=20)
+        async with app["pool"].acquire() as conn:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS ref_event (mid text PRIMARY KEY, sender text, body text, "
+                "created_at timestamptz DEFAULT now())"
+            )
+
+    async def handler(request: web.Request) -> web.Response:
+        raw = await request.read()
+        given = request.headers.get("X-Hub-Signature-256", "").removeprefix("sha256=")
+        expected = hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(given, expected):
+            return web.Response(status=403)
+        event = json.loads(raw)["entry"][0]["messaging"][0]
+        async with request.app["pool"].acquire() as conn:
+            await conn.execute(
+                "INSERT INTO ref_event (mid, sender, body) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                event["message"]["mid"],
+                event["sender"]["id"],
+                event["message"]["text"],
+            )
+        return web.Response(text="EVENT_RECEIVED")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.on_startup.append(start)
+    app.router.add_post(PATH, handler)
+    app.router.add_get("/healthz", healthz)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+# --- load generator ---------------------------------------------------------------------------------
+
+
+def signed(mid: str, sender: str, ts_ms: int) -> tuple[bytes, str]:
+    import hashlib
+    import hmac
+
+    payload = {
+        "object": "page",
+        "entry": [
+            {
+                "id": "PAGE",
+                "time": ts_ms,
+                "messaging": [
+                    {
+                        "sender": {"id": sender},
+                        "recipient": {"id": "PAGE"},
+                        "timestamp": ts_ms,
+                        "message": {"mid": mid, "text": "Hi! Anything on Saturday for a doodle? 🐶"},
+                    }
+                ],
+            }
+        ],
+    }
+    raw = json.dumps(payload, ensure_ascii=True).encode()
+    return raw, "sha256=" + hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
+
+
+def make_bodies(n: int, tag: str, senders: int = 500) -> list[tuple[bytes, str]]:
+    now = int(time.time() * 1000)
+    return [signed(f"m_{tag}_{i}", f"psid_{tag}_{i % senders}", now + i) for i in range(n)]
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.errors: dict[int, int] = {}
+
+    def record(self, status: int, seconds: float) -> None:
+        self.latencies.append(seconds)
+        if status != 200:
+            self.errors[status] = self.errors.get(status, 0) + 1
+
+    def pct(self, p: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+async def _post(http: Any, url: str, body: tuple[bytes, str], stats: Stats, start: float) -> None:
+    raw, signature = body
+    try:
+        async with http.post(
+            url, data=raw, headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature}
+        ) as response:
+            await response.read()
+            status = response.status
+    except Exception:
+        status = -1
+    stats.record(status, time.perf_counter() - start)
+
+
+async def closed_loop(url: str, bodies: list[tuple[bytes, str]], concurrency: int) -> tuple[float, Stats]:
+    import aiohttp
+
+    stats = Stats()
+    queue = list(reversed(bodies))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+
+        async def lane() -> None:
+            while queue:
+                body = queue.pop()
+                await _post(http, url, body, stats, time.perf_counter())
+
+        started = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return len(bodies) / elapsed, stats
+
+
+async def open_loop(url: str, bodies: list[tuple[bytes, str]], rate: float) -> tuple[float, Stats]:
+    import aiohttp
+
+    stats = Stats()
+    tasks = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512)) as http:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        for i, body in enumerate(bodies):
+            scheduled = t0 + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(loop.create_task(_post(http, url, body, stats, scheduled)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - t0
+    return len(bodies) / elapsed, stats
+
+
+# --- orchestration ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def create_db(admin: str) -> str:
+    import asyncpg
+
+    from core.db.migrate import upgrade_to_head
+
+    name = f"cheshire_bench_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(admin)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    url = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+    await upgrade_to_head(url)
+    return url
+
+
+async def drop_db(admin: str, url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin)
+    await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    await conn.close()
+
+
+async def wait_ready(port: int) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+class Server:
+    def __init__(self, kind: str, url: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", kind, "--db", url, "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{PATH}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+
+async def count(url: str, sql: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        return int(await conn.fetchval(sql))
+    finally:
+        await conn.close()
+
+
+async def run_one(kind: str, admin: str, args: argparse.Namespace) -> dict[str, Any]:
+    url = await create_db(admin)
+    server = Server(kind, url)
+    try:
+        await wait_ready(server.port)
+        await closed_loop(server.url, make_bodies(300, f"{kind}warm"), args.concurrency)  # warm-up
+        throughput, closed = await closed_loop(
+            server.url, make_bodies(args.requests, f"{kind}c"), args.concurrency
+        )
+        n_open = int(args.rate * 4)
+        achieved, opened = await open_loop(server.url, make_bodies(n_open, f"{kind}o"), args.rate)
+        result: dict[str, Any] = {
+            "throughput": throughput,
+            "closed_p50": closed.pct(0.50),
+            "closed_p99": closed.pct(0.99),
+            "closed_errors": closed.errors,
+            "open_achieved": achieved,
+            "open_p50": opened.pct(0.50),
+            "open_p99": opened.pct(0.99),
+            "open_errors": opened.errors,
+        }
+        if kind == "cheshire" and args.burst:
+            result["burst"] = await burst(server.url, url, args.burst)
+        return result
+    finally:
+        server.stop()
+        await drop_db(admin, url)
+
+
+async def burst(server_url: str, db_url: str, n: int) -> dict[str, Any]:
+    before_msgs = await count(db_url, "SELECT count(*) FROM message")
+    before_jobs = await count(db_url, "SELECT count(*) FROM job WHERE kind = 'process_message'")
+    distinct = n - n // 10
+    bodies = make_bodies(distinct, "burst", senders=2000)
+    rng = random.Random(7)
+    events = bodies + [rng.choice(bodies) for _ in range(n - distinct)]
+    rng.shuffle(events)
+    started = time.perf_counter()
+    _, stats = await closed_loop(server_url, events, 64)
+    elapsed = time.perf_counter() - started
+    stored = await count(db_url, "SELECT count(*) FROM message") - before_msgs
+    jobs = await count(db_url, "SELECT count(*) FROM job WHERE kind = 'process_message'") - before_jobs
+    return {
+        "posted": len(events),
+        "distinct": distinct,
+        "stored": stored,
+        "jobs": jobs,
+        "lost": distinct - stored,
+        "duplicated": max(0, stored - distinct) + max(0, jobs - distinct),
+        "non_200": stats.errors,
+        "seconds": elapsed,
+    }
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+    ours, ref = results["cheshire"], results["reference"]
+    print(
+        f"\nIngest bench on PostgreSQL, {os.cpu_count()} CPUs; "
+        "server and load generator in separate processes"
+    )
+    print(f"closed loop: {args.requests} signed POSTs, {args.concurrency} in flight")
+    print(f"{'':24}{'cheshire':>12}{'reference':>12}")
+    print(f"{'throughput req/s':24}{ours['throughput']:>12.0f}{ref['throughput']:>12.0f}")
+    print(f"{'p50 ms':24}{ours['closed_p50']:>12.1f}{ref['closed_p50']:>12.1f}")
+    print(f"{'p99 ms':24}{ours['closed_p99']:>12.1f}{ref['closed_p99']:>12.1f}")
+    print(f"{'non-200':24}{sum(ours['closed_errors'].values()):>12}{sum(ref['closed_errors'].values()):>12}")
+    ratio = ours["throughput"] / ref["throughput"]
+    print(f"cheshire / reference throughput: {ratio:.0%} (goal >= 70%)")
+    print(f"\nopen loop: {args.rate:.0f} req/s offered for 4 s (latency from each request's scheduled time)")
+    print(f"{'achieved req/s':24}{ours['open_achieved']:>12.0f}{ref['open_achieved']:>12.0f}")
+    print(f"{'p50 ms':24}{ours['open_p50']:>12.1f}{ref['open_p50']:>12.1f}")
+    print(f"{'p99 ms':24}{ours['open_p99']:>12.1f}{ref['open_p99']:>12.1f}")
+    print(f"{'non-200':24}{sum(ours['open_errors'].values()):>12}{sum(ref['open_errors'].values()):>12}")
+    print(f"cheshire p99 at {args.rate:.0f} req/s: {ours['open_p99']:.1f} ms (goal < 50 ms)")
+    if "burst" in ours:
+        b = ours["burst"]
+        print(
+            f"\nburst: {b['posted']} signed events ({b['posted'] - b['distinct']} redeliveries, shuffled, "
+            f"64 in flight) in {b['seconds']:.1f} s"
+        )
+        print(
+            f"distinct mids {b['distinct']}, stored messages {b['stored']}, queued process_message jobs "
+            f"{b['jobs']}: lost {b['lost']}, duplicated {b['duplicated']}, non-200 {b['non_200'] or 0}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--serve", choices=["cheshire", "reference"])
+    parser.add_argument("--db")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--burst", type=int, default=10_000)
+    parser.add_argument(
+        "--pg", default=os.environ.get("CHESHIRE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
+    args = parser.parse_args()
+    if args.serve == "cheshire":
+        serve_cheshire(args.db, args.port)
+        return
+    if args.serve == "reference":
+        serve_reference(args.db, args.port)
+        return
+
+    async def both() -> dict[str, dict[str, Any]]:
+        return {
+            "reference": await run_one("reference", args.pg, args),
+            "cheshire": await run_one("cheshire", args.pg, args),
+        }
+
+    report(asyncio.run(both()), args)
+
+
+if __name__ == "__main__":
+    main()
