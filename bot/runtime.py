@@ -130,7 +130,24 @@ def _wire(rt: Runtime) -> None:
     register_delivery_jobs(rt.registry, db=rt.db, senders=rt.senders, settings=rt.settings)
 
     # --- Conversation engine (ENG-B, issue 3) --------------------------------------------------
-    # register "process_message" (LLM chain, tools -> rt.booking, offline responder)
+    # "process_message": Claude -> OpenAI -> offline responder, tools on rt.booking. Needs rt.booking
+    # (wired in the booking section above); without it the jobs wait and die with "no handler".
+    from core.conversation.engine import ConversationEngine
+    from core.conversation.engine import register_jobs as register_conversation_jobs
+    from core.llm.factory import build_chat_model, close_chat_model
+
+    if rt.booking is not None:
+        chat_model = build_chat_model(rt.settings)  # None without API keys: offline responder only
+        engine = ConversationEngine(db=rt.db, settings=rt.settings, booking=rt.booking, model=chat_model)
+        register_conversation_jobs(rt.registry, db=rt.db, engine=engine)
+        rt.extras["conversation_engine"] = engine
+
+        async def _close_llm() -> None:
+            await close_chat_model(chat_model)
+
+        rt.on_shutdown.append(_close_llm)
+    else:
+        log.warning("no booking service wired: customer messages will not be answered")
 
 
 def _build_telegram(settings: Settings) -> tuple[Bot, Dispatcher]:
