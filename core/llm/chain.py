@@ -9,6 +9,7 @@ transaction (alerts are deduplicated there: once per fault, not once per message
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -44,7 +45,13 @@ class FallbackChatModel:
                 faults.append(ProviderFault(provider.name, None, "transient", "turn deadline reached"))
                 continue
             try:
-                response = await provider.complete(request, timeout_s=remaining)
+                # The SDK's timeout is per attempt; this bounds the attempt and its retries together.
+                async with asyncio.timeout(remaining):
+                    response = await provider.complete(request, timeout_s=remaining)
+            except TimeoutError:
+                log.warning("llm provider timed out, falling through", extra={"provider": provider.name})
+                faults.append(ProviderFault(provider.name, None, "transient", "timed out"))
+                continue
             except ProviderError as exc:
                 log.warning(
                     "llm provider failed, falling through",

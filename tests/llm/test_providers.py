@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -200,3 +201,17 @@ async def test_sdk_retries_are_bounded_by_settings(server: FakeLLMServer) -> Non
     with pytest.raises(Exception, match="529"):
         await model.complete(_ask(), timeout_s=5)
     assert len(server.anthropic.requests) == 2  # one try + one retry, then the chain moves on
+
+
+async def test_the_chain_bounds_a_provider_that_ignores_its_timeout() -> None:
+    """SDK retries multiply the per-attempt timeout; the chain still keeps to the turn deadline."""
+
+    class Stuck:
+        name = "stuck"
+
+        async def complete(self, request: ChatRequest, *, timeout_s: float):  # type: ignore[no-untyped-def]
+            await asyncio.Event().wait()  # never answers, whatever timeout it was given
+
+    with pytest.raises(AllProvidersFailedError) as caught:
+        await asyncio.wait_for(FallbackChatModel([Stuck()]).complete(_ask(), timeout_s=0.2), timeout=10)
+    assert [(f.provider, f.status, f.message) for f in caught.value.faults] == [("stuck", None, "timed out")]
