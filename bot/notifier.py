@@ -23,16 +23,21 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 EVENT_LABEL = {
-    "approved": "approved ✅",
     "confirmed": "confirmed ✅",
     "declined": "declined ❌",
-    "cancelled": "cancelled by the customer 🚫",
-    "cancelled_by_client": "cancelled by the customer 🚫",
-    "rescheduled": "moved to a new time 🔁",
+    "cancelled_by_customer": "cancelled by the customer 🚫",
+    "cancelled_by_kimmie": "cancelled 🚫",
+    "rescheduled_by_customer": "moved to a new time by the customer 🔁",
+    "rescheduled_by_kimmie": "moved to a new time 🔁",
     "expired": "expired before a decision ⌛",
+    "completed": "completed ✔",
+    "no_show": "marked no-show",
     "payment_received": "deposit paid 💳",
-    "calendar_failed": "could not be written to Google Calendar ⚠",
 }
+# Changes Kimmie made herself (a button she just pressed): the card is refreshed, no extra message.
+QUIET_EVENTS = frozenset(
+    {"confirmed", "declined", "cancelled_by_kimmie", "rescheduled_by_kimmie", "completed", "no_show"}
+)
 
 
 class TelegramAdminNotifier:
@@ -87,7 +92,8 @@ class TelegramAdminNotifier:
         )
         if card.card_message_id is not None:
             await self.refresh_card(card)
-        await self.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML)
+        if event not in QUIET_EVENTS:
+            await self.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML)
 
     async def handover(self, conversation_id: int, reason: str) -> None:
         chat_id = self._chat()

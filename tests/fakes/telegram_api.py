@@ -92,6 +92,7 @@ class FakeTelegramAPI:
         self._runner: web.AppRunner | None = None
         self.base_url = ""
         self.call_times: list[tuple[str, float]] = []  # (method, monotonic time): for benches
+        self._photo_messages: set[tuple[int, int]] = set()  # (chat, message id): no text to edit
 
     # --- control -------------------------------------------------------------------------------
     async def start(self) -> str:
@@ -178,6 +179,16 @@ class FakeTelegramAPI:
             return web.json_response(body, status=failure.status)
         if method == "getUpdates":
             return web.json_response({"ok": True, "result": await self._get_updates(data)})
+        target = (int(data.get("chat_id") or 0), int(data.get("message_id") or 0))
+        if method == "editMessageText" and target in self._photo_messages:
+            return web.json_response(
+                {
+                    "ok": False,
+                    "error_code": 400,
+                    "description": "Bad Request: there is no text in the message to edit",
+                },
+                status=400,
+            )
         return web.json_response({"ok": True, "result": self._result(method, data)})
 
     async def _get_updates(self, data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -211,11 +222,13 @@ class FakeTelegramAPI:
         if method in {"sendMessage", "editMessageText", "editMessageReplyMarkup", "editMessageCaption"}:
             return self._message(data)
         if method == "sendPhoto":
-            return self._message(
+            sent = self._message(
                 data,
                 photo=[{"file_id": "sent-photo", "file_unique_id": "sent-u", "width": 1, "height": 1}],
                 caption=data.get("caption"),
             )
+            self._photo_messages.add((sent["chat"]["id"], sent["message_id"]))
+            return sent
         if method == "getFile":
             path, content = self.files[str(data["file_id"])]
             return {
