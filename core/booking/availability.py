@@ -31,23 +31,74 @@ def day_windows(rules: Rules, day: date, tz: ZoneInfo) -> list[Span]:
     return [(local_to_utc(day, w.start, tz), local_to_utc(day, w.end, tz)) for w in rules.windows(day)]
 
 
-def merge(spans: Iterable[Span]) -> list[Span]:
-    """Sort and merge overlapping or touching spans."""
-    out: list[Span] = []
+Seconds = tuple[float, float]  # a span as POSIX seconds: what the hot path sorts and sweeps
+
+
+def to_seconds(spans: Iterable[Span]) -> list[Seconds]:
+    return [(s.timestamp(), e.timestamp()) for s, e in spans]
+
+
+def from_seconds(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def merge_s(spans: Iterable[Seconds], pad: float = 0.0) -> list[Seconds]:
+    """Sort, grow by `pad` on both sides, and merge overlapping or touching spans (seconds)."""
+    out: list[Seconds] = []
+    last_end = float("-inf")
     for start, end in sorted(spans):
         if end <= start:
             continue
-        if out and start <= out[-1][1]:
-            if end > out[-1][1]:
+        start -= pad
+        end += pad
+        if out and start <= last_end:
+            if end > last_end:
+                last_end = end
                 out[-1] = (out[-1][0], end)
         else:
             out.append((start, end))
+            last_end = end
     return out
+
+
+def free_starts_s(
+    windows: Sequence[Seconds], busy: Sequence[Seconds], *, duration: float, step: float, earliest: float
+) -> list[float]:
+    """Start times on each window's grid (window start + k·step) where [t, t+duration) lies inside
+    the window, at or after `earliest`, and overlaps no busy span. `windows` sorted and disjoint;
+    `busy` merged and sorted (see `merge_s`). One pass over both lists."""
+    out: list[float] = []
+    j = 0
+    n = len(busy)
+    for w_start, w_end in windows:
+        while j < n and busy[j][1] <= w_start:
+            j += 1
+        cursor = w_start
+        k = j
+        while cursor < w_end:
+            blocked = k < n and busy[k][0] < w_end
+            gap_end = min(busy[k][0], w_end) if blocked else w_end
+            gap_start = max(cursor, earliest)
+            t = w_start if gap_start <= w_start else w_start - ((w_start - gap_start) // step) * step
+            while t + duration <= gap_end:
+                out.append(t)
+                t += step
+            if not blocked:
+                break
+            cursor = max(cursor, busy[k][1])
+            k += 1
+    return out
+
+
+def merge(spans: Iterable[Span]) -> list[Span]:
+    """Sort and merge overlapping or touching spans."""
+    return [(from_seconds(s), from_seconds(e)) for s, e in merge_s(to_seconds(spans))]
 
 
 def widen(spans: Iterable[Span], buffer: timedelta) -> list[Span]:
     """Busy spans grown by the buffer on both sides, merged: a slot must not touch them."""
-    return merge((s - buffer, e + buffer) for s, e in spans)
+    pad = buffer.total_seconds()
+    return [(from_seconds(s), from_seconds(e)) for s, e in merge_s(to_seconds(spans), pad)]
 
 
 def subtract(spans: Sequence[Span], hole: Span) -> list[Span]:
@@ -65,13 +116,6 @@ def subtract(spans: Sequence[Span], hole: Span) -> list[Span]:
     return out
 
 
-def _first_on_grid(origin: datetime, at_least: datetime, step: timedelta) -> datetime:
-    if at_least <= origin:
-        return origin
-    steps = -((origin - at_least) // step)  # ceil division on timedeltas
-    return origin + steps * step
-
-
 def free_starts(
     windows: Sequence[Span],
     busy: Sequence[Span],
@@ -80,30 +124,15 @@ def free_starts(
     step: timedelta,
     earliest: datetime,
 ) -> list[datetime]:
-    """Start times on each window's grid (window start + k·step) where [t, t+duration) lies inside
-    the window, at or after `earliest`, and overlaps no busy span. `windows` sorted and disjoint;
-    `busy` merged and sorted (see `widen`)."""
-    out: list[datetime] = []
-    j = 0
-    n = len(busy)
-    for w_start, w_end in windows:
-        while j < n and busy[j][1] <= w_start:
-            j += 1
-        cursor = w_start
-        k = j
-        while cursor < w_end:
-            blocked = k < n and busy[k][0] < w_end
-            gap_end = min(busy[k][0], w_end) if blocked else w_end
-            gap_start = max(cursor, earliest)
-            t = _first_on_grid(w_start, gap_start, step)
-            while t + duration <= gap_end:
-                out.append(t)
-                t += step
-            if not blocked:
-                break
-            cursor = max(cursor, busy[k][1])
-            k += 1
-    return out
+    """`free_starts_s` on datetimes (busy merged and sorted, see `widen`)."""
+    found = free_starts_s(
+        to_seconds(windows),
+        to_seconds(busy),
+        duration=duration.total_seconds(),
+        step=step.total_seconds(),
+        earliest=earliest.timestamp(),
+    )
+    return [from_seconds(t) for t in found]
 
 
 def naive_free_starts(

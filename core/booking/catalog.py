@@ -253,8 +253,20 @@ async def read_config(session: AsyncSession) -> dict[str, Any]:
     return {row.key: row.value for row in rows.scalars()}
 
 
+_last_parsed: tuple[dict[str, Any], Rules] | None = None
+
+
 async def read_rules(session: AsyncSession) -> Rules:
-    return rules_from_config(await read_config(session))
+    """The rules as stored now. Parsing is skipped when the stored values did not change since the
+    last call (comparing the JSON is much cheaper than building the rules again)."""
+    global _last_parsed
+    config = await read_config(session)
+    cached = _last_parsed
+    if cached is not None and cached[0] == config:
+        return cached[1]
+    rules = rules_from_config(config)
+    _last_parsed = (config, rules)
+    return rules
 
 
 async def set_config(session: AsyncSession, key: str, value: dict[str, Any]) -> None:

@@ -13,12 +13,13 @@ reminder and the rebooking nudge) are jobs enqueued in the same session.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import Select, and_, or_, select, text
+from sqlalchemy import Float, Select, and_, cast, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -36,15 +37,17 @@ from core.booking.api import (
     TimeOfDay,
 )
 from core.booking.availability import (
+    Seconds,
     Span,
     day_windows,
-    free_starts,
+    free_starts_s,
+    from_seconds,
     inside_windows,
     local_to_utc,
+    merge_s,
     overlaps_any,
     spread,
     subtract,
-    widen,
 )
 from core.booking.catalog import WEEKDAYS, Rules, read_rules
 from core.booking.quotes import PetTraits, PriceSpec, breed_hint, combine, quote_pet, traits
@@ -77,6 +80,7 @@ CALENDAR_UPSERT_JOB = "calendar_upsert"
 CALENDAR_DELETE_JOB = "calendar_delete"
 
 CALENDAR_FAULT = "calendar_unavailable"
+SEARCH_CHUNK_DAYS = 14
 OUTSIDE_HOURS = "That time is outside Kimmie's working hours. Please pick an offered slot."
 _LOCK_NAMESPACE = 0x4348  # "CH": the first key of the two-int advisory lock; the second is the day
 _REQUESTED = AppointmentStatus.REQUESTED.value
@@ -101,6 +105,7 @@ class Occupancy:
     """Live appointments in a time range: their spans and what they use up per local day."""
 
     spans: list[Span] = field(default_factory=list)
+    seconds: list[Seconds] = field(default_factory=list)  # the same spans as POSIX seconds (find_slots)
     per_day: Counter[date] = field(default_factory=Counter)
     sizes_per_day: dict[date, Counter[str]] = field(default_factory=dict)
 
@@ -214,32 +219,81 @@ class DefaultBookingService:
             return []
         range_start = local_to_utc(first, time(0), self.tz)
         range_end = local_to_utc(last + timedelta(days=1), time(0), self.tz)
-        buffer = timedelta(minutes=rules.buffer_min)
+        # Calendar once for the whole range (one cached freeBusy call), before any day is computed.
+        calendar_busy, verified = await self._calendar_busy(session, range_start, range_end)
+        calendar_s = [(s.timestamp(), e.timestamp()) for s, e in calendar_busy]
+        earliest = (now + timedelta(hours=rules.min_notice_hours)).timestamp()
+        starts: list[datetime] = []
+        days_found: set[date] = set()
+        chunk_first = first
+        # Appointments are read a few weeks at a time: a customer's "when can you fit us in?" is
+        # answered from the first weeks, not by reading the whole horizon. Stopping once `limit`
+        # different days have slots gives exactly what `spread` would pick from the whole horizon.
+        while chunk_first <= last and len(days_found) < limit:
+            chunk_last = min(chunk_first + timedelta(days=SEARCH_CHUNK_DAYS - 1), last)
+            chunk = await self._free_in(
+                session,
+                rules,
+                chunk_first,
+                chunk_last,
+                sizes=sizes,
+                now=now,
+                duration=duration,
+                calendar_s=calendar_s,
+                earliest=earliest,
+            )
+            if time_of_day in ("morning", "afternoon"):
+                want_morning = time_of_day == "morning"
+                chunk = [t for t in chunk if (t.astimezone(self.tz).hour < 12) == want_morning]
+            starts.extend(chunk)
+            days_found.update(t.astimezone(self.tz).date() for t in chunk)
+            chunk_first = chunk_last + timedelta(days=1)
+        return [Slot(start=t, end=t + duration, verified=verified) for t in spread(starts, self.tz, limit)]
 
+    async def _free_in(
+        self,
+        session: AsyncSession,
+        rules: Rules,
+        first: date,
+        last: date,
+        *,
+        sizes: Counter[str],
+        now: datetime,
+        duration: timedelta,
+        calendar_s: list[Seconds],
+        earliest: float,
+    ) -> list[datetime]:
+        """Every free start between two local dates (inclusive)."""
+        buffer = timedelta(minutes=rules.buffer_min)
+        range_start = local_to_utc(first, time(0), self.tz)
+        range_end = local_to_utc(last + timedelta(days=1), time(0), self.tz)
         occupancy = await self._occupancy(
-            session, range_start - buffer, range_end + buffer, rules=rules, now=now, sizes_needed=sizes
+            session,
+            range_start - buffer,
+            range_end + buffer,
+            rules=rules,
+            now=now,
+            sizes_needed=sizes,
+            as_seconds=True,
         )
-        windows: list[Span] = []
+        windows: list[Seconds] = []
         day = first
         while day <= last:
             if self._day_has_room(rules, occupancy, day, sizes):
-                windows.extend(day_windows(rules, day, self.tz))
+                windows.extend((s.timestamp(), e.timestamp()) for s, e in day_windows(rules, day, self.tz))
             day += timedelta(days=1)
         if not windows:
             return []
-        calendar_busy, verified = await self._calendar_busy(session, windows[0][0], windows[-1][1])
-        busy = widen([*occupancy.spans, *calendar_busy], buffer)
-        starts = free_starts(
+        # The hot path works in POSIX seconds: sorting and sweeping floats, not datetimes.
+        busy = merge_s([*occupancy.seconds, *calendar_s], buffer.total_seconds())
+        found = free_starts_s(
             windows,
             busy,
-            duration=duration,
-            step=timedelta(minutes=rules.slot_step_min),
-            earliest=now + timedelta(hours=rules.min_notice_hours),
+            duration=duration.total_seconds(),
+            step=rules.slot_step_min * 60.0,
+            earliest=earliest,
         )
-        if time_of_day in ("morning", "afternoon"):
-            want_morning = time_of_day == "morning"
-            starts = [t for t in starts if (t.astimezone(self.tz).hour < 12) == want_morning]
-        return [Slot(start=t, end=t + duration, verified=verified) for t in spread(starts, self.tz, limit)]
+        return [from_seconds(t) for t in found]
 
     # --- lifecycle --------------------------------------------------------------------------------
     async def request_booking(
@@ -757,6 +811,7 @@ class DefaultBookingService:
         now: datetime,
         sizes_needed: Counter[str],
         exclude: int | None = None,
+        as_seconds: bool = False,
     ) -> Occupancy:
         conditions = [
             Appointment.status.in_(_LIVE),
@@ -767,13 +822,37 @@ class DefaultBookingService:
         if exclude is not None:
             conditions.append(Appointment.id != exclude)
         occupancy = Occupancy()
-        if not sizes_needed:
-            rows = await session.execute(select(Appointment.start_at, Appointment.end_at).where(*conditions))
-            for s, e in rows:
-                occupancy.spans.append((s, e))
-                occupancy.per_day[s.astimezone(self.tz).date()] += 1
+        day_of = self._local_day_lookup(start, end)
+        count_days = rules.max_appointments_per_day is not None
+        # Core-level execution: thousands of rows over a 60-day horizon, no ORM identity map needed.
+        conn = await session.connection()
+        if not sizes_needed and as_seconds:
+            if dialect_name(session) == "postgresql":
+                # Epoch seconds straight from the server: no datetime objects for the hot path.
+                columns = (
+                    cast(func.extract("epoch", Appointment.start_at), Float),
+                    cast(func.extract("epoch", Appointment.end_at), Float),
+                )
+                occupancy.seconds = [
+                    (s, e) for s, e in await conn.execute(select(*columns).where(*conditions))
+                ]
+            else:
+                rows = await conn.execute(select(Appointment.start_at, Appointment.end_at).where(*conditions))
+                occupancy.seconds = [(a.timestamp(), b.timestamp()) for a, b in rows]
+            if count_days:
+                for begin, _ in occupancy.seconds:
+                    occupancy.per_day[day_of(from_seconds(begin))] += 1
             return occupancy
-        rows2 = await session.execute(
+        if not sizes_needed:
+            rows = await conn.execute(select(Appointment.start_at, Appointment.end_at).where(*conditions))
+            spans = occupancy.spans
+            for s, e in rows:
+                spans.append((s, e))
+            if count_days:
+                for s, _ in spans:
+                    occupancy.per_day[day_of(s)] += 1
+            return occupancy
+        rows2 = await conn.execute(
             select(
                 Appointment.id,
                 Appointment.start_at,
@@ -789,10 +868,12 @@ class DefaultBookingService:
         seen: set[int] = set()
         hints: dict[str | None, SizeClass | None] = {}
         for appt_id, s, e, size_class, breed, weight in rows2:
-            day = s.astimezone(self.tz).date()
+            day = day_of(s)
             if appt_id not in seen:
                 seen.add(appt_id)
                 occupancy.spans.append((s, e))
+                if as_seconds:
+                    occupancy.seconds.append((s.timestamp(), e.timestamp()))
                 occupancy.per_day[day] += 1
             size = size_class
             if size is None and (breed or weight):
@@ -803,6 +884,25 @@ class DefaultBookingService:
             if size is not None:
                 occupancy.sizes_per_day.setdefault(day, Counter())[size] += 1
         return occupancy
+
+    def _local_day_lookup(self, start: datetime, end: datetime) -> Callable[[datetime], date]:
+        """Local business date of a UTC instant in [start, end) by bisecting precomputed local
+        midnights: one zone conversion per day instead of one per appointment."""
+        first = start.astimezone(self.tz).date() - timedelta(days=1)
+        days: list[date] = []
+        edges: list[datetime] = []
+        day = first
+        last = end.astimezone(self.tz).date() + timedelta(days=1)
+        while day <= last:
+            days.append(day)
+            edges.append(local_to_utc(day, time(0), self.tz))
+            day += timedelta(days=1)
+
+        def day_of(instant: datetime) -> date:
+            n = bisect_right(edges, instant) - 1
+            return days[n] if 0 <= n < len(days) else instant.astimezone(self.tz).date()
+
+        return day_of
 
     @staticmethod
     def _day_has_room(rules: Rules, occupancy: Occupancy, day: date, sizes: Counter[str]) -> bool:
