@@ -102,14 +102,16 @@ class OfflineResponder:
         *,
         text: str,
         payload: str | None,
-        llm_down: bool = True,
     ) -> Outcome:
-        """Answer one inbound message. `llm_down=False` when only a button payload is being answered."""
+        """Answer one inbound message: a button of ours, else its text."""
         if payload and pl.is_ours(payload):
             return await self.on_payload(session, conversation, payload)
         return await self.on_text(session, conversation, text)
 
     async def on_text(self, session: AsyncSession, conversation: Conversation, text: str) -> Outcome:
+        if not text.strip() or text.startswith("[tapped a button:"):
+            # A "Get started" postback, a sticker, a button we do not know: greet, do not bother Kimmie.
+            return await self.greet(session, conversation)
         if _MY_BOOKINGS.search(text):
             return await self.my_bookings(session, conversation)
         if _PRICES.search(text):

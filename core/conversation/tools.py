@@ -224,6 +224,11 @@ class ToolBox:
                 result = await tool.handler(session, ctx, args)
         except (BookingError, ToolRefusedError) as exc:
             return ToolResult(call.id, str(exc) or type(exc).__name__, True)
+        except Exception:  # a bug in a service must not cost the customer the reply
+            log.exception("tool failed", extra={"tool": call.name})
+            return ToolResult(
+                call.id, "The tool failed unexpectedly; apologise and offer Kimmie's help.", True
+            )
         return ToolResult(call.id, json.dumps(result, default=str, ensure_ascii=False))
 
     # --- helpers ----------------------------------------------------------------------------------

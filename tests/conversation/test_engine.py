@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from core.booking.service import DefaultBookingService
 from core.conversation import memory
 from core.conversation.engine import GAVE_UP_TEXT, ConversationEngine, register_jobs
 from core.conversation.takeover import hand_back, take_over
@@ -17,6 +18,7 @@ from core.db.models import Appointment, Conversation, Job, Message, Pet
 from core.jobs.worker import JobRegistry, Worker, WorkerConfig
 from core.llm.scripted import Say, ScriptedChatModel, last_tool_results
 from core.llm.types import ChatRequest, ChatResponse
+from core.settings import Settings
 from tests.conversation.conftest import T0, replies, send
 
 
@@ -339,3 +341,21 @@ async def test_long_chats_fold_older_turns_into_a_bounded_summary(
     last_request = engine.model.requests[-1]  # type: ignore[union-attr]
     assert "Summary of earlier messages" in last_request.system.context
     assert T0.year == 2027
+
+
+async def test_a_failing_service_becomes_a_tool_error_not_a_lost_reply(
+    catalog_db: Database, settings: Settings, make_engine: Callable[..., ConversationEngine]
+) -> None:
+    class Broken(DefaultBookingService):
+        async def quote(self, session, **kwargs):  # type: ignore[no-untyped-def, override]
+            raise RuntimeError("bug in quotes")
+
+    model = ScriptedChatModel(
+        [Say(calls=(("quote", {"service_code": "full_groom"}),)), Say("Sorry about that.")]
+    )
+    engine = ConversationEngine(db=catalog_db, settings=settings, booking=Broken(settings), model=model)
+    sent = await send(catalog_db, "price?")
+    await engine.process(sent.message_id, sent.conversation_id)
+    [result] = model.requests[1].messages[-1].tool_results
+    assert result.is_error and "failed unexpectedly" in result.content
+    assert [m.text for m in await replies(catalog_db, sent.conversation_id)] == ["Sorry about that."]

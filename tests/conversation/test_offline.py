@@ -154,3 +154,15 @@ async def test_forged_payloads_cannot_touch_another_clients_pet_or_appointment(
     async with catalog_db.transaction() as session:
         rows = (await session.execute(select(Appointment))).scalars().all()
         assert [(a.id, a.status, a.client_id) for a in rows] == [(appt.id, "requested", bob.client_id)]
+
+
+async def test_an_unknown_button_or_empty_message_gets_a_greeting_not_a_flag(
+    catalog_db: Database, make_engine: Callable[..., ConversationEngine]
+) -> None:
+    engine = make_engine(None)
+    sent = await send(catalog_db, "", payload="GET_STARTED")
+    await engine.process(sent.message_id, sent.conversation_id)
+    [reply] = await replies(catalog_db, sent.conversation_id)
+    assert reply.text.startswith("Hi Alice!")
+    async with catalog_db.transaction() as session:
+        assert not (await session.get_one(Conversation, sent.conversation_id)).needs_attention
