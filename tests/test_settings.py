@@ -179,3 +179,60 @@ def test_secrets_are_masked_in_log_output(
     assert lines[1]["url"] == "https://api.telegram.org/bot***/sendMessage"
     assert lines[2]["job_id"] == "deliver_message:7"
     assert "auth failed with key ***" in lines[2]["exc"]
+
+
+SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "000_35256bb122d425c7.txt"
+# Every variable the old system's integration audit names (its "Environment Configuration").
+SEED_VARIABLES = {
+    "DATABASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "FAL_AI_KEY", "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_KIMMIE_CHAT_ID", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_PUBLISHABLE_KEY",
+    "INSTAGRAM_ACCESS_TOKEN", "INSTAGRAM_VERIFY_TOKEN", "FACEBOOK_PAGE_ACCESS_TOKEN",
+    "FACEBOOK_VERIFY_TOKEN", "TIKTOK_ACCESS_TOKEN", "GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET",
+    "GOOGLE_REFRESH_TOKEN", "GOOGLE_CALENDAR_ID", "GOOGLE_SERVICE_ACCOUNT_EMAIL", "GOOGLE_PRIVATE_KEY",
+    "N8N_API_KEY", "N8N_BASE_URL", "TWENTY_API_KEY", "TWENTY_BASE_URL", "NEXT_PUBLIC_APP_URL", "NODE_ENV",
+}
+
+
+def env_example() -> dict[str, str]:
+    """NAME -> the comment line just above it."""
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    documented = {}
+    for previous, line in zip(["", *lines], lines, strict=False):
+        if line and not line.startswith("#") and "=" in line:
+            documented[line.split("=", 1)[0]] = previous
+    return documented
+
+
+def settings_variables() -> set[str]:
+    names = set()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", None)
+        names.add(str(choices[0]).upper() if choices else name.upper())
+    return names - {"ENVIRONMENT"} | {"NODE_ENV"}
+
+
+def test_env_example_documents_every_setting_with_a_comment() -> None:
+    documented = env_example()
+    assert settings_variables() - set(documented) == set(), "add these to .env.example"
+    assert set(documented) - settings_variables() - {"FAL_AI_KEY"} == set(), "not a setting"
+    assert [name for name, comment in documented.items() if not comment.startswith("# ")] == []
+
+
+def test_every_seed_variable_is_documented_and_read(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if SEED.exists():  # the audit lives beside the repository on the project's machines
+        text = SEED.read_text()
+        assert {name for name in SEED_VARIABLES if f"`{name}`" not in text} == set()
+    assert SEED_VARIABLES - set(env_example()) == set()
+
+    baseline = Settings.load().model_dump()
+    unread = []
+    for name in sorted(SEED_VARIABLES):
+        value = {"DATABASE_URL": "sqlite:///seed.db", "TELEGRAM_KIMMIE_CHAT_ID": "42"}.get(name, "seed-value")
+        with monkeypatch.context() as patched:
+            patched.setenv(name, value)
+            if Settings.load().model_dump() == baseline:
+                unread.append(name)
+    assert unread == []
