@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import customers
@@ -33,7 +34,7 @@ from core.conversation import payloads as pl
 from core.conversation.ingest import PROCESS_JOB
 from core.conversation.offline import OfflineResponder
 from core.conversation.prompt import context_prompt, stable_prompt
-from core.conversation.takeover import release_if_idle, takeover_active
+from core.conversation.takeover import is_active, release_if_idle, takeover_active
 from core.conversation.tools import ToolBox, ToolContext
 from core.db.database import Database
 from core.db.models import Client, Conversation, Message, utcnow
@@ -74,6 +75,7 @@ class _Prepared:
     request: ChatRequest
     ctx: ToolContext
     inbound_text: str
+    state: dict[str, Any]
 
 
 @dataclass
@@ -108,10 +110,18 @@ class ConversationEngine:
     # --- the job ----------------------------------------------------------------------------------
     async def process(self, message_id: int, conversation_id: int) -> TurnResult:
         async with self.db.transaction() as session:
-            conversation = await session.get(Conversation, conversation_id)
-            inbound = await session.get(Message, message_id)
-            if conversation is None or inbound is None or inbound.conversation_id != conversation_id:
+            # One round trip for the three rows every turn needs.
+            found = (
+                await session.execute(
+                    select(Conversation, Message, Client)
+                    .join(Message, Message.conversation_id == Conversation.id)
+                    .join(Client, Client.id == Conversation.client_id)
+                    .where(Conversation.id == conversation_id, Message.id == message_id)
+                )
+            ).one_or_none()
+            if found is None:
                 return TurnResult("skipped")
+            conversation, inbound, client = found
             if int((conversation.state or {}).get(HANDLED_KEY, 0)) >= message_id:
                 return TurnResult("skipped")  # a re-run after the reply was already written
             release_if_idle(conversation, idle_hours=self.settings.takeover_idle_hours)
@@ -122,10 +132,10 @@ class ConversationEngine:
                 outcome = await self.offline.respond(
                     session, conversation, text=inbound.text or "", payload=inbound.payload
                 )
-                ids = await self._store(session, conversation, outcome.messages)
+                ids = await self._store(session, conversation.id, conversation.channel, outcome.messages)
                 _mark(conversation, message_id)
                 return TurnResult("offline", ids)
-            prepared = await self._prepare(session, conversation, inbound)
+            prepared = await self._prepare(session, conversation, inbound, client)
 
         turn: _Turn | None = None
         faults: list[ProviderFault] = []
@@ -137,37 +147,41 @@ class ConversationEngine:
             log.warning("every llm provider failed; offline responder answers", extra={"faults": str(exc)})
 
         async with self.db.transaction() as session:
-            conversation = await session.get_one(Conversation, conversation_id)
             await self._alert(session, faults)
-            if takeover_active(conversation, idle_hours=self.settings.takeover_idle_hours):
-                _mark(conversation, message_id)  # Kimmie took over while the model was thinking
-                return TurnResult("silent")
             if turn is None:
-                outcome = await self.offline.on_text(session, conversation, prepared.inbound_text)
-                if not conversation.needs_attention:
-                    conversation.needs_attention = True
-                    await notify_admin(
-                        session,
-                        "handover",
-                        conversation_id=conversation.id,
-                        reason="assistant unavailable (every LLM provider failed)",
+                return await self._fallback(session, conversation_id, message_id, prepared)
+            # Mark the message handled and read the takeover flags in one statement.
+            flags = (
+                await session.execute(
+                    update(Conversation)
+                    .where(Conversation.id == conversation_id)
+                    .values(state={**prepared.state, HANDLED_KEY: message_id})
+                    .returning(
+                        Conversation.human_takeover, Conversation.takeover_at, Conversation.needs_attention
                     )
-                ids = await self._store(session, conversation, outcome.messages)
-                _mark(conversation, message_id)
-                return TurnResult("fallback", ids)
-            if turn.gave_up and not conversation.needs_attention:
-                conversation.needs_attention = True
+                )
+            ).one()
+            idle_hours = self.settings.takeover_idle_hours
+            if is_active(flags.human_takeover, flags.takeover_at, idle_hours=idle_hours):
+                return TurnResult("silent")  # Kimmie took over while the model was thinking
+            if turn.gave_up and not flags.needs_attention:
+                await session.execute(
+                    update(Conversation)
+                    .where(Conversation.id == conversation_id)
+                    .values(needs_attention=True)
+                )
                 await notify_admin(
                     session,
                     "handover",
-                    conversation_id=conversation.id,
+                    conversation_id=conversation_id,
                     reason="assistant gave up (tool round limit or deadline)",
                 )
             reply = self._reply(turn, prepared.ctx)
             usage = turn.usage
             ids = await self._store(
                 session,
-                conversation,
+                conversation_id,
+                prepared.ctx.channel,
                 [reply],
                 llm_usage={
                     "input_tokens": usage.input_tokens,
@@ -178,8 +192,27 @@ class ConversationEngine:
                     "llm_model": turn.last.model,
                 },
             )
-            _mark(conversation, message_id)
             return TurnResult("llm", ids)
+
+    async def _fallback(
+        self, session: AsyncSession, conversation_id: int, message_id: int, prepared: _Prepared
+    ) -> TurnResult:
+        """Every provider failed: the offline responder answers and Kimmie hears of the chat once."""
+        conversation = await session.get_one(Conversation, conversation_id)
+        _mark(conversation, message_id)
+        if takeover_active(conversation, idle_hours=self.settings.takeover_idle_hours):
+            return TurnResult("silent")
+        outcome = await self.offline.on_text(session, conversation, prepared.inbound_text)
+        if not conversation.needs_attention:
+            conversation.needs_attention = True
+            await notify_admin(
+                session,
+                "handover",
+                conversation_id=conversation.id,
+                reason="assistant unavailable (every LLM provider failed)",
+            )
+        ids = await self._store(session, conversation.id, conversation.channel, outcome.messages)
+        return TurnResult("fallback", ids)
 
     # --- step 1: the prompt -----------------------------------------------------------------------
     async def _stable_prompt(self, session: AsyncSession) -> str:
@@ -193,10 +226,9 @@ class ConversationEngine:
         return text
 
     async def _prepare(
-        self, session: AsyncSession, conversation: Conversation, inbound: Message
+        self, session: AsyncSession, conversation: Conversation, inbound: Message, client: Client | None
     ) -> _Prepared:
         stable = await self._stable_prompt(session)
-        client = await session.get(Client, conversation.client_id)
         pets = [customers.to_pet(p) for p in await customers.pets_of(session, conversation.client_id)]
         bookings = await self.booking.my_appointments(session, client_id=conversation.client_id)
         rows = await memory.load_history(session, conversation, up_to_message_id=inbound.id)
@@ -216,7 +248,7 @@ class ConversationEngine:
             max_output_tokens=self.settings.llm_max_output_tokens,
         )
         ctx = ToolContext(conversation.id, conversation.client_id, conversation.channel)
-        return _Prepared(request, ctx, memory.message_text(inbound))
+        return _Prepared(request, ctx, memory.message_text(inbound), dict(conversation.state or {}))
 
     # --- step 2: the model and its tools ----------------------------------------------------------
     async def _run_model(self, prepared: _Prepared) -> _Turn:
@@ -279,7 +311,8 @@ class ConversationEngine:
     async def _store(
         self,
         session: AsyncSession,
-        conversation: Conversation,
+        conversation_id: int,
+        channel: str,
         messages: list[OutboundMessage],
         *,
         llm_usage: dict[str, object] | None = None,
@@ -288,8 +321,8 @@ class ConversationEngine:
         for n, message in enumerate(messages):
             row = await queue_outbound(
                 session,
-                conversation_id=conversation.id,
-                channel=conversation.channel,
+                conversation_id=conversation_id,
+                channel=channel,
                 message=message,
                 llm_usage=llm_usage if n == 0 else None,
             )

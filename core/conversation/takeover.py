@@ -88,11 +88,17 @@ async def recent_messages(session: AsyncSession, conversation_id: int, limit: in
 
 def takeover_active(conversation: Conversation, *, idle_hours: float, now: datetime | None = None) -> bool:
     """True while Kimmie holds the chat and it has not been idle past `idle_hours`."""
-    if not conversation.human_takeover:
+    return is_active(conversation.human_takeover, conversation.takeover_at, idle_hours=idle_hours, now=now)
+
+
+def is_active(
+    human_takeover: bool, takeover_at: datetime | None, *, idle_hours: float, now: datetime | None = None
+) -> bool:
+    if not human_takeover:
         return False
-    if conversation.takeover_at is None:
+    if takeover_at is None:
         return True
-    return (now or utcnow()) - conversation.takeover_at < timedelta(hours=idle_hours)
+    return (now or utcnow()) - takeover_at < timedelta(hours=idle_hours)
 
 
 def release_if_idle(conversation: Conversation, *, idle_hours: float, now: datetime | None = None) -> bool:

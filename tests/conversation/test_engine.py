@@ -359,3 +359,22 @@ async def test_a_failing_service_becomes_a_tool_error_not_a_lost_reply(
     [result] = model.requests[1].messages[-1].tool_results
     assert result.is_error and "failed unexpectedly" in result.content
     assert [m.text for m in await replies(catalog_db, sent.conversation_id)] == ["Sorry about that."]
+
+
+async def test_a_takeover_during_the_model_call_drops_the_assistants_reply(
+    catalog_db: Database, make_engine: Callable[..., ConversationEngine]
+) -> None:
+    sent = await send(catalog_db, "hello")
+
+    class KimmieStepsIn:
+        name = "scripted"
+
+        async def complete(self, request: ChatRequest, *, timeout_s: float) -> ChatResponse:
+            async with catalog_db.transaction() as session:
+                await take_over(session, sent.conversation_id)
+            return await ScriptedChatModel([Say("Assistant here.")]).complete(request, timeout_s=timeout_s)
+
+    engine = make_engine(KimmieStepsIn())
+    assert (await engine.process(sent.message_id, sent.conversation_id)).status == "silent"
+    assert await replies(catalog_db, sent.conversation_id) == []
+    assert (await engine.process(sent.message_id, sent.conversation_id)).status == "skipped"
