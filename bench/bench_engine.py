@@ -70,6 +70,7 @@ async def main() -> None:
         await engine.process(warm.message_id, warm.conversation_id)
 
         engine_ms: list[float] = []
+        engine_cpu_ms: list[float] = []
         for turn in range(args.messages):
             for customer in range(args.customers):
                 async with db.transaction() as session:
@@ -84,9 +85,10 @@ async def main() -> None:
                         ),
                     )
                 assert result.message_id is not None
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 await engine.process(result.message_id, result.conversation_id)
                 engine_ms.append((time.perf_counter() - started) * 1000)
+                engine_cpu_ms.append((time.process_time() - cpu_started) * 1000)
 
         # Reference: the same model, called directly with a comparable request.
         request = (
@@ -99,6 +101,14 @@ async def main() -> None:
             started = time.perf_counter()
             await model.complete(request, timeout_s=30)
             direct_ms.append((time.perf_counter() - started) * 1000)
+        # Machine reference: one bare asyncpg round trip to the same server.
+        conn = await asyncpg.connect(args.pg)
+        roundtrip_ms: list[float] = []
+        for _ in range(200):
+            started = time.perf_counter()
+            await conn.fetchval("SELECT 1")
+            roundtrip_ms.append((time.perf_counter() - started) * 1000)
+        await conn.close()
         await db.dispose()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -111,6 +121,14 @@ async def main() -> None:
     print(f"{'engine.process (per msg)':28}{med_e:12.3f}{p99_e:12.3f}")
     print(f"{'model called directly':28}{med_d:12.3f}{p99_d:12.3f}")
     print(f"{'engine overhead':28}{med_e - med_d:12.3f}{p99_e - p99_d:12.3f}   (goal: median < 10 ms)")
+    print(
+        f"{'(engine CPU time, this process)':28}{statistics.median(engine_cpu_ms):12.3f}"
+        f"{pct(engine_cpu_ms, 0.99):12.3f}   the rest is waiting for PostgreSQL"
+    )
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    print(f"{'(load average at the end)':28}{' '.join(load):>24}   (2 cores)")
+    rt_med, rt_p99 = statistics.median(roundtrip_ms), pct(roundtrip_ms, 0.99)
+    print(f"{'(one SELECT 1 round trip)':28}{rt_med:12.3f}{rt_p99:12.3f}   (2 transactions, 8 statements)")
 
 
 if __name__ == "__main__":
