@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import Float, Select, and_, cast, func, or_, select, text
+from sqlalchemy import Float, Select, and_, cast, func, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -362,9 +362,10 @@ class DefaultBookingService:
         )
         session.add(appt)
         await session.flush()
-        for pet in pets:
-            session.add(AppointmentPet(appointment_id=appt.id, pet_id=pet.id))
-        await session.flush()
+        if pets:
+            await session.execute(
+                insert(AppointmentPet), [{"appointment_id": appt.id, "pet_id": p.id} for p in pets]
+            )
         await enqueue(
             session,
             EXPIRE_HOLD_JOB,
@@ -373,7 +374,7 @@ class DefaultBookingService:
             idempotency_key=expire_key(appt.id),
         )
         await notify_admin(session, "booking_request", appointment_id=appt.id, event="requested")
-        booking = await self.get_booking(session, appt.id)
+        booking = self._to_booking(appt, service=service, pets=pets)
         log.info("booking requested", extra={"appointment_id": appt.id, "verified": verified})
         return booking
 
@@ -1053,16 +1054,20 @@ class DefaultBookingService:
                 f"Can't {action} appointment #{appt.id}: it is already {appt.status}."
             )
 
-    def _to_booking(self, appt: Appointment) -> Booking:
-        pets = list(appt.pets)
+    def _to_booking(
+        self, appt: Appointment, *, service: Service | None = None, pets: Sequence[Pet] | None = None
+    ) -> Booking:
+        """The DTO. `service`/`pets` given for a row just inserted (no relationship reload)."""
+        pets = list(appt.pets) if pets is None else list(pets)
+        service = service or appt.service
         return Booking(
             id=appt.id,
             client_id=appt.client_id,
             status=AppointmentStatus(appt.status),
             start=appt.start_at,
             end=appt.end_at,
-            service_code=appt.service.code,
-            service_name=appt.service.name,
+            service_code=service.code,
+            service_name=service.name,
             pet_ids=tuple(p.id for p in pets),
             pet_names=tuple(p.name for p in pets),
             source_channel=Channel(appt.source_channel) if appt.source_channel else None,
