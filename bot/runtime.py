@@ -102,8 +102,29 @@ def _wire(rt: Runtime) -> None:
     del settings, db, registry, app  # (remove once a section below uses them)
 
     # --- Booking + calendar (ENG-C, issue 4) ---------------------------------------------------
-    # rt.calendar = ...; rt.booking = DefaultBookingService(rt.settings, rt.calendar)
-    # rt.on_startup.append(<load catalog.toml>); register reminder/calendar jobs; OAuth routes
+    from channels.oauth import setup_routes as setup_oauth_routes
+    from core.booking.catalog import apply_catalog_file
+    from core.booking.jobs import register_jobs as register_booking_jobs
+    from core.booking.service import DefaultBookingService
+    from core.calendar import is_configured as calendar_configured
+
+    google = None
+    if calendar_configured(rt.settings):
+        from core.calendar.google import GoogleCalendarProvider  # loads the Google SDK only then
+
+        rt.calendar = google = GoogleCalendarProvider(rt.settings)
+    booking = DefaultBookingService(rt.settings, rt.calendar)
+    rt.booking = booking
+    register_booking_jobs(rt.registry, db=rt.db, settings=rt.settings, calendar=rt.calendar, booking=booking)
+    setup_oauth_routes(rt.app, db=rt.db, settings=rt.settings, calendar=google)
+
+    async def _load_catalog() -> None:  # catalog.toml -> DB (when the file changed); stored Google token
+        async with rt.db.transaction() as session:
+            await apply_catalog_file(session, rt.settings.catalog_file)
+            if google is not None:
+                await google.load_stored_credentials(session)
+
+    rt.on_startup.insert(0, _load_catalog)
 
     # --- Telegram: senders, Kimmie's notifier, routers (ENG-E, issue 6) -----------------------
     # Telegram sender, dispatcher (FSM storage, routers), "notify_admin" (logging notifier when the

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.alerts import raise_alert
 from core.db.models import BusinessConfig, Service, utcnow
 from core.types import CoatType, SizeClass
 
@@ -237,6 +238,40 @@ async def load_catalog(session: AsyncSession, path: str | Path, *, force: bool =
     await _put_config(session, SOURCE_KEY, {"sha256": digest, "path": str(path)})
     await session.flush()
     return True
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def resolve_catalog_path(path: str | Path) -> Path:
+    """A relative CATALOG_FILE is looked up in the working directory, then in the project root (so
+    `python -m bot` finds the repository's catalog.toml from anywhere)."""
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    in_project = PROJECT_ROOT / candidate
+    return in_project if in_project.exists() else candidate
+
+
+async def apply_catalog_file(session: AsyncSession, path: str | Path) -> bool:
+    """Start-up: apply the file when it changed. A missing or broken file keeps the catalog already
+    in the database; either way the process keeps running and Kimmie is told once (without a
+    catalog there are no services or hours to offer, but chats still reach her)."""
+    resolved = resolve_catalog_path(path)
+    try:
+        return await load_catalog(session, resolved)
+    except (OSError, CatalogError) as exc:
+        stored = await session.get(BusinessConfig, SOURCE_KEY) is not None
+        consequence = (
+            "the previous prices and hours stay in use" if stored else "no services or hours are set up"
+        )
+        log.error("catalog file not applied", extra={"path": str(resolved), "error": str(exc)[:300]})
+        await raise_alert(
+            session,
+            "catalog_file",
+            f"The catalog file ({resolved}) could not be applied, so {consequence}: {str(exc)[:300]}",
+        )
+        return False
 
 
 async def _put_config(session: AsyncSession, key: str, value: dict[str, Any]) -> None:

@@ -59,14 +59,6 @@ def _parse(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
-def is_configured(settings: Settings) -> bool:
-    """Whether a provider can be built: OAuth client (token may come later via /oauth) or a
-    service account."""
-    oauth = bool(settings.google_client_id and settings.google_client_secret)
-    service = bool(settings.google_service_account_email and settings.google_private_key)
-    return oauth or service
-
-
 class GoogleCalendarProvider:
     """`core.ports.CalendarProvider` on Google Calendar v3."""
 

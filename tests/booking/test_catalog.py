@@ -119,3 +119,28 @@ async def test_bad_catalog_is_refused(db: Database, tmp_path: Path, snippet: str
     async with db.transaction() as session:
         with pytest.raises(CatalogError, match=message):
             await load_catalog(session, path)
+
+
+async def test_start_up_keeps_the_stored_catalog_when_the_file_is_broken(
+    catalog_db: Database, service: DefaultBookingService, tmp_path: Path
+) -> None:
+    from core.booking.catalog import apply_catalog_file
+    from tests.booking.helpers import admin_events
+
+    broken = tmp_path / "catalog.toml"
+    broken.write_text("[hours]\ntue = 'nine to five'\n")
+    async with catalog_db.transaction() as session:
+        assert await apply_catalog_file(session, broken) is False
+        assert await apply_catalog_file(session, tmp_path / "missing.toml") is False
+    async with catalog_db.transaction() as session:
+        assert (await service.quote(session, service_code="nail_trim")).price_min_cents == 1500
+    alerts = [e for e in await admin_events(catalog_db) if e["type"] == "alert"]
+    assert len(alerts) == 1 and "previous prices and hours stay in use" in alerts[0]["text"]
+
+
+async def test_relative_catalog_path_falls_back_to_the_project(db: Database) -> None:
+    from core.booking.catalog import apply_catalog_file, resolve_catalog_path
+
+    assert resolve_catalog_path("catalog.toml").resolve() == CATALOG.resolve()
+    async with db.transaction() as session:
+        assert await apply_catalog_file(session, "catalog.toml") is True
