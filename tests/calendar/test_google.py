@@ -242,3 +242,60 @@ async def test_oauth_callback_stores_the_refresh_token(
 
     replay = await client.get(f"/oauth/callback?code=code-ok&state={params['state'][0]}")
     assert replay.status == 400  # a used code is refused by Google; nothing overwritten
+
+
+async def test_service_account_credentials(
+    google_settings: Settings, fake_google: FakeGoogleCalendar
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from pydantic import SecretStr
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    settings = google_settings.model_copy(
+        update={
+            "google_client_id": None,
+            "google_client_secret": None,
+            "google_refresh_token": None,
+            "google_service_account_email": "cheshire@project.iam.gserviceaccount.com",
+            # As pasted into .env: one line with literal "\n".
+            "google_private_key": SecretStr(pem.replace("\n", "\\n")),
+        }
+    )
+    fake_google.busy = [(local(10), local(11))]
+    provider = GoogleCalendarProvider(settings)
+    busy = await provider.busy(local(8), local(18))
+    assert [(b.start, b.end) for b in busy] == [(local(10), local(11))]
+    assert fake_google.token_requests[-1]["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+async def test_free_busy_is_cached_briefly(
+    google_settings: Settings, fake_google: FakeGoogleCalendar
+) -> None:
+    ticks = [1000.0]
+    provider = GoogleCalendarProvider(
+        google_settings.model_copy(update={"calendar_cache_s": 60.0}), monotonic=lambda: ticks[0]
+    )
+
+    def calls() -> int:
+        return sum(1 for _, path in fake_google.requests if path.endswith("freeBusy"))
+
+    await provider.busy(local(8), local(18))
+    await provider.busy(local(9), local(12))  # inside the cached day range
+    assert calls() == 1
+    ticks[0] += 61
+    await provider.busy(local(9), local(12))
+    assert calls() == 2
+    ticks[0] += 61
+    fake_google.down = True
+    with pytest.raises(CalendarUnavailableError):
+        await provider.busy(local(9), local(12))
+    with pytest.raises(CalendarUnavailableError):  # remembered: no second wait on a dead Calendar
+        await provider.busy(local(9), local(12))
+    assert calls() == 3
+    fake_google.down = False
+    ticks[0] += 31
+    assert await provider.busy(local(9), local(12)) == []

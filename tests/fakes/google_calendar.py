@@ -96,6 +96,14 @@ class FakeGoogleCalendar:
             token = "ya29." + secrets.token_hex(8)
             self.access_tokens.add(token)
             return web.json_response({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
+        if (
+            grant == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+            and form.get("assertion", "").count(".") == 2
+        ):
+            # A service account's signed JWT (the fake does not verify the signature).
+            token = "ya29." + secrets.token_hex(8)
+            self.access_tokens.add(token)
+            return web.json_response({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
         if grant == "authorization_code" and form.get("code") in self.auth_codes:
             refresh = self.auth_codes.pop(form["code"])  # codes are single-use
             self.refresh_tokens.add(refresh)
