@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from core.llm.types import (
@@ -28,36 +28,61 @@ log = logging.getLogger(__name__)
 
 # Below this a provider call cannot succeed; do not start one.
 MIN_ATTEMPT_S = 0.05
+# A provider that is not the last one gets at most this share of what is left of the turn, so a hung
+# primary still leaves the fallback time to answer.
+PRIMARY_SHARE = 0.65
+# After a failure a provider goes to the back of the line for a while (it is still tried, last), so a
+# dead primary costs one failed call, not one per message.
+COOLDOWN_TRANSIENT_S = 30.0
+COOLDOWN_CONFIGURATION_S = 300.0
 
 
 class FallbackChatModel:
     name = "fallback"
 
-    def __init__(self, providers: Sequence[ChatModel]) -> None:
+    def __init__(
+        self, providers: Sequence[ChatModel], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.providers = list(providers)
+        self.clock = clock
+        self._cooling_until: dict[str, float] = {}
+
+    def _order(self) -> list[ChatModel]:
+        now = self.clock()
+        healthy = [p for p in self.providers if self._cooling_until.get(p.name, 0.0) <= now]
+        cooling = [p for p in self.providers if p not in healthy]
+        return healthy + cooling
+
+    def _failed(self, fault: ProviderFault) -> None:
+        pause = COOLDOWN_CONFIGURATION_S if fault.kind == "configuration" else COOLDOWN_TRANSIENT_S
+        self._cooling_until[fault.provider] = self.clock() + pause
 
     async def complete(self, request: ChatRequest, *, timeout_s: float) -> ChatResponse:
         deadline = time.monotonic() + timeout_s
         faults: list[ProviderFault] = []
-        for provider in self.providers:
+        order = self._order()
+        for n, provider in enumerate(order):
             remaining = deadline - time.monotonic()
             if remaining < MIN_ATTEMPT_S:
                 faults.append(ProviderFault(provider.name, None, "transient", "turn deadline reached"))
                 continue
+            budget = remaining if n == len(order) - 1 else remaining * PRIMARY_SHARE
             try:
                 # The SDK's timeout is per attempt; this bounds the attempt and its retries together.
-                async with asyncio.timeout(remaining):
-                    response = await provider.complete(request, timeout_s=remaining)
+                async with asyncio.timeout(budget):
+                    response = await provider.complete(request, timeout_s=budget)
             except TimeoutError:
                 log.warning("llm provider timed out, falling through", extra={"provider": provider.name})
-                faults.append(ProviderFault(provider.name, None, "transient", "timed out"))
-                continue
+                fault = ProviderFault(provider.name, None, "transient", "timed out")
             except ProviderError as exc:
                 log.warning(
                     "llm provider failed, falling through",
                     extra={"provider": exc.provider, "status": exc.status},
                 )
-                faults.append(exc.fault())
-                continue
-            return replace(response, faults=tuple(faults)) if faults else response
+                fault = replace(exc.fault(), provider=provider.name)
+            else:
+                self._cooling_until.pop(provider.name, None)
+                return replace(response, faults=tuple(faults)) if faults else response
+            faults.append(fault)
+            self._failed(fault)
         raise AllProvidersFailedError(faults)

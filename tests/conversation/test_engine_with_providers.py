@@ -153,16 +153,27 @@ async def test_both_down_the_offline_responder_answers_and_flags_the_chat(
 async def test_retired_model_alerts_kimmie_once_not_per_message(
     server: FakeLLMServer, catalog_db: Database, chain_engine: Callable[..., ConversationEngine]
 ) -> None:
-    engine = chain_engine(anthropic_model="claude-sonnet-4-20250514")
     server.openai.responder = lambda body: Reply(text="Fallback answer.")
+    # A fresh engine per message (as after restarts): Claude answers 404 every time, Kimmie hears once.
     for n in range(3):
+        engine = chain_engine(anthropic_model="claude-sonnet-4-20250514")
         sent = await send(catalog_db, f"question {n}", user=f"user-{n}")
         await engine.process(sent.message_id, sent.conversation_id)
         [reply] = await replies(catalog_db, sent.conversation_id)
         assert reply.llm_provider == "openai"
+        await close_chat_model(engine.model)
+    assert len(server.anthropic.requests) == 3
     assert await _alerts(catalog_db) == [("llm:anthropic:404", 3)]
     alerts = [p for p in await _notify_jobs(catalog_db) if p["type"] == "alert"]
     assert len(alerts) == 1 and "404" in alerts[0]["text"] and "model" in alerts[0]["text"]
+
+    # One long-lived engine does not even ask the retired model again for a while.
+    engine = chain_engine(anthropic_model="claude-sonnet-4-20250514")
+    for n in range(3):
+        sent = await send(catalog_db, f"again {n}", user=f"user-{n}")
+        await engine.process(sent.message_id, sent.conversation_id)
+    assert len(server.anthropic.requests) == 4
+    assert len([p for p in await _notify_jobs(catalog_db) if p["type"] == "alert"]) == 1
     await close_chat_model(engine.model)
 
 

@@ -215,3 +215,27 @@ async def test_the_chain_bounds_a_provider_that_ignores_its_timeout() -> None:
     with pytest.raises(AllProvidersFailedError) as caught:
         await asyncio.wait_for(FallbackChatModel([Stuck()]).complete(_ask(), timeout_s=0.2), timeout=10)
     assert [(f.provider, f.status, f.message) for f in caught.value.faults] == [("stuck", None, "timed out")]
+
+
+async def test_a_hung_primary_still_leaves_the_fallback_time_to_answer(server: FakeLLMServer) -> None:
+    server.anthropic.queue.append(Hang(30))
+    server.openai.queue.append(Reply(text="OpenAI here."))
+    response = await FallbackChatModel([_claude(server), _gpt(server)]).complete(_ask(), timeout_s=1.0)
+    assert response.provider == "openai"
+    assert [(f.provider, f.status) for f in response.faults] == [("anthropic", None)]
+
+
+async def test_a_failed_provider_goes_to_the_back_of_the_line_for_a_while(server: FakeLLMServer) -> None:
+    now = [0.0]
+    chain = FallbackChatModel([_claude(server), _gpt(server)], clock=lambda: now[0])
+    server.anthropic.outage = 529
+    server.openai.responder = lambda body: Reply(text="OpenAI here.")
+    first = await chain.complete(_ask(), timeout_s=5)
+    second = await chain.complete(_ask(), timeout_s=5)
+    assert [f.status for f in first.faults] == [529] and second.faults == ()
+    assert len(server.anthropic.requests) == 1  # the second message did not wait for a dead Claude
+    server.anthropic.outage = None
+    server.anthropic.responder = lambda body: Reply(text="Claude is back.")
+    now[0] += 31
+    third = await chain.complete(_ask(), timeout_s=5)
+    assert (third.provider, third.text) == ("anthropic", "Claude is back.")
