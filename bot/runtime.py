@@ -123,8 +123,12 @@ def _wire(rt: Runtime) -> None:
             await apply_catalog_file(session, rt.settings.catalog_file)
             if google is not None:
                 await google.load_stored_credentials(session)
+        if google is not None:
+            google.start_warming()  # freeBusy fetched outside transactions, before searches need it
 
     rt.on_startup.insert(0, _load_catalog)
+    if google is not None:
+        rt.on_shutdown.append(google.stop_warming)
 
     # --- Telegram: senders, Kimmie's notifier, routers (ENG-E, issue 6) -----------------------
     # Telegram sender, dispatcher (FSM storage, routers), "notify_admin" (logging notifier when the

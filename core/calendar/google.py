@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import threading
 import time as _time
@@ -74,6 +75,7 @@ class GoogleCalendarProvider:
         self._cache: list[tuple[float, datetime, datetime, list[Interval]]] = []
         self._down_until = 0.0
         self._fetch_lock: asyncio.Lock | None = None
+        self._warmer: asyncio.Task[None] | None = None
 
     # --- credentials ------------------------------------------------------------------------------
     async def load_stored_credentials(self, session: AsyncSession) -> bool:
@@ -158,6 +160,37 @@ class GoogleCalendarProvider:
             raise CalendarUnavailableError(f"{what}: timed out") from None
         except Exception as exc:  # noqa: BLE001 - httplib2/socket errors: all mean "unavailable"
             raise CalendarUnavailableError(f"{what}: {type(exc).__name__}") from None
+
+    # --- keeping the cache warm -------------------------------------------------------------------
+    async def refresh(self, days: int = 62) -> None:
+        """Fetch freeBusy for today .. today+days into the cache (no transaction is open here)."""
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+        self._cache = [c for c in self._cache if not (c[1] <= today and today + timedelta(days=days) <= c[2])]
+        await self.busy(today, today + timedelta(days=days + 1))
+
+    def start_warming(self, days: int = 62) -> None:
+        """Refresh the cache in the background a little before it expires, so slot searches (which
+        run inside a database transaction) almost never wait on Google."""
+        if self._warmer is not None or self.settings.calendar_cache_s <= 0:
+            return
+
+        async def loop() -> None:
+            period = max(self.settings.calendar_cache_s * 0.8, 5.0)
+            while True:
+                try:
+                    await self.refresh(days)
+                except CalendarUnavailableError as exc:
+                    log.info("calendar warm-up failed", extra={"error": str(exc)[:200]})
+                await asyncio.sleep(period)
+
+        self._warmer = asyncio.create_task(loop(), name="calendar-warmer")
+
+    async def stop_warming(self) -> None:
+        if self._warmer is not None:
+            self._warmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warmer
+            self._warmer = None
 
     # --- CalendarProvider -------------------------------------------------------------------------
     async def busy(self, start: datetime, end: datetime) -> list[Interval]:

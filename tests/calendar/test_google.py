@@ -299,3 +299,16 @@ async def test_free_busy_is_cached_briefly(
     fake_google.down = False
     ticks[0] += 31
     assert await provider.busy(local(9), local(12)) == []
+
+
+async def test_warm_cache_serves_slot_searches(
+    google_settings: Settings, fake_google: FakeGoogleCalendar
+) -> None:
+    provider = GoogleCalendarProvider(google_settings.model_copy(update={"calendar_cache_s": 60.0}))
+    fake_google.busy = [(local(10), local(11))]
+    await provider.refresh(days=800)  # from today (real clock) past the test's 2027 dates
+    busy = await provider.busy(local(8), local(18))
+    assert [(b.start, b.end) for b in busy] == [(local(10), local(11))]
+    assert sum(1 for _, path in fake_google.requests if path.endswith("freeBusy")) == 1
+    provider.start_warming()
+    await provider.stop_warming()  # stops cleanly at shutdown
