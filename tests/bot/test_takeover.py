@@ -99,3 +99,45 @@ async def test_kimmies_text_outside_a_chat_is_not_sent_to_anyone(harness: Harnes
     await h.run_jobs()
     assert not [c for c in h.fake.calls_to("sendMessage") if c.chat_id == CUSTOMER]
     assert "Open chat" in h.fake.last("sendMessage").text
+
+
+async def test_reply_mode_survives_a_restart_with_redis_fsm_storage(
+    db: Database, database_url: str, fake_tg: FakeTelegramAPI
+) -> None:
+    import uuid
+
+    from aiogram.fsm.storage.base import DefaultKeyBuilder
+    from aiogram.fsm.storage.redis import RedisStorage
+    from redis.asyncio import Redis
+
+    from bot.setup import build_dispatcher
+
+    prefix = f"cheshire-test-{uuid.uuid4().hex[:8]}"
+
+    def storage() -> RedisStorage:
+        return RedisStorage(
+            Redis.from_url("redis://127.0.0.1:6379/0"), key_builder=DefaultKeyBuilder(prefix=prefix)
+        )
+
+    h = await build_harness(db, make_settings(database_url), fake_tg)
+    first = storage()
+    h.dp = build_dispatcher(db=db, settings=h.settings, booking=h.booking, sender=h.sender, fsm_storage=first)
+    try:
+        _, _, conversation_id = await h.customer_with_pet()
+        await h.feed(h.callback(KIMMIE, ChatAction(action="open", conversation_id=conversation_id).pack()))
+        await first.close()
+        # "Restart": a new dispatcher and a new Redis connection; the reply mode is still there.
+        second = storage()
+        h.dp = build_dispatcher(
+            db=db, settings=h.settings, booking=h.booking, sender=h.sender, fsm_storage=second
+        )
+        await h.feed(h.message(KIMMIE, "Back in a minute, Ann!"))
+        await h.run_jobs()
+        assert [c.text for c in h.fake.calls_to("sendMessage") if c.chat_id == CUSTOMER] == [
+            "Back in a minute, Ann!"
+        ]
+        await h.feed(h.message(KIMMIE, "/done"))
+        await second.redis.delete(*[k async for k in second.redis.scan_iter(f"{prefix}:*")] or ["-"])
+        await second.close()
+    finally:
+        await h.bot.session.close()
