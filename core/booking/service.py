@@ -433,21 +433,25 @@ class DefaultBookingService:
         return [self._to_booking(a) for a in rows.scalars()]
 
     async def approve(self, session: AsyncSession, *, appointment_id: int) -> Booking:
-        appt = await self._appointment(session, appointment_id, for_update=True)
+        # A first, unlocked read: the Calendar call (usually a cache hit) must not hold row locks.
+        appt = await self._appointment(session, appointment_id)
         self._expect(appt, (_REQUESTED,), "approve")
+        when = (appt.start_at, appt.end_at)
         now = self.now()
         if appt.start_at <= now:
             raise PolicyError("That appointment time has already passed.")
         rules = await read_rules(session)
         buffer = timedelta(minutes=rules.buffer_min)
-        calendar_busy, verified = await self._calendar_busy(
-            session, appt.start_at - buffer, appt.end_at + buffer
-        )
-        if overlaps_any(appt.start_at, appt.end_at, calendar_busy, buffer):
+        calendar_busy, verified = await self._calendar_busy(session, when[0] - buffer, when[1] + buffer)
+        if overlaps_any(when[0], when[1], calendar_busy, buffer):
             raise SlotUnavailableError(
                 "Your Google Calendar is busy at that time: the request was not approved."
             )
-        await self._lock_days(session, [appt.start_at.astimezone(self.tz).date()])
+        await self._lock_days(session, [when[0].astimezone(self.tz).date()])
+        appt = await self._appointment(session, appointment_id, for_update=True)
+        self._expect(appt, (_REQUESTED,), "approve")
+        if (appt.start_at, appt.end_at) != when:
+            raise InvalidTransitionError("The request was changed meanwhile: please look at it again.")
         clash = await self._confirmed_clash(session, appt.start_at, appt.end_at, buffer, exclude=appt.id)
         if clash is not None:
             raise SlotUnavailableError(
@@ -456,7 +460,7 @@ class DefaultBookingService:
         appt.status = _CONFIRMED
         appt.decided_at = now
         appt.hold_expires_at = None
-        appt.availability_verified = appt.availability_verified and verified
+        appt.availability_verified = verified  # checked against the calendar just now (or not)
         await self._flush_confirmed(session)
         await cancel_jobs(session, idempotency_key=expire_key(appt.id))
         booking = self._to_booking(appt)
@@ -531,9 +535,10 @@ class DefaultBookingService:
     async def reschedule(
         self, session: AsyncSession, *, appointment_id: int, new_start: datetime, client_id: int | None
     ) -> Booking:
-        appt = await self._appointment(session, appointment_id, for_update=True)
+        appt = await self._appointment(session, appointment_id)  # unlocked: Calendar is called below
         self._owned(appt, client_id)
         self._expect(appt, _LIVE, "reschedule")
+        before = (appt.status, appt.start_at, appt.end_at)
         rules = await read_rules(session)
         now = self.now()
         by_customer = client_id is not None
@@ -547,9 +552,7 @@ class DefaultBookingService:
                 self._check_change_notice(rules, appt)
             self._check_notice_and_horizon(rules, new_start, now)
             if not inside_windows(new_start, new_end, day_windows(rules, new_day, self.tz)):
-                raise SlotUnavailableError(
-                    "That time is outside Kimmie's working hours. Please pick an offered slot."
-                )
+                raise SlotUnavailableError(OUTSIDE_HOURS)
         elif new_start <= now:
             raise PolicyError("The new time is in the past.")
         calendar_busy, verified = await self._calendar_busy(session, new_start - buffer, new_end + buffer)
@@ -559,6 +562,9 @@ class DefaultBookingService:
             raise SlotUnavailableError("Sorry, that time is taken. Please pick another slot.")
 
         await self._lock_days(session, [old_day, new_day])
+        appt = await self._appointment(session, appointment_id, for_update=True)
+        if (appt.status, appt.start_at, appt.end_at) != before:
+            raise InvalidTransitionError("The appointment was changed meanwhile: please look at it again.")
         pets = list(appt.pets)
         sizes = self._size_counts(rules, pets)
         day_start = local_to_utc(new_day, time(0), self.tz)

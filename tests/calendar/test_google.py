@@ -144,6 +144,22 @@ async def test_calendar_down_falls_back_to_working_hours(
     alerts = [e for e in await admin_events(db) if e["type"] == "alert"]
     assert len(alerts) == 1 and "Google Calendar" in alerts[0]["text"]
 
+    fake_google.down = False  # back: slots are checked against the calendar again, the alert closes
+    async with db.transaction() as session:
+        slots = await service.find_slots(
+            session,
+            service_code="nail_trim",
+            pet_ids=customer.pet_ids,
+            client_id=customer.client_id,
+            date_from=TUE.date(),
+            date_to=TUE.date(),
+            limit=3,
+        )
+    assert slots == []  # the calendar is busy all day
+    async with db.transaction() as session:
+        alert = (await session.execute(select(AdminAlert))).scalar_one()
+        assert alert.resolved_at is not None
+
 
 async def test_bad_refresh_token_is_unavailable(google_settings: Settings) -> None:
     provider = GoogleCalendarProvider(google_settings.model_copy(update={"google_refresh_token": None}))
