@@ -227,7 +227,8 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
             await hook()
         await web.TCPSite(runner, settings.host, settings.port).start()
         rt.worker.start()
-        if rt.bot is not None and rt.dispatcher is not None and settings.telegram_mode == "polling":
+        if _should_poll(rt):
+            assert rt.bot is not None and rt.dispatcher is not None
             polling = asyncio.create_task(_poll(rt.dispatcher, rt.bot), name="telegram-polling")
         log.info(
             "cheshire started",
@@ -249,6 +250,16 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+def _should_poll(rt: Runtime) -> bool:
+    if rt.bot is None or rt.dispatcher is None or rt.settings.telegram_mode != "polling":
+        return False
+    if not rt.dispatcher.resolve_used_update_types():
+        # Polling with no handlers would confirm (and so discard) every update Telegram holds.
+        log.error("telegram: no handlers are wired, so the bot does not poll; updates wait at Telegram")
+        return False
+    return True
 
 
 async def _poll(dispatcher: Dispatcher, bot: Bot) -> None:
