@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     business_timezone: str = "America/New_York"
     business_address: str = ""
     business_phone: str = ""
+    # The assistant's persona and the groomer it works for, as customers see them.
+    assistant_name: str = "Cheshire"
+    groomer_name: str = "Kimmie"
     catalog_file: str = "catalog.toml"
 
     # --- Database / cache --------------------------------------------------------------------

@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 STABLE_PROMPT_TTL_S = 60.0
 MAX_SLOT_BUTTONS = 6
-GAVE_UP_TEXT = "Sorry, I couldn't finish that just now. Kimmie will follow up with you personally."
+GAVE_UP_TEXT = "Sorry, I couldn't finish that just now. {groomer} will follow up with you personally."
 HANDLED_KEY = "handled_up_to"
 
 
@@ -106,6 +106,7 @@ class ConversationEngine:
         self.offline = offline or OfflineResponder(booking, settings, now=now)
         self.toolbox = ToolBox(booking, settings.tz)
         self._stable: tuple[float, str] | None = None
+        self.gave_up_text = GAVE_UP_TEXT.format(groomer=settings.groomer_name)
 
     # --- the job ----------------------------------------------------------------------------------
     async def process(self, message_id: int, conversation_id: int) -> TurnResult:
@@ -221,7 +222,9 @@ class ConversationEngine:
             return self._stable[1]
         info = await self.booking.business_info(session)
         services = await self.booking.list_services(session)
-        text = stable_prompt(info, services)
+        text = stable_prompt(
+            info, services, assistant=self.settings.assistant_name, groomer=self.settings.groomer_name
+        )
         self._stable = (now, text)
         return text
 
@@ -289,7 +292,7 @@ class ConversationEngine:
             if not allow_tools:
                 # Still asking for tools after the bound: stop here, tell the customer, flag the chat.
                 log.warning("tool round limit reached", extra={"rounds": rounds})
-                return _Turn(texts or [GAVE_UP_TEXT], usage, response, faults, gave_up=not texts)
+                return _Turn(texts or [self.gave_up_text], usage, response, faults, gave_up=not texts)
             rounds += 1
             messages.append(ChatMessage("assistant", response.text, tool_calls=response.tool_calls))
             results: list[ToolResult] = []
@@ -300,7 +303,7 @@ class ConversationEngine:
 
     # --- step 3: the reply --------------------------------------------------------------------------
     def _reply(self, turn: _Turn, ctx: ToolContext) -> OutboundMessage:
-        text = "\n\n".join(t for t in turn.texts if t) or GAVE_UP_TEXT
+        text = "\n\n".join(t for t in turn.texts if t) or self.gave_up_text
         buttons: list[QuickReply] = []
         if ctx.offered and not ctx.booked and not ctx.handed_over:
             for service, pet_id, slot in ctx.offered[:MAX_SLOT_BUTTONS]:

@@ -36,7 +36,7 @@ def message_text(row: Message) -> str:
         kinds = ", ".join(sorted({str(a.get("kind", "file")) for a in row.attachments}))
         text = f"{text} [sent: {kinds}]".strip()
     if row.author == Author.KIMMIE.value:
-        text = f"(Kimmie, the groomer, wrote:) {text}"
+        text = f"(the groomer wrote:) {text}"
     return text or "(empty)"
 
 
@@ -98,7 +98,7 @@ def fold_into_summary(conversation: Conversation, rows: Sequence[Message]) -> No
         return
     lines = [line for line in (conversation.summary or "").splitlines() if line]
     for row in rows:
-        who = {"customer": "Customer", "kimmie": "Kimmie"}.get(row.author, "Cheshire")
+        who = {"customer": "Customer", "kimmie": "Groomer"}.get(row.author, "Assistant")
         text = " ".join(message_text(row).split())
         if len(text) > LINE_MAX_CHARS:
             text = text[: LINE_MAX_CHARS - 1] + "…"

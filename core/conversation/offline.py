@@ -72,15 +72,6 @@ def _limit(replies: Sequence[QuickReply]) -> tuple[QuickReply, ...]:
     return tuple(kept[: pl.MAX_QUICK_REPLIES])
 
 
-MENU_REPLIES = (
-    QuickReply("Book", pl.BOOK),
-    QuickReply("Prices", pl.PRICES),
-    QuickReply("Hours", pl.HOURS),
-    QuickReply("My bookings", pl.MY_BOOKINGS),
-    QuickReply("Talk to Kimmie", pl.HUMAN),
-)
-
-
 def money(cents: int) -> str:
     return f"${cents / 100:,.0f}" if cents % 100 == 0 else f"${cents / 100:,.2f}"
 
@@ -93,6 +84,15 @@ class OfflineResponder:
         self.settings = settings
         self.now = now
         self.tz = settings.tz
+        self.groomer = settings.groomer_name
+        self.assistant = settings.assistant_name
+        self.menu = (
+            QuickReply("Book", pl.BOOK),
+            QuickReply("Prices", pl.PRICES),
+            QuickReply("Hours", pl.HOURS),
+            QuickReply("My bookings", pl.MY_BOOKINGS),
+            QuickReply(f"Talk to {self.groomer}", pl.HUMAN),
+        )
 
     # --- entry points -----------------------------------------------------------------------------
     async def respond(
@@ -121,10 +121,10 @@ class OfflineResponder:
         if _BOOK.search(text):
             return await self.choose_service(session)
         if _HUMAN.search(text):
-            return await self.handover(session, conversation, "customer asked for Kimmie")
+            return await self.handover(session, conversation, "customer asked for the groomer")
         if _GREETING.search(text):
             return await self.greet(session, conversation)
-        return await self.handover(session, conversation, "assistant offline: message needs Kimmie")
+        return await self.handover(session, conversation, "assistant offline: message needs the groomer")
 
     async def on_payload(self, session: AsyncSession, conversation: Conversation, payload: str) -> Outcome:
         entry = {
@@ -132,7 +132,7 @@ class OfflineResponder:
             pl.PRICES: lambda: self.prices(session),
             pl.HOURS: lambda: self.hours(session),
             pl.MY_BOOKINGS: lambda: self.my_bookings(session, conversation),
-            pl.HUMAN: lambda: self.handover(session, conversation, "customer asked for Kimmie"),
+            pl.HUMAN: lambda: self.handover(session, conversation, "customer asked for the groomer"),
             pl.MENU: lambda: self.greet(session, conversation),
         }.get(payload)
         if entry is not None:
@@ -151,9 +151,9 @@ class OfflineResponder:
         name = f" {client.name.split()[0]}" if client is not None and client.name else ""
         info = await self.booking.business_info(session)
         return Outcome().say(
-            f"Hi{name}! I'm Cheshire, the automated assistant of {info.name}. "
-            "I can show prices and hours and book a visit with Kimmie. What would you like?",
-            MENU_REPLIES,
+            f"Hi{name}! I'm {self.assistant}, the automated assistant of {info.name}. "
+            f"I can show prices and hours and book a visit with {self.groomer}. What would you like?",
+            self.menu,
         )
 
     async def prices(self, session: AsyncSession) -> Outcome:
@@ -169,7 +169,9 @@ class OfflineResponder:
             kind = " (add-on)" if service.is_addon else ""
             lines.append(f"• {service.name}{kind}: {price}")
         if not lines:
-            return Outcome().say("Kimmie hasn't published her prices here yet; she'll tell you herself.")
+            return Outcome().say(
+                f"{self.groomer} hasn't published prices here yet and will tell you personally."
+            )
         text = "Prices depend on size and coat:\n" + "\n".join(lines)
         return Outcome().say(text, (QuickReply("Book a visit", pl.BOOK), QuickReply("Hours", pl.HOURS)))
 
@@ -191,9 +193,9 @@ class OfflineResponder:
             await notify_admin(session, "handover", conversation_id=conversation.id, reason=reason)
         outcome = Outcome(handed_over=True)
         return outcome.say(
-            "Thanks! Kimmie will answer you personally as soon as she can. "
+            f"Thanks! {self.groomer} will answer you personally as soon as possible. "
             "Meanwhile I can show prices, hours or free times.",
-            MENU_REPLIES[:4],
+            self.menu[:4],
         )
 
     # --- booking flow -----------------------------------------------------------------------------
@@ -201,7 +203,7 @@ class OfflineResponder:
         services = [s for s in await self.booking.list_services(session) if not s.is_addon]
         replies = [QuickReply(s.name, pl.book(s.code)) for s in services]
         if not replies:
-            return Outcome().say("Booking isn't open yet. Kimmie will help you personally.")
+            return Outcome().say(f"Booking isn't open yet. {self.groomer} will help you personally.")
         return Outcome().say("Which service would you like?", replies)
 
     async def book_step(
@@ -281,7 +283,7 @@ class OfflineResponder:
             0,
             OutboundMessage(
                 f'Noted: a {size.value} dog with a {coat.value} coat (saved as "{name}"; '
-                "tell Kimmie the name any time)."
+                f"tell {self.groomer} the name any time)."
             ),
         )
         return outcome
@@ -328,12 +330,12 @@ class OfflineResponder:
                 session, client_id, service, pet_ids, today, today + timedelta(days=DAYS_AHEAD), 200
             )
         except BookingError as exc:
-            return Outcome().say(str(exc), [QuickReply("Talk to Kimmie", pl.HUMAN)])
+            return Outcome().say(str(exc), [QuickReply(f"Talk to {self.groomer}", pl.HUMAN)])
         days = sorted({s.start.astimezone(self.tz).date() for s in slots})[:MAX_DAYS_OFFERED]
         if not days:
             return Outcome().say(
-                f"I see no free time in the next {DAYS_AHEAD} days. Kimmie can look for you.",
-                [QuickReply("Talk to Kimmie", pl.HUMAN)],
+                f"I see no free time in the next {DAYS_AHEAD} days. {self.groomer} can look for you.",
+                [QuickReply(f"Talk to {self.groomer}", pl.HUMAN)],
             )
         replies = [QuickReply(f"{d:%a %b} {d.day}", payload_for(d)) for d in days]
         return Outcome().say("Which day suits you? These have free time:", replies)
@@ -376,7 +378,8 @@ class OfflineResponder:
             return Outcome().say(str(exc), [QuickReply("Other times", pl.book(service, pet_id=pet_id))])
         return Outcome().say(
             f"Request sent! {booking.service_name} for {', '.join(booking.pet_names) or 'your dog'} on "
-            f"{self.when(booking.start)}. Kimmie will confirm shortly; the time is held for you meanwhile.",
+            f"{self.when(booking.start)}. {self.groomer} will confirm shortly; "
+            "the time is held for you meanwhile.",
             [QuickReply("My bookings", pl.MY_BOOKINGS)],
         )
 
@@ -424,7 +427,7 @@ class OfflineResponder:
             try:
                 await self.booking.cancel(session, appointment_id=booking.id, client_id=client_id)
             except BookingError as exc:
-                return Outcome().say(str(exc), [QuickReply("Talk to Kimmie", pl.HUMAN)])
+                return Outcome().say(str(exc), [QuickReply(f"Talk to {self.groomer}", pl.HUMAN)])
             return Outcome().say(
                 "Cancelled. Hope to see you another time!", [QuickReply("Book again", pl.BOOK)]
             )
@@ -487,7 +490,7 @@ class OfflineResponder:
             except (BookingError, ValueError) as exc:
                 return Outcome().say(str(exc), [QuickReply("Book", pl.BOOK)])
             return Outcome().say(
-                f"Request sent for {self.when(booking.start)}. Kimmie will confirm shortly.",
+                f"Request sent for {self.when(booking.start)}. {self.groomer} will confirm shortly.",
                 [QuickReply("My bookings", pl.MY_BOOKINGS)],
             )
         return await self.greet(session, conversation)

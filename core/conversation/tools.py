@@ -93,7 +93,7 @@ class SavePetArgs(_Args):
 
 
 class HandoverArgs(_Args):
-    reason: str = Field(min_length=1, max_length=300, description="Why Kimmie should answer personally.")
+    reason: str = Field(min_length=1, max_length=300, description="Why the groomer should answer personally.")
 
 
 @dataclass
@@ -165,7 +165,7 @@ class ToolBox:
                 ),
                 Tool(
                     "request_booking",
-                    "File a booking request at a time from find_slots. Kimmie approves it; "
+                    "File a booking request at a time from find_slots. The groomer approves it; "
                     "it is not confirmed until she does.",
                     RequestBookingArgs,
                     self._request_booking,
@@ -196,7 +196,7 @@ class ToolBox:
                 ),
                 Tool(
                     "handover_to_kimmie",
-                    "Ask Kimmie to answer this customer personally.",
+                    "Ask the groomer to answer this customer personally.",
                     HandoverArgs,
                     self._handover,
                 ),
@@ -227,7 +227,7 @@ class ToolBox:
         except Exception:  # a bug in a service must not cost the customer the reply
             log.exception("tool failed", extra={"tool": call.name})
             return ToolResult(
-                call.id, "The tool failed unexpectedly; apologise and offer Kimmie's help.", True
+                call.id, "The tool failed unexpectedly; apologise and offer the groomer's help.", True
             )
         return ToolResult(call.id, json.dumps(result, default=str, ensure_ascii=False))
 
@@ -353,7 +353,7 @@ class ToolBox:
         )
         ctx.booked.append(booking.id)
         return self._booking(booking) | {
-            "next": "Requested, not confirmed: Kimmie will approve it and the customer gets a confirmation."
+            "next": "Requested, not confirmed: the groomer approves it, then the customer is told."
         }
 
     async def _my_appointments(
@@ -402,7 +402,10 @@ class ToolBox:
             conversation.needs_attention = True
             await notify_admin(session, "handover", conversation_id=ctx.conversation_id, reason=args.reason)
         ctx.handed_over = True
-        return {"handed_over": True, "tell_customer": "Kimmie will answer personally as soon as she can."}
+        return {
+            "handed_over": True,
+            "tell_customer": "The groomer will answer personally as soon as possible.",
+        }
 
 
 def _channel(value: str) -> Channel | None:

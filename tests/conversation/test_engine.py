@@ -126,7 +126,7 @@ async def test_the_tool_loop_stops_at_its_bound(
     assert len(model.requests) == 3  # two tool rounds, then one last call where tools are off
     assert [r.allow_tools for r in model.requests] == [True, True, False]
     [reply] = await replies(catalog_db, sent.conversation_id)
-    assert reply.text == GAVE_UP_TEXT
+    assert reply.text == engine.gave_up_text == GAVE_UP_TEXT.format(groomer="Kimmie")
     async with catalog_db.transaction() as session:
         assert (await session.get_one(Conversation, sent.conversation_id)).needs_attention
 
@@ -250,7 +250,7 @@ async def test_handover_tool_and_human_button_notify_kimmie(
         )
         assert [(j.payload["type"], j.payload["conversation_id"], j.payload["reason"]) for j in jobs] == [
             ("handover", sent.conversation_id, "asks about a skin condition"),
-            ("handover", other.conversation_id, "customer asked for Kimmie"),
+            ("handover", other.conversation_id, "customer asked for the groomer"),
         ]
 
 

@@ -166,3 +166,25 @@ async def test_an_unknown_button_or_empty_message_gets_a_greeting_not_a_flag(
     assert reply.text.startswith("Hi Alice!")
     async with catalog_db.transaction() as session:
         assert not (await session.get_one(Conversation, sent.conversation_id)).needs_attention
+
+
+async def test_persona_and_groomer_names_come_from_settings(
+    catalog_db: Database, make_engine: Callable[..., ConversationEngine]
+) -> None:
+    from core.llm.scripted import ScriptedChatModel
+
+    offline = make_engine(None, assistant_name="Dormouse", groomer_name="Dinah")
+    sent = await send(catalog_db, "hello")
+    await offline.process(sent.message_id, sent.conversation_id)
+    [greeting] = await replies(catalog_db, sent.conversation_id)
+    assert "I'm Dormouse" in greeting.text and "Looking Glass Groomery" in greeting.text
+    assert greeting.quick_replies[-1] == {"title": "Talk to Dinah", "payload": "HUMAN"}
+
+    model = ScriptedChatModel()
+    online = make_engine(model, assistant_name="Dormouse", groomer_name="Dinah")
+    again = await send(catalog_db, "are you a bot?")
+    await online.process(again.message_id, again.conversation_id)
+    stable = model.requests[0].system.stable
+    assert stable.startswith("You are Dormouse, the AI booking assistant of Looking Glass Groomery")
+    rules = stable.split("Business facts")[0]  # (catalog policies may name her: that is data)
+    assert "Dinah is the groomer" in rules and "Kimmie" not in rules
