@@ -99,6 +99,7 @@ class WebChat:
         self.db = db
         self.settings = settings
         self.signal = _Signal()
+        self._page: str | None = None
         db.on_jobs_committed(self.signal.fire)
 
     async def post(self, request: web.Request) -> web.Response:
@@ -206,9 +207,10 @@ class WebChat:
             return bool(busy), [_render(row) for row in rows]
 
     async def page(self, request: web.Request) -> web.Response:
-        html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-        html = html.replace("{{BUSINESS_NAME}}", _escape(self.settings.business_name))
-        return web.Response(text=html, content_type="text/html")
+        if self._page is None:
+            html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+            self._page = html.replace("{{BUSINESS_NAME}}", _escape(self.settings.business_name))
+        return web.Response(text=self._page, content_type="text/html")
 
 
 def _escape(text: str) -> str:
