@@ -1,0 +1,112 @@
+"""The composition root wires Telegram: the whole process in polling mode against the fake Bot API
+(a customer's message in getUpdates gets its reply), and webhook mode's route and setWebhook."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from sqlalchemy import func, select
+
+from bot.notifier import TelegramAdminNotifier
+from bot.runtime import build_runtime, run
+from bot.sender import TelegramSender
+from bot.setup import WEBHOOK_PATH, on_startup
+from core.db.database import Database
+from core.db.models import Job
+from core.notify import LoggingNotifier
+from tests.bot.conftest import CUSTOMER, KIMMIE, STAFF, make_settings
+from tests.fakes.telegram_api import FakeTelegramAPI
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_the_process_in_polling_mode_answers_a_customer(
+    db: Database, database_url: str, fake_tg: FakeTelegramAPI
+) -> None:
+    settings = make_settings(
+        database_url, telegram_api_base=fake_tg.base_url, port=_free_port(), job_poll_interval_s=0.05
+    )
+    stop = asyncio.Event()
+    process = asyncio.create_task(run(settings, stop=stop))
+    try:
+        await fake_tg.wait_for("getMe")
+        await fake_tg.wait_for("deleteWebhook")
+        scopes = {c.data["scope"]["type"] for c in fake_tg.calls_to("setMyCommands")}
+        assert scopes == {"default", "chat"}
+        fake_tg.push_update(
+            {
+                "update_id": 1,
+                "message": {
+                    "message_id": 1,
+                    "date": 0,
+                    "chat": {"id": CUSTOMER, "type": "private"},
+                    "from": {"id": CUSTOMER, "is_bot": False, "first_name": "Ann"},
+                    "text": "What are your opening hours?",
+                },
+            }
+        )
+        await fake_tg.wait_for("sendChatAction")
+        async with asyncio.timeout(15):
+            while not [c for c in fake_tg.calls_to("sendMessage") if c.chat_id == CUSTOMER]:
+                await fake_tg.wait_for("sendMessage", len(fake_tg.calls_to("sendMessage")) + 1)
+        reply = next(c for c in fake_tg.calls_to("sendMessage") if c.chat_id == CUSTOMER)
+        assert reply.text  # the offline responder's answer (no LLM configured)
+        # Let the worker record the delivery before stopping (a stop mid-job waits out its timeout).
+        async with asyncio.timeout(10):
+            while await _running_jobs(db):
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await asyncio.wait_for(process, 15)
+
+
+async def _running_jobs(db: Database) -> int:
+    async with db.transaction() as session:
+        return int(
+            await session.scalar(select(func.count()).select_from(Job).where(Job.status == "running")) or 0
+        )
+
+
+async def test_webhook_mode_mounts_the_route_and_registers_the_secret(
+    database_url: str, fake_tg: FakeTelegramAPI
+) -> None:
+    settings = make_settings(
+        database_url,
+        telegram_api_base=fake_tg.base_url,
+        public_base_url="https://cheshire.example",
+        telegram_webhook_secret="hook-secret_1",
+    )
+    rt = build_runtime(settings)
+    try:
+        assert isinstance(rt.senders["telegram"], TelegramSender)
+        assert isinstance(rt.notifier, TelegramAdminNotifier) and "notify_admin" in rt.registry.kinds
+        assert any(
+            r.method == "POST" and r.resource is not None and r.resource.canonical == WEBHOOK_PATH
+            for r in rt.app.router.routes()
+        )
+        assert rt.bot is not None and rt.dispatcher is not None
+        await on_startup(rt.bot, rt.dispatcher, settings)
+        hook = fake_tg.last("setWebhook")
+        assert hook.data["url"] == "https://cheshire.example/webhook/telegram"
+        assert hook.data["secret_token"] == "hook-secret_1"
+        assert "callback_query" in hook.data["allowed_updates"] and "message" in hook.data["allowed_updates"]
+        chats = {c.data["scope"].get("chat_id") for c in fake_tg.calls_to("setMyCommands")}
+        assert {KIMMIE, STAFF} <= chats
+    finally:
+        if rt.bot is not None:
+            await rt.bot.session.close()
+        await rt.db.dispose()
+
+
+async def test_without_a_token_kimmie_hears_through_the_log(database_url: str) -> None:
+    rt = build_runtime(make_settings(database_url, telegram_bot_token=None))
+    try:
+        assert rt.bot is None and "telegram" not in rt.senders
+        assert isinstance(rt.notifier, LoggingNotifier) and "notify_admin" in rt.registry.kinds
+    finally:
+        await rt.db.dispose()
