@@ -19,6 +19,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -133,9 +134,16 @@ def _wire(rt: Runtime) -> None:
     # --- Telegram: senders, Kimmie's notifier, routers (ENG-E, issue 6) -----------------------
     # Telegram sender, dispatcher (FSM storage, routers), "notify_admin" (logging notifier when the
     # bot is off), POST /webhook/telegram in webhook mode, command menus + setWebhook at start-up.
-    from bot.setup import wire_telegram
+    if rt.bot is not None:
+        from bot.setup import wire_telegram
 
-    wire_telegram(rt)
+        wire_telegram(rt)
+    else:  # what wire_telegram does without a bot, without loading aiogram (~1 s, ~90 MB at start-up)
+        from bot.notify_jobs import register_jobs as register_notify_jobs
+        from core.notify import LoggingNotifier
+
+        rt.notifier = LoggingNotifier()
+        register_notify_jobs(rt.registry, notifier=rt.notifier)
 
     # --- Channels: Meta + website chat, delivery job (ENG-D, issue 5) --------------------------
     from channels.meta.sender import MetaSenders
@@ -159,18 +167,17 @@ def _wire(rt: Runtime) -> None:
     # (wired in the booking section above); without it the jobs wait and die with "no handler".
     from core.conversation.engine import ConversationEngine
     from core.conversation.engine import register_jobs as register_conversation_jobs
-    from core.llm.factory import build_chat_model, close_chat_model
-
     if rt.booking is not None:
-        chat_model = build_chat_model(rt.settings)  # None without API keys: offline responder only
+        chat_model = None  # without API keys: offline responder only
+        if rt.settings.anthropic_api_key or rt.settings.openai_api_key:
+            # Imported only with a key: the SDKs cost seconds and ~60 MB at start-up.
+            from core.llm.factory import build_chat_model, close_chat_model
+
+            chat_model = build_chat_model(rt.settings)
+            rt.on_shutdown.append(partial(close_chat_model, chat_model))
         engine = ConversationEngine(db=rt.db, settings=rt.settings, booking=rt.booking, model=chat_model)
         register_conversation_jobs(rt.registry, db=rt.db, engine=engine)
         rt.extras["conversation_engine"] = engine
-
-        async def _close_llm() -> None:
-            await close_chat_model(chat_model)
-
-        rt.on_shutdown.append(_close_llm)
     else:
         log.warning("no booking service wired: customer messages will not be answered")
 
