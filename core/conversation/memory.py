@@ -80,6 +80,9 @@ async def load_history(
         query = query.where(Message.id > conversation.summary_until_message_id)
     rows = list(reversed((await session.execute(query)).scalars().all()))
     current = [r for r in rows if r.id == up_to_message_id]
+    if not current:  # folded away by an earlier turn that ran ahead of it: it must still be answered
+        row = await session.get(Message, up_to_message_id)
+        current = [row] if row is not None else []
     rows = [r for r in rows if r.id != up_to_message_id] + current
     sizes = [estimate_tokens(message_text(r)) for r in rows]
     total = sum(sizes)
