@@ -124,3 +124,21 @@ async def test_healthz_is_503_when_the_database_is_unreachable(
         assert response.headers["X-Request-Id"] == "probe-1"
     finally:
         await unreachable.dispose()
+
+
+def test_disabled_integrations_load_no_vendor_sdk(tmp_path: Path) -> None:
+    """Start-up time and memory: without credentials, no vendor SDK is even imported."""
+    script = (
+        "import sys\n"
+        "from core.settings import Settings\n"
+        "from bot.runtime import build_runtime\n"
+        "build_runtime(Settings.load())\n"
+        "sdks = ['aiogram', 'anthropic', 'openai', 'googleapiclient', 'aioboto3', 'stripe', 'fal_client']\n"
+        "print(','.join(m for m in sdks if m in sys.modules))\n"
+    )
+    env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
