@@ -185,3 +185,23 @@ async def test_no_keys_means_offline_only_and_no_network(
     sent = await send(catalog_db, "hello")
     assert (await engine.process(sent.message_id, sent.conversation_id)).status == "offline"
     assert server.anthropic.requests == [] and server.openai.requests == []
+
+
+async def test_openai_tool_use_through_the_engine_when_claude_is_down(
+    server: FakeLLMServer, catalog_db: Database, chain_engine: Callable[..., ConversationEngine]
+) -> None:
+    engine = chain_engine()
+    server.anthropic.outage = 529
+    server.openai.queue += [
+        Reply(tool_calls=[("quote", {"service_code": "bath_tidy", "size_class": "large"})]),
+        Reply(text="A bath & tidy for a large dog is about $60."),
+    ]
+    sent = await send(catalog_db, "Bath for my big dog?")
+    await engine.process(sent.message_id, sent.conversation_id)
+    [reply] = await replies(catalog_db, sent.conversation_id)
+    assert (reply.text, reply.llm_provider) == ("A bath & tidy for a large dog is about $60.", "openai")
+    tool_message = server.openai.requests[-1]["messages"][-1]
+    assert tool_message["role"] == "tool" and '"price_min"' in tool_message["content"]
+    # Claude was tried once; the second round went straight to OpenAI (the cooldown).
+    assert len(server.anthropic.requests) == 1
+    await close_chat_model(engine.model)
