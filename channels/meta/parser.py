@@ -112,7 +112,8 @@ def _message(
     mid = message.get("mid")
     if not sender or not isinstance(mid, str) or not mid:
         return None, "malformed_event"
-    text = message.get("text") if isinstance(message.get("text"), str) else ""
+    raw_text = message.get("text")
+    text = raw_text if isinstance(raw_text, str) else ""
     quick_reply = message.get("quick_reply")
     payload = quick_reply.get("payload") if isinstance(quick_reply, dict) else None
     attachments = tuple(
@@ -156,7 +157,8 @@ def _postback(
         # Older postbacks carry no mid: derive a stable key so a redelivery still dedupes.
         basis = f"{sender}:{event.get('timestamp')}:{payload}".encode()
         mid = "postback:" + hashlib.sha256(basis).hexdigest()[:40]
-    title = postback.get("title") if isinstance(postback.get("title"), str) else ""
+    raw_title = postback.get("title")
+    title = raw_title if isinstance(raw_title, str) else ""
     return (
         InboundMessage(
             channel=channel,
