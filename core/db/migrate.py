@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 from alembic import command
@@ -43,12 +44,19 @@ async def upgrade_to_head(url: str) -> None:
     await run_alembic(url, "upgrade", "head")
 
 
-def main() -> None:
-    from core.settings import Settings
+def main() -> int:
+    """`python -m core.db.migrate` (`make migrate`): upgrade the configured database and exit."""
+    from core.settings import Settings, SettingsError
 
-    asyncio.run(upgrade_to_head(Settings.load().database_url))
-    print("database is at head")
+    try:
+        settings = Settings.load()
+    except SettingsError as exc:
+        print(f"cheshire: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(upgrade_to_head(settings.database_url))
+    print(f"database is at head ({settings.database_url.split('://', 1)[0]})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
