@@ -156,9 +156,10 @@ class MetaSender:
 
     def requests_for(self, message: OutboundMessage) -> list[dict[str, Any]]:
         """The `message` objects of the Send API calls for one outbound message, in order."""
+        # `is_reusable` is a Messenger option; Instagram's attachment payload is the URL alone.
+        extra = {"is_reusable": True} if self.channel is Channel.MESSENGER else {}
         bodies: list[dict[str, Any]] = [
-            {"attachment": {"type": "image", "payload": {"url": url, "is_reusable": True}}}
-            for url in message.image_urls
+            {"attachment": {"type": "image", "payload": {"url": url, **extra}}} for url in message.image_urls
         ]
         bodies += [{"text": part} for part in split_text(message.text, self._limit, self._measure)]
         if message.quick_replies:
