@@ -39,7 +39,11 @@ _PRICES = re.compile(r"\b(price|prices|cost|costs|how much|rate|rates|quote)\b",
 _HOURS = re.compile(r"\b(hours|open|opening|close|closing|closed|address|where are you)\b", re.I)
 _MY_BOOKINGS = re.compile(r"\b(my (booking|bookings|appointment|appointments))\b", re.I)
 _BOOK = re.compile(r"\b(book|booking|appointment|slot|available|availability|schedule)\b", re.I)
-_HUMAN = re.compile(r"\b(human|person|kimmie|real (person|human)|agent|someone)\b", re.I)
+# Short thanks / ok / bye (up to 20 more characters): answered kindly, not flagged for the groomer.
+_THANKS = re.compile(
+    r"^\W*(thanks|thank you|thx|ty|ok|okay|great|perfect|cool|awesome|bye|goodbye)\b[\W\w]{0,20}$", re.I
+)
+_HUMAN = re.compile(r"\b(human|person|real (person|human)|agent|someone|groomer|owner)\b", re.I)
 
 SIZE_TITLES = {
     SizeClass.TOY: "Toy (under 5 kg)",
@@ -120,10 +124,12 @@ class OfflineResponder:
             return await self.hours(session)
         if _BOOK.search(text):
             return await self.choose_service(session)
-        if _HUMAN.search(text):
+        if _HUMAN.search(text) or self.groomer.lower() in text.lower():
             return await self.handover(session, conversation, "customer asked for the groomer")
         if _GREETING.search(text):
             return await self.greet(session, conversation)
+        if _THANKS.search(text):
+            return Outcome().say("You're welcome! Anything else I can do?", self.menu[:4])
         return await self.handover(session, conversation, "assistant offline: message needs the groomer")
 
     async def on_payload(self, session: AsyncSession, conversation: Conversation, payload: str) -> Outcome:

@@ -188,3 +188,20 @@ async def test_persona_and_groomer_names_come_from_settings(
     assert stable.startswith("You are Dormouse, the AI booking assistant of Looking Glass Groomery")
     rules = stable.split("Business facts")[0]  # (catalog policies may name her: that is data)
     assert "Dinah is the groomer" in rules and "Kimmie" not in rules
+
+
+async def test_thanks_is_answered_kindly_and_asking_for_the_groomer_hands_over(
+    catalog_db: Database, make_engine: Callable[..., ConversationEngine]
+) -> None:
+    engine = make_engine(None)
+    thanks = await send(catalog_db, "Thanks!")
+    await engine.process(thanks.message_id, thanks.conversation_id)
+    async with catalog_db.transaction() as session:
+        assert not (await session.get_one(Conversation, thanks.conversation_id)).needs_attention
+    ask = await send(catalog_db, "Can I talk to kimmie please")
+    await engine.process(ask.message_id, ask.conversation_id)
+    welcome, handed = await replies(catalog_db, thanks.conversation_id)
+    assert welcome.text.startswith("You're welcome")
+    assert "Kimmie will answer you personally" in handed.text
+    async with catalog_db.transaction() as session:
+        assert (await session.get_one(Conversation, ask.conversation_id)).needs_attention
