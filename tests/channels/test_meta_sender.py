@@ -69,12 +69,20 @@ async def test_image_then_text_and_at_most_13_quick_replies(
     assert graph.sent[0]["message"] == {
         "attachment": {
             "type": "image",
-            "payload": {"url": "https://cdn.example/biscuit.png", "is_reusable": True},
+            "payload": {"url": "https://cdn.example/biscuit.png"},
         }
     }
     assert graph.sent[1]["message"]["text"] == "Biscuit after a teddy cut"
     assert len(graph.sent[1]["message"]["quick_replies"]) == 13
     assert graph.tokens_seen == ["IG_TOKEN", "IG_TOKEN"]
+
+
+async def test_messenger_images_are_reusable(senders: MetaSenders, graph: FakeGraphAPI) -> None:
+    await senders.senders["messenger"].send(
+        PSID, OutboundMessage(text="", image_urls=("https://cdn.example/a.png",))
+    )
+    payload = graph.sent[0]["message"]["attachment"]["payload"]
+    assert payload == {"url": "https://cdn.example/a.png", "is_reusable": True}
 
 
 async def test_long_text_is_split_at_the_platform_limit(senders: MetaSenders, graph: FakeGraphAPI) -> None:
