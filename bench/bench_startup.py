@@ -83,6 +83,18 @@ def main() -> None:
 
     ours = [measure([sys.executable, "-m", "bot"], extra) for _ in range(args.runs)]
     ref = [measure([sys.executable, "-c", REFERENCE], {}) for _ in range(args.runs)]
+    # The same with the SDK-backed integrations configured (endpoints point at a closed local port:
+    # what is measured is loading and wiring them, not talking to them).
+    nowhere = "http://127.0.0.1:9"
+    configured = extra | {
+        "TELEGRAM_BOT_TOKEN": "123456:bench",
+        "TELEGRAM_API_BASE": nowhere,
+        "ANTHROPIC_API_KEY": "bench-key",
+        "ANTHROPIC_BASE_URL": nowhere,
+        "OPENAI_API_KEY": "bench-key",
+        "OPENAI_BASE_URL": f"{nowhere}/v1",
+    }
+    full = [measure([sys.executable, "-m", "bot"], configured) for _ in range(args.runs)]
 
     def summary(samples: list[tuple[float, float]]) -> str:
         times = [t for t, _ in samples]
@@ -96,7 +108,21 @@ def main() -> None:
         f"(database: {args.database_url or 'default SQLite'})"
     )
     print(f"  cheshire (python -m bot): {summary(ours)}   goals: < 2 s, < 150 MB")
+    print(f"  + Telegram, Claude, OpenAI: {summary(full)}")
     print(f"  reference (bare aiohttp): {summary(ref)}")
+    for module in ("aiogram.types", "anthropic", "openai"):
+        seconds, megabytes = import_cost(module)
+        print(f"  diagnostic: `import {module}` alone: {seconds:5.2f} s, peak RSS {megabytes:6.1f} MB")
+
+
+def import_cost(module: str) -> tuple[float, float]:
+    code = (
+        "import resource, time; t = time.perf_counter(); import " + module + "; "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    seconds, megabytes = out.split()
+    return float(seconds), float(megabytes)
 
 
 if __name__ == "__main__":

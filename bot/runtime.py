@@ -98,9 +98,8 @@ def build_runtime(settings: Settings) -> Runtime:
 
 
 def _wire(rt: Runtime) -> None:
-    """Each domain's wiring, in dependency order. Keep every section to a few lines."""
-    settings, db, registry, app = rt.settings, rt.db, rt.registry, rt.app
-    del settings, db, registry, app  # (remove once a section below uses them)
+    """Each domain's wiring, in dependency order. Keep every section to a few lines, and import a
+    vendor SDK only when its integration is configured (start-up time and memory are measured)."""
 
     # --- Booking + calendar (ENG-C, issue 4) ---------------------------------------------------
     from channels.oauth import setup_routes as setup_oauth_routes
@@ -167,6 +166,7 @@ def _wire(rt: Runtime) -> None:
     # (wired in the booking section above); without it the jobs wait and die with "no handler".
     from core.conversation.engine import ConversationEngine
     from core.conversation.engine import register_jobs as register_conversation_jobs
+
     if rt.booking is not None:
         chat_model = None  # without API keys: offline responder only
         if rt.settings.anthropic_api_key or rt.settings.openai_api_key:
