@@ -1,15 +1,18 @@
 """`python -m bot` (what `make run` calls): load settings, configure logging, run the process.
 
-Exit codes: 0 after a graceful stop, 2 when the configuration is invalid (one line naming the
-variable, never its value).
+Exit codes: 0 after a graceful stop, 1 when start-up failed (e.g. the database is unreachable),
+2 when the configuration is invalid (one line naming the variable, never its value).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sys
 
 from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 
 from core.logging import configure_logging
 from core.settings import Settings, SettingsError
@@ -22,6 +25,13 @@ def secret_values(settings: Settings) -> list[str]:
         value = getattr(settings, name)
         if isinstance(value, SecretStr):
             values.append(value.get_secret_value())
+    # Passwords inside connection URLs are secrets too.
+    for url in (settings.database_url, settings.redis_url):
+        if url:
+            with contextlib.suppress(Exception):
+                password = make_url(url).password
+                if password:
+                    values.append(str(password))
     return values
 
 
@@ -35,7 +45,13 @@ def main() -> int:
 
     from bot.runtime import run  # after logging, so import-time warnings are formatted
 
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except Exception:
+        # E.g. the database is unreachable at start: one logged error (masked), exit 1, and the
+        # supervisor restarts us.
+        logging.getLogger("bot").critical("cheshire could not start or crashed", exc_info=True)
+        return 1
     return 0
 
 

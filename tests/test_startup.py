@@ -142,3 +142,16 @@ def test_disabled_integrations_load_no_vendor_sdk(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_unreachable_database_at_start_is_one_logged_error_and_exit_1(tmp_path: Path) -> None:
+    proc = start_process(
+        tmp_path, free_port(), DATABASE_URL="postgresql://postgres:pw-not-shown@127.0.0.1:1/x"
+    )
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    logs = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert logs[-1]["level"] == "critical"
+    assert logs[-1]["msg"] == "cheshire could not start or crashed"
+    assert "Connect call failed" in logs[-1]["exc"] or "refused" in logs[-1]["exc"].lower()
+    assert "pw-not-shown" not in output
