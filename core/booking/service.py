@@ -229,8 +229,10 @@ class DefaultBookingService:
         # Appointments are read a few weeks at a time: a customer's "when can you fit us in?" is
         # answered from the first weeks, not by reading the whole horizon. Stopping once `limit`
         # different days have slots gives exactly what `spread` would pick from the whole horizon.
+        # A long list (Kimmie's "show me everything") reads the whole range at once instead.
+        chunk_days = SEARCH_CHUNK_DAYS if limit <= SEARCH_CHUNK_DAYS else (last - first).days + 1
         while chunk_first <= last and len(days_found) < limit:
-            chunk_last = min(chunk_first + timedelta(days=SEARCH_CHUNK_DAYS - 1), last)
+            chunk_last = min(chunk_first + timedelta(days=chunk_days - 1), last)
             chunk = await self._free_in(
                 session,
                 rules,

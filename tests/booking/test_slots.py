@@ -266,3 +266,21 @@ async def test_service_slots_avoid_bookings_and_requests(
         )
     times = local_times(await slots_on(service, db, TUE))
     assert "09:30" not in times and "14:00" not in times and "15:00" in times
+
+
+@pytest.mark.usefixtures("catalog_db")
+async def test_reading_weeks_at_a_time_offers_what_the_whole_horizon_would(
+    db: Database, service: DefaultBookingService
+) -> None:
+    from core.booking.availability import spread
+
+    customer = await make_customer(db, "chunks")
+    for n in range(0, 40, 3):  # a busy first few weeks
+        day = TUE + timedelta(days=n)
+        if day.weekday() in (1, 2, 3, 4, 5):
+            await confirmed(db, service, customer, at(day, 9))
+    async with db.transaction() as session:
+        everything = await service.find_slots(session, service_code="full_groom", limit=100_000)
+        for limit in (1, 3, 6, 13):
+            chosen = await service.find_slots(session, service_code="full_groom", limit=limit)
+            assert [s.start for s in chosen] == spread([s.start for s in everything], NY, limit)
