@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+from sqlalchemy import select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,6 +31,7 @@ from core.conversation.engine import ConversationEngine  # noqa: E402
 from core.conversation.ingest import ingest  # noqa: E402
 from core.db.database import Database  # noqa: E402
 from core.db.migrate import upgrade_to_head  # noqa: E402
+from core.db.models import Conversation  # noqa: E402
 from core.llm.scripted import Say, ScriptedChatModel  # noqa: E402
 from core.llm.types import ChatMessage, ChatRequest, SystemPrompt  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -101,6 +103,19 @@ async def main() -> None:
             started = time.perf_counter()
             await model.complete(request, timeout_s=30)
             direct_ms.append((time.perf_counter() - started) * 1000)
+        # Floor reference: the same shape of database work with no logic around it, 2 transactions
+        # and 8 small ORM statements (the engine's count), on the same pool.
+        floor_ms: list[float] = []
+        conversation_id = result.conversation_id
+        for _ in range(len(engine_ms)):
+            started = time.perf_counter()
+            for statements in (5, 3):
+                async with db.transaction() as session:
+                    for _ in range(statements):
+                        query = select(Conversation).where(Conversation.id == conversation_id)
+                        (await session.execute(query)).scalars().all()
+            floor_ms.append((time.perf_counter() - started) * 1000)
+
         # Machine reference: one bare asyncpg round trip to the same server.
         conn = await asyncpg.connect(args.pg)
         roundtrip_ms: list[float] = []
@@ -121,6 +136,10 @@ async def main() -> None:
     print(f"{'engine.process (per msg)':28}{med_e:12.3f}{p99_e:12.3f}")
     print(f"{'model called directly':28}{med_d:12.3f}{p99_d:12.3f}")
     print(f"{'engine overhead':28}{med_e - med_d:12.3f}{p99_e - p99_d:12.3f}   (goal: median < 10 ms)")
+    print(
+        f"{'(floor: 2 txns, 8 ORM stmts)':28}{statistics.median(floor_ms):12.3f}{pct(floor_ms, 0.99):12.3f}"
+        "   the database work alone, no engine logic"
+    )
     print(
         f"{'(engine CPU time, this process)':28}{statistics.median(engine_cpu_ms):12.3f}"
         f"{pct(engine_cpu_ms, 0.99):12.3f}   the rest is waiting for PostgreSQL"

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
 
 from core import customers
 from core.alerts import notify_admin, raise_alert
@@ -118,8 +119,9 @@ class ConversationEngine:
                     .join(Message, Message.conversation_id == Conversation.id)
                     .join(Client, Client.id == Conversation.client_id)
                     .where(Conversation.id == conversation_id, Message.id == message_id)
+                    .options(joinedload(Client.pets))  # the dogs, in the same round trip
                 )
-            ).one_or_none()
+            ).unique().one_or_none()
             if found is None:
                 return TurnResult("skipped")
             conversation, inbound, client = found
@@ -232,7 +234,7 @@ class ConversationEngine:
         self, session: AsyncSession, conversation: Conversation, inbound: Message, client: Client | None
     ) -> _Prepared:
         stable = await self._stable_prompt(session)
-        pets = [customers.to_pet(p) for p in await customers.pets_of(session, conversation.client_id)]
+        pets = [customers.to_pet(p) for p in (client.pets if client is not None else [])]
         bookings = await self.booking.my_appointments(session, client_id=conversation.client_id)
         rows = await memory.load_history(session, conversation, up_to_message_id=inbound.id)
         context = context_prompt(
