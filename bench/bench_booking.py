@@ -7,6 +7,8 @@ A fresh database with the repository's catalog.toml and `--customers` customers,
 Each customer asks for a different slot (a 15-minute nail trim; at most the catalog's daily limit per
 day), one `request_booking` per unit of work, as the conversation tools do:
 
+- floor: bare asyncpg, one transaction per request doing only the essential statements (day lock,
+  overlap check, insert) one after the other: what this machine's PostgreSQL allows at all;
 - reference: the same requests one after the other (no concurrency, no lock waits);
 - ours: all of them at once (asyncio.gather; a pool of `--pool` + overflow connections), so the
   per-day advisory locks and the pool are what they contend on;
@@ -23,7 +25,7 @@ import asyncio
 import sys
 import time as _time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -84,6 +86,31 @@ async def round_trip(
     return elapsed, won, len(results) - won
 
 
+FLOOR_SQL = (
+    "SELECT pg_advisory_xact_lock(17224, $1)",
+    "SELECT count(*) FROM appointment WHERE status IN ('requested', 'confirmed') "
+    "AND start_at < $2 AND end_at > $1",
+    "INSERT INTO appointment (client_id, service_id, start_at, end_at, status, addon_codes, "
+    "availability_verified) VALUES ($1, $2, $3, $4, 'requested', '[]', true) RETURNING id",
+)
+
+
+async def floor_round(pg_url: str, pairs: list[tuple[tuple[int, int], datetime]], service_id: int) -> float:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        t0 = _time.perf_counter()
+        for (client_id, _pet), start in pairs:
+            end = start + timedelta(minutes=15)
+            async with conn.transaction():
+                await conn.execute(FLOOR_SQL[0], start.toordinal())
+                busy = await conn.fetchval(FLOOR_SQL[1], start, end)
+                if not busy:
+                    await conn.fetchval(FLOOR_SQL[2], client_id, service_id, start, end)
+        return _time.perf_counter() - t0
+    finally:
+        await conn.close()
+
+
 async def clear(db: Database) -> None:
     async with db.transaction() as session:
         await session.execute(text("DELETE FROM job"))
@@ -135,6 +162,10 @@ async def main(args: argparse.Namespace) -> None:
             )
         distinct = list(zip(customers, slots, strict=False))
 
+        async with db.transaction() as session:
+            service_id = int((await session.execute(text("SELECT id FROM service LIMIT 1"))).scalar_one())
+        floor_s = await floor_round(args.pg.rsplit("/", 1)[0] + f"/{name}", distinct, service_id)
+        await clear(db)
         seq_s, seq_won, seq_lost = await round_trip(db, service, distinct, concurrent=False)
         seq_overlaps = await overlaps(db)
         await clear(db)
@@ -149,14 +180,20 @@ async def main(args: argparse.Namespace) -> None:
         n = args.customers
         print(f"{n} customers, PostgreSQL, pool {args.pool}+{args.pool} connections")
         print(f"{'':44} {'req/s':>8} {'booked':>7} {'refused':>8} {'overlaps':>9}")
-        print(
-            f"{'reference: one after the other':44} {n / seq_s:8.0f} {seq_won:7} {seq_lost:8} {seq_overlaps:9}"
+        print(f"{'floor: bare asyncpg lock+check+insert':44} {n / floor_s:8.0f}")
+
+        def row(label: str, seconds: float, won: int, lost: int, overlapping: int) -> None:
+            print(f"{label:44} {n / seconds:8.0f} {won:7} {lost:8} {overlapping:9}")
+
+        row("reference: ours one after the other", seq_s, seq_won, seq_lost, seq_overlaps)
+        row("ours: all at once, distinct slots", con_s, con_won, con_lost, con_overlaps)
+        row(
+            f"contention: 10 per slot on {len(hot_slots)} slots",
+            storm_s,
+            storm_won,
+            storm_lost,
+            storm_overlaps,
         )
-        print(
-            f"{'ours: all at once, distinct slots':44} {n / con_s:8.0f} {con_won:7} {con_lost:8} {con_overlaps:9}"
-        )
-        label = f"contention: 10 per slot on {len(hot_slots)} slots"
-        print(f"{label:44} {n / storm_s:8.0f} {storm_won:7} {storm_lost:8} {storm_overlaps:9}")
         ok = (
             seq_overlaps == con_overlaps == storm_overlaps == 0
             and con_won == n
