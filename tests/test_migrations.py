@@ -5,6 +5,7 @@ exclusion constraint refuses two overlapping confirmed appointments.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -126,3 +127,10 @@ async def test_overlapping_confirmed_appointments_are_refused(database_url: str,
     with pytest.raises(IntegrityError, match="ex_appointment_no_overlap_confirmed"):
         async with db.transaction() as session:
             session.add(appointment(30, "confirmed"))
+
+
+async def test_processes_starting_together_migrate_once(empty_url: str) -> None:
+    """Several processes upgrading the same empty database at once all succeed (PostgreSQL: one waits
+    on an advisory lock; SQLite: writers are serialized)."""
+    await asyncio.gather(*(run_alembic(empty_url, "upgrade", "head") for _ in range(3)))
+    assert await table_names(empty_url) == {table.name for table in Base.metadata.sorted_tables}

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from core.db.database import ensure_sqlite_directory
 
 ROOT = Path(__file__).resolve().parents[2]
+MIGRATION_LOCK_ID = 0x43484553  # "CHES": any constant shared by every process of this service
 
 
 def alembic_config(url: str) -> Config:
@@ -27,9 +28,17 @@ async def run_alembic(url: str, action: str, revision: str = "head") -> None:
     """`action` is 'upgrade' or 'downgrade'. Runs on one connection, in one transaction."""
     ensure_sqlite_directory(url)
     config = alembic_config(url)
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
 
     def _run(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            # Two processes starting together must not both create the schema: the second waits
+            # here, then finds the database at head. Released when this transaction ends.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
+        elif connection.dialect.name == "sqlite":
+            # pysqlite would run each DDL statement in autocommit: take the write lock and make the
+            # whole upgrade one transaction (all or nothing, and one process at a time).
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         config.attributes["connection"] = connection
         getattr(command, action)(config, revision)
 
