@@ -18,6 +18,7 @@ from typing import Any
 
 from aiogram import Bot, F
 from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import BaseFilter, Command, CommandObject, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -112,8 +113,17 @@ async def _show_card(
     bot: Bot, query: CallbackQuery, card: views.CardData, settings: Settings, **kw: Any
 ) -> None:
     message = query.message
-    if isinstance(message, Message):
+    if not isinstance(message, Message):
+        return
+    try:
         await edit_card(bot, message.chat.id, message.message_id, card, settings, **kw)
+    except TelegramBadRequest as exc:  # the card is gone or too old: send it afresh
+        log.info("card not editable, sending a new one: %s", exc.message[:120])
+        await message.answer(
+            cards.booking_card_text(card, settings.tz, note=kw.get("note")),
+            parse_mode=ParseMode.HTML,
+            reply_markup=kw.get("markup") or cards.booking_card_keyboard(card),
+        )
 
 
 def _stale_note(exc: BookingError, card: views.CardData) -> str:

@@ -83,6 +83,7 @@ async def start(message: Message, scope: UpdateScope, settings: Settings) -> Non
             session, Channel.TELEGRAM.value, str(message.chat.id), display_name=name
         )
         conversation = await customers.get_or_create_conversation(session, identity)
+        customers.touch_inbound(identity, conversation, message.date)  # reachable again after a block
         greeting = (
             f"Hi{' ' + name.split()[0] if name else ''}! I'm Cheshire, the assistant of "
             f"{settings.business_name}. I can book a groom, tell you prices and opening hours, "

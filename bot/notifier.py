@@ -7,17 +7,25 @@ transaction held across a network call), and writes back the card's message id i
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from html import escape
 
 from aiogram import Bot
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramBadRequest
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramRetryAfter,
+    TelegramUnauthorizedError,
+)
 from aiogram.types import InlineKeyboardMarkup, Message
 
 from bot import cards, views
 from bot.notify_jobs import NoAdminChatError
 from core.booking.api import BookingService, NotFoundError
 from core.db.database import Database
+from core.jobs.queue import PermanentJobError, RetryLater
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,20 @@ EVENT_LABEL = {
 QUIET_EVENTS = frozenset(
     {"confirmed", "declined", "cancelled_by_kimmie", "rescheduled_by_kimmie", "completed", "no_show"}
 )
+
+
+@asynccontextmanager
+async def telegram_errors() -> AsyncIterator[None]:
+    """Telegram's answers as job outcomes: wait for a 429, give up at once when retrying cannot help."""
+    try:
+        yield
+    except TelegramRetryAfter as exc:
+        raise RetryLater(float(exc.retry_after), "telegram rate limit") from None
+    except TelegramForbiddenError as exc:
+        log.error("telegram refuses to message the admin chat: it must open the bot and press Start")
+        raise PermanentJobError(f"admin chat refused the bot: {exc.message[:120]}") from None
+    except TelegramUnauthorizedError:
+        raise PermanentJobError("TELEGRAM_BOT_TOKEN was rejected by Telegram") from None
 
 
 class TelegramAdminNotifier:
@@ -62,6 +84,10 @@ class TelegramAdminNotifier:
 
     # --- AdminNotifier --------------------------------------------------------------------------
     async def booking_request(self, appointment_id: int) -> None:
+        async with telegram_errors():
+            await self._booking_request(appointment_id)
+
+    async def _booking_request(self, appointment_id: int) -> None:
         chat_id = self._chat()
         async with self.db.transaction() as session:
             card = await views.load_card(session, self.booking, appointment_id)
@@ -74,6 +100,10 @@ class TelegramAdminNotifier:
             await views.set_card_location(session, appointment_id, sent.chat.id, sent.message_id)
 
     async def booking_changed(self, appointment_id: int, event: str) -> None:
+        async with telegram_errors():
+            await self._booking_changed(appointment_id, event)
+
+    async def _booking_changed(self, appointment_id: int, event: str) -> None:
         chat_id = self._chat()
         async with self.db.transaction() as session:
             try:
@@ -96,6 +126,10 @@ class TelegramAdminNotifier:
             await self.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML)
 
     async def handover(self, conversation_id: int, reason: str) -> None:
+        async with telegram_errors():
+            await self._handover(conversation_id, reason)
+
+    async def _handover(self, conversation_id: int, reason: str) -> None:
         chat_id = self._chat()
         async with self.db.transaction() as session:
             view = await views.conversation_view(session, conversation_id)
@@ -107,6 +141,10 @@ class TelegramAdminNotifier:
         )
 
     async def alert(self, text: str) -> None:
+        async with telegram_errors():
+            await self._alert(text)
+
+    async def _alert(self, text: str) -> None:
         await self.bot.send_message(self._chat(), f"⚠️ {escape(text, quote=False)}", parse_mode=ParseMode.HTML)
 
     # --- cards --------------------------------------------------------------------------------
@@ -127,7 +165,11 @@ class TelegramAdminNotifier:
     async def refresh_card(self, card: views.CardData, *, note: str | None = None) -> None:
         if card.card_chat_id is None or card.card_message_id is None:
             return
-        await edit_card(self.bot, card.card_chat_id, card.card_message_id, card, self.settings, note=note)
+        try:
+            await edit_card(self.bot, card.card_chat_id, card.card_message_id, card, self.settings, note=note)
+        except TelegramBadRequest as exc:
+            # The card was deleted or is too old to edit: the update line still tells Kimmie.
+            log.info("booking card not editable: %s", exc.message[:120])
 
 
 async def edit_card(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from core.alerts import NOTIFY_ADMIN_JOB
-from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater
+from core.jobs.queue import ClaimedJob, PermanentJobError
 from core.jobs.worker import Handler, JobRegistry
 from core.ports import AdminNotifier
 
@@ -41,11 +41,6 @@ def make_notify_handler(notifier: AdminNotifier) -> Handler:
             raise PermanentJobError(f"bad notify_admin payload: {exc}") from None
         except NoAdminChatError as exc:
             raise PermanentJobError(str(exc)) from None
-        except Exception as exc:
-            retry_after = getattr(exc, "retry_after", None)  # aiogram's TelegramRetryAfter
-            if isinstance(retry_after, int | float):
-                raise RetryLater(float(retry_after), "telegram rate limit") from None
-            raise
 
     return handle
 

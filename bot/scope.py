@@ -9,7 +9,9 @@ transaction fails, the claim rolls back with it, so a redelivery is processed th
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -57,7 +59,19 @@ class UpdateScope:
 
 
 class UpdateScopeMiddleware(BaseMiddleware):
-    """Outer middleware on `dp.update`: gives handlers `scope` and drops duplicates."""
+    """Outer middleware on `dp.update`: gives handlers `scope`, drops duplicates, and handles one
+    chat's updates one at a time (polling runs updates as concurrent tasks; a customer's two quick
+    messages must be stored in the order they were sent)."""
+
+    def __init__(self) -> None:
+        self._chat_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock_for(self, chat_id: int) -> asyncio.Lock:
+        lock = self._chat_locks.get(chat_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._chat_locks[chat_id] = lock
+        return lock
 
     async def __call__(
         self,
@@ -67,8 +81,12 @@ class UpdateScopeMiddleware(BaseMiddleware):
     ) -> Any:
         assert isinstance(event, Update)
         data["scope"] = UpdateScope(data["db"], event.update_id)
+        chat = data.get("event_chat")
         try:
-            return await handler(event, data)
+            if chat is None:
+                return await handler(event, data)
+            async with self._lock_for(chat.id):
+                return await handler(event, data)
         except DuplicateUpdate:
             log.info("duplicate telegram update ignored", extra={"update_id": event.update_id})
             return None

@@ -287,3 +287,40 @@ async def test_command_menus_per_scope(harness: Harness) -> None:
     customer_commands = {c["command"] for c in scopes[("default", None)].data["commands"]}
     assert {"today", "tomorrow", "week", "pending", "client", "done"} <= admin_commands
     assert "today" not in customer_commands and "mybookings" in customer_commands
+
+
+async def test_approving_when_the_slot_was_taken_says_so_and_keeps_the_request(harness: Harness) -> None:
+    h = harness
+    appointment_id, message_id = await _card(h)
+    appt = await _appointment(h, appointment_id)
+    other_client, other_pet, _ = await h.customer_with_pet(
+        external_id="walk-in", name="Walk In", pet_name="Rex"
+    )
+    # Kimmie booked someone else into that time by phone meanwhile.
+    await _confirmed_at(h, other_client, other_pet, appt.start_at.astimezone(h.settings.tz))
+    h.fake.clear()
+    await h.feed(
+        h.callback(
+            KIMMIE, ApptAction(action="approve", appointment_id=appointment_id).pack(), message_id=message_id
+        )
+    )
+
+    assert (await _appointment(h, appointment_id)).status == "requested"
+    answer = h.fake.last("answerCallbackQuery")
+    assert answer.data["show_alert"] in ("true", True) and "no longer free" in answer.data["text"]
+    edit = h.fake.last("editMessageText")
+    assert "no longer free" in edit.text and any("Decline" in t for t, _ in edit.buttons())
+
+
+async def test_a_deleted_card_is_sent_again_instead_of_failing(harness: Harness) -> None:
+    h = harness
+    appointment_id, message_id = await _card(h)
+    h.fake.fail_next("editMessageText", status=400, description="Bad Request: message to edit not found")
+    await h.feed(
+        h.callback(
+            KIMMIE, ApptAction(action="approve", appointment_id=appointment_id).pack(), message_id=message_id
+        )
+    )
+    assert (await _appointment(h, appointment_id)).status == "confirmed"
+    assert "confirmed" in h.fake.last("sendMessage").text
+    assert h.fake.last("answerCallbackQuery")

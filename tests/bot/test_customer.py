@@ -141,3 +141,16 @@ async def test_the_same_update_twice_is_ingested_once(harness: Harness) -> None:
             len((await session.execute(select(Message).where(Message.direction == "in"))).scalars().all())
             == 1
         )
+
+
+async def test_one_chats_concurrent_updates_are_stored_in_order(harness: Harness) -> None:
+    import asyncio
+
+    h = harness
+    updates = [h.message(CUSTOMER, f"part {i}") for i in range(6)]
+    await asyncio.gather(*(h.feed(u) for u in updates))
+    async with h.db.transaction() as session:
+        rows = (
+            await session.execute(select(Message).where(Message.direction == "in").order_by(Message.id))
+        ).scalars()
+        assert [m.text for m in rows] == [f"part {i}" for i in range(6)]

@@ -101,3 +101,24 @@ async def test_logging_notifier_logs_each_notification(caplog: pytest.LogCapture
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 4 and "Meta token expired" in messages[-1]
     assert caplog.records[0].appointment_id == 7  # type: ignore[attr-defined]
+
+
+async def test_a_chat_that_refuses_the_bot_ends_the_job_at_once(harness: Harness) -> None:
+    h = harness
+    h.fake.fail_next("sendMessage", status=403)
+    async with h.db.transaction() as session:
+        await raise_alert(session, "meta:token", "The Instagram token expired")
+    await h.run_jobs()
+    jobs = [j for j in await h.jobs("notify_admin") if j.payload.get("fault_key") == "meta:token"]
+    assert jobs[0].status == "dead" and "refused" in (jobs[0].last_error or "")
+    assert len(h.fake.calls_to("sendMessage")) == 1  # not retried 8 times
+
+
+async def test_429_on_a_notification_waits_retry_after(harness: Harness) -> None:
+    h = harness
+    h.fake.fail_next("sendMessage", status=429, retry_after=9)
+    async with h.db.transaction() as session:
+        await raise_alert(session, "calendar:down", "Google Calendar is unreachable")
+    await h.run_jobs()
+    job = (await h.jobs("notify_admin"))[0]
+    assert job.status == "queued" and job.last_error and "rate limit" in job.last_error

@@ -113,7 +113,13 @@ class FakeTelegramAPI:
             await self._runner.cleanup()
 
     def fail_next(
-        self, method: str, *, status: int = 429, retry_after: int | None = None, after: int = 0
+        self,
+        method: str,
+        *,
+        status: int = 429,
+        retry_after: int | None = None,
+        after: int = 0,
+        description: str | None = None,
     ) -> None:
         """Answer one coming call of `method` with an error (after letting `after` calls succeed)."""
         descriptions = {
@@ -122,7 +128,7 @@ class FakeTelegramAPI:
             400: "Bad Request: message is not modified",
         }
         self._failures.setdefault(method, []).append(
-            _Failure(status, descriptions.get(status, "Error"), retry_after, skip=after)
+            _Failure(status, description or descriptions.get(status, "Error"), retry_after, skip=after)
         )
 
     def push_update(self, update: dict[str, Any]) -> None:
