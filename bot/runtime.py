@@ -125,6 +125,10 @@ def _wire(rt: Runtime) -> None:
                 await google.load_stored_credentials(session)
         if google is not None:
             google.start_warming()  # freeBusy fetched outside transactions, before searches need it
+            if not google.connected:
+                from core.calendar.oauth import start_link
+
+                log.warning("Google Calendar not connected; open within 30 min: %s", start_link(rt.settings))
 
     rt.on_startup.insert(0, _load_catalog)
     if google is not None:

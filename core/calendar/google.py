@@ -87,6 +87,12 @@ class GoogleCalendarProvider:
         self.use_refresh_token(row.value)
         return True
 
+    @property
+    def connected(self) -> bool:
+        """Whether there are credentials to call Google with (a refresh token or a service account)."""
+        s = self.settings
+        return bool(self._refresh_token) or bool(s.google_service_account_email and s.google_private_key)
+
     def use_refresh_token(self, token: str) -> None:
         """Switch to a new refresh token (after /oauth/callback): every thread rebuilds its client."""
         self._refresh_token = token
