@@ -132,3 +132,27 @@ async def test_exclusion_constraint_is_the_last_line(db: Database, service: Defa
             await session.execute(
                 text("UPDATE appointment SET status = 'confirmed' WHERE id = :id"), {"id": second}
             )
+
+
+@pytest.mark.postgres_only
+async def test_constraint_violation_surfaces_as_slot_unavailable(
+    db: Database, service: DefaultBookingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = await _overlapping_requests(db, service)
+    async with db.transaction() as session:
+        await service.approve(session, appointment_id=first)
+
+    async def no_check(*args: object, **kwargs: object) -> None:  # as if the check had a bug
+        return None
+
+    monkeypatch.setattr(service, "_confirmed_clash", no_check)
+    async with db.transaction() as session:
+        jobs_before = await session.scalar(select(func.count()).select_from(Job))
+        messages_before = await session.scalar(select(func.count()).select_from(Message))
+    with pytest.raises(SlotUnavailableError):
+        async with db.transaction() as session:
+            await service.approve(session, appointment_id=second)
+    async with db.transaction() as session:
+        assert (await session.get_one(Appointment, second)).status == "requested"
+        assert await session.scalar(select(func.count()).select_from(Job)) == jobs_before
+        assert await session.scalar(select(func.count()).select_from(Message)) == messages_before
