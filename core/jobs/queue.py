@@ -228,20 +228,29 @@ class PgFastPath:
 
 
 class _Compiled:
+    """A statement compiled once for asyncpg: SQL text plus how to lay out its positional arguments."""
+
     def __init__(self, statement: Any, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
-        self._compiled = compiled
-        self._names = list(compiled.positiontup or ())
+        names = list(compiled.positiontup or ())
         processors = compiled._bind_processors
-        self._processors = [processors.get(name) for name in self._names]
+        # Literal values (status strings, increments) are fixed: lay them out once. Only the
+        # bindparam("p_...") values change per call.
+        fixed = compiled.construct_params({name: None for name in names if name.startswith("p_")})
+        self._template = [None if name.startswith("p_") else fixed[name] for name in names]
+        self._slots = [
+            (position, name, processors.get(name))
+            for position, name in enumerate(names)
+            if name.startswith("p_")
+        ]
 
     def args(self, params: dict[str, Any]) -> list[Any]:
-        values = self._compiled.construct_params(params)
-        return [
-            process(values[name]) if process is not None else values[name]
-            for name, process in zip(self._names, self._processors, strict=True)
-        ]
+        values = list(self._template)
+        for position, name, process in self._slots:
+            value = params[name]
+            values[position] = process(value) if process is not None else value
+        return values
 
 
 def backoff_delay(attempt: int, *, rng: random.Random | None = None) -> float:
