@@ -237,6 +237,10 @@ async def test_today_lists_the_appointments_of_the_local_day(harness: Harness) -
     tomorrow = h.fake.last("sendMessage").text
     assert "TOMORROW" in tomorrow and "late pickup" not in tomorrow
 
+    await h.feed(h.message(KIMMIE, "/week"))
+    week = h.fake.last("sendMessage").text
+    assert "TOMORROW" in week and "late pickup" in week and "YESTERDAY" not in week
+
 
 async def test_admin_commands_from_a_customer_do_not_show_the_agenda(harness: Harness) -> None:
     h = harness

@@ -147,3 +147,22 @@ async def test_a_photo_for_an_unknown_pet_is_refused(photo_harness: Harness) -> 
     h = photo_harness
     await h.feed(_photo_message(h, "pet 424242"))
     assert "No pet #424242" in h.fake.last("sendMessage").text
+
+
+async def test_an_image_sent_as_a_file_keeps_its_content_type(photo_harness: Harness, moto_url: str) -> None:
+    h = photo_harness
+    _, pet_id, _ = await h.customer_with_pet()
+    png = b"\x89PNG\r\n\x1a\nfake"
+    h.fake.add_file("doc-1", png, "documents/file_3.png")
+    document = {
+        "file_id": "doc-1",
+        "file_unique_id": "AgADdoc",
+        "file_name": "cut.png",
+        "mime_type": "image/png",
+    }
+    await h.feed(h.message(KIMMIE, None, document=document, caption=f"pet {pet_id} style"))
+
+    key = f"cheshire/pets/{pet_id}/style_reference/AgADdoc.png"
+    assert await _object(moto_url, key) == {"body": png, "content_type": "image/png"}
+    async with h.db.transaction() as session:
+        assert (await session.get_one(Pet, pet_id)).photos[0]["kind"] == "style_reference"
