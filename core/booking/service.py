@@ -842,18 +842,23 @@ class DefaultBookingService:
                     cast(func.extract("epoch", Appointment.start_at), Float),
                     cast(func.extract("epoch", Appointment.end_at), Float),
                 )
-                occupancy.seconds = [
-                    (s, e) for s, e in await conn.execute(select(*columns).where(*conditions))
-                ]
+                result = (await conn.execute(select(*columns).where(*conditions))).all()
+                occupancy.seconds = [(r[0], r[1]) for r in result]
             else:
-                rows = await conn.execute(select(Appointment.start_at, Appointment.end_at).where(*conditions))
-                occupancy.seconds = [(a.timestamp(), b.timestamp()) for a, b in rows]
+                result = (
+                    await conn.execute(select(Appointment.start_at, Appointment.end_at).where(*conditions))
+                ).all()
+                occupancy.seconds = [(r[0].timestamp(), r[1].timestamp()) for r in result]
             if count_days:
+                days, edges = self._local_day_edges(start, end)
                 for begin, _ in occupancy.seconds:
-                    occupancy.per_day[day_of(from_seconds(begin))] += 1
+                    n = bisect_right(edges, begin) - 1
+                    occupancy.per_day[days[n] if 0 <= n < len(days) else from_seconds(begin).date()] += 1
             return occupancy
         if not sizes_needed:
-            rows = await conn.execute(select(Appointment.start_at, Appointment.end_at).where(*conditions))
+            rows = (
+                await conn.execute(select(Appointment.start_at, Appointment.end_at).where(*conditions))
+            ).all()
             spans = occupancy.spans
             for s, e in rows:
                 spans.append((s, e))
@@ -861,7 +866,7 @@ class DefaultBookingService:
                 for s, _ in spans:
                     occupancy.per_day[day_of(s)] += 1
             return occupancy
-        rows2 = await conn.execute(
+        rows2_result = await conn.execute(
             select(
                 Appointment.id,
                 Appointment.start_at,
@@ -874,6 +879,7 @@ class DefaultBookingService:
             .outerjoin(Pet, Pet.id == AppointmentPet.pet_id)
             .where(*conditions)
         )
+        rows2 = rows2_result.all()
         seen: set[int] = set()
         hints: dict[str | None, SizeClass | None] = {}
         for appt_id, s, e, size_class, breed, weight in rows2:
@@ -894,21 +900,25 @@ class DefaultBookingService:
                 occupancy.sizes_per_day.setdefault(day, Counter())[size] += 1
         return occupancy
 
+    def _local_day_edges(self, start: datetime, end: datetime) -> tuple[list[date], list[float]]:
+        """Local dates around [start, end) and the POSIX second each one begins (sorted)."""
+        day = start.astimezone(self.tz).date() - timedelta(days=1)
+        last = end.astimezone(self.tz).date() + timedelta(days=1)
+        days: list[date] = []
+        edges: list[float] = []
+        while day <= last:
+            days.append(day)
+            edges.append(local_to_utc(day, time(0), self.tz).timestamp())
+            day += timedelta(days=1)
+        return days, edges
+
     def _local_day_lookup(self, start: datetime, end: datetime) -> Callable[[datetime], date]:
         """Local business date of a UTC instant in [start, end) by bisecting precomputed local
         midnights: one zone conversion per day instead of one per appointment."""
-        first = start.astimezone(self.tz).date() - timedelta(days=1)
-        days: list[date] = []
-        edges: list[datetime] = []
-        day = first
-        last = end.astimezone(self.tz).date() + timedelta(days=1)
-        while day <= last:
-            days.append(day)
-            edges.append(local_to_utc(day, time(0), self.tz))
-            day += timedelta(days=1)
+        days, edges = self._local_day_edges(start, end)
 
         def day_of(instant: datetime) -> date:
-            n = bisect_right(edges, instant) - 1
+            n = bisect_right(edges, instant.timestamp()) - 1
             return days[n] if 0 <= n < len(days) else instant.astimezone(self.tz).date()
 
         return day_of
