@@ -75,7 +75,6 @@ class Settings(BaseSettings):
     job_workers: int = Field(2, ge=0, le=64)
     job_poll_interval_s: float = Field(0.5, gt=0)
     job_lease_s: float = Field(60.0, gt=0)
-    job_max_attempts: int = Field(8, ge=1)
 
     # --- LLM -----------------------------------------------------------------------------------
     anthropic_api_key: SecretStr | None = None
