@@ -452,7 +452,7 @@ def _kind_keyboard(target: str, target_id: int) -> InlineKeyboardMarkup:
     )
 
 
-@router.message(StateFilter(None, TakeoverStates.replying), F.photo | F.document)
+@router.message(StateFilter(None, TakeoverStates.replying, PhotoStates.choosing), F.photo | F.document)
 async def photo_received(
     message: Message,
     bot: Bot,
@@ -464,6 +464,7 @@ async def photo_received(
 ) -> None:
     found = _photo_file(message)
     if found is None:
+        await message.answer("Only images can be stored (a photo, or an image sent as a file).")
         return
     if photos is None or not photos.configured:
         await message.answer(
@@ -527,6 +528,8 @@ async def _remember_photo(
     state: FSMContext, file_id: str, unique_id: str, content_type: str, appointment_id: int | None = None
 ) -> None:
     previous = await state.get_state()
+    if previous == PhotoStates.choosing.state:  # a new photo replaces the one still waiting
+        previous = ((await state.get_data()).get("photo") or {}).get("return_state")
     await state.update_data(
         photo={
             "file_id": file_id,
@@ -649,6 +652,21 @@ async def _store_photo(
 @router.message(StateFilter(None), F.text, ~F.text.startswith("/"))
 async def admin_free_text(message: Message) -> None:
     await message.answer("Open a chat from a card (💬 Open chat) to reply to a customer, or see /help.")
+
+
+# Registered last: anything else an admin sends stays in the control room. Without these, an admin's
+# stray message or tap would fall through to the customer router and start a customer conversation.
+@router.message()
+async def admin_unhandled_message(message: Message, state: FSMContext) -> None:
+    if await state.get_state() == PhotoStates.choosing.state:
+        await message.answer("First pick what the photo is (or Cancel) in the message above.")
+        return
+    await message.answer("I didn't get that. /help lists what I can do.")
+
+
+@router.callback_query()
+async def admin_unhandled_callback(query: CallbackQuery) -> None:
+    await query.answer("This button is no longer active.")
 
 
 def _chunks(text: str, limit: int = 4000) -> list[str]:

@@ -328,3 +328,31 @@ async def test_a_deleted_card_is_sent_again_instead_of_failing(harness: Harness)
     assert (await _appointment(h, appointment_id)).status == "confirmed"
     assert "confirmed" in h.fake.last("sendMessage").text
     assert h.fake.last("answerCallbackQuery")
+
+
+async def test_kimmies_stray_messages_never_become_a_customer_conversation(harness: Harness) -> None:
+    from core.db.models import Conversation
+
+    h = harness
+    for update in (
+        h.message(KIMMIE, "/start"),
+        h.message(KIMMIE, "/nonsense"),
+        h.message(
+            KIMMIE,
+            None,
+            sticker={
+                "file_id": "s",
+                "file_unique_id": "s",
+                "type": "regular",
+                "width": 1,
+                "height": 1,
+                "is_animated": False,
+                "is_video": False,
+            },
+        ),
+        h.callback(KIMMIE, "BOOK"),
+    ):
+        await h.feed(update)
+    async with h.db.transaction() as session:
+        assert (await session.execute(select(Conversation))).first() is None
+    assert "/today" in h.fake.calls_to("sendMessage")[0].text  # /start shows Kimmie her help
