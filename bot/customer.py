@@ -70,9 +70,11 @@ def _display_name(message: Message | CallbackQuery) -> str | None:
 
 
 async def _ingest(scope: UpdateScope, inbound: InboundMessage) -> bool:
+    """Store the message once; True when the assistant will now work on it (show "typing…")."""
     async with scope.transaction() as session:
         result = await ingest(session, inbound)
-    return result.stored
+        # While Kimmie holds the chat the assistant stays silent: no "typing…" that leads nowhere.
+        return result.stored and not await views.taken_over(session, result.conversation_id)
 
 
 @router.message(CommandStart())

@@ -173,3 +173,9 @@ async def pet_views(session: AsyncSession, pet_ids: list[int]) -> dict[int, PetV
         return {}
     rows = await session.execute(select(Pet).where(Pet.id.in_(pet_ids)))
     return {p.id: PetView.of(p) for p in rows.scalars()}
+
+
+async def taken_over(session: AsyncSession, conversation_id: int) -> bool:
+    return bool(
+        await session.scalar(select(Conversation.human_takeover).where(Conversation.id == conversation_id))
+    )

@@ -92,6 +92,17 @@ async def test_kimmie_replies_on_instagram_and_the_assistant_waits_for_done(
     assert assistant_sends >= 1
 
 
+async def test_no_typing_indicator_while_kimmie_holds_a_telegram_chat(harness: Harness) -> None:
+    h = harness
+    _, _, conversation_id = await h.customer_with_pet()
+    await h.feed(h.callback(KIMMIE, ChatAction(action="open", conversation_id=conversation_id).pack()))
+    await h.feed(h.message(CUSTOMER, "Are you there?"))
+    assert not h.fake.calls_to("sendChatAction")
+    await h.feed(h.message(KIMMIE, "/done"))
+    await h.feed(h.message(CUSTOMER, "Hello?"))
+    assert h.fake.last("sendChatAction").chat_id == CUSTOMER
+
+
 async def test_kimmies_text_outside_a_chat_is_not_sent_to_anyone(harness: Harness) -> None:
     h = harness
     await h.customer_with_pet()
