@@ -113,15 +113,14 @@ class ConversationEngine:
     async def process(self, message_id: int, conversation_id: int) -> TurnResult:
         async with self.db.transaction() as session:
             # One round trip for the three rows every turn needs.
-            found = (
-                await session.execute(
-                    select(Conversation, Message, Client)
-                    .join(Message, Message.conversation_id == Conversation.id)
-                    .join(Client, Client.id == Conversation.client_id)
-                    .where(Conversation.id == conversation_id, Message.id == message_id)
-                    .options(joinedload(Client.pets))  # the dogs, in the same round trip
-                )
-            ).unique().one_or_none()
+            query = (
+                select(Conversation, Message, Client)
+                .join(Message, Message.conversation_id == Conversation.id)
+                .join(Client, Client.id == Conversation.client_id)
+                .where(Conversation.id == conversation_id, Message.id == message_id)
+                .options(joinedload(Client.pets))  # the dogs, in the same round trip
+            )
+            found = (await session.execute(query)).unique().one_or_none()
             if found is None:
                 return TurnResult("skipped")
             conversation, inbound, client = found
