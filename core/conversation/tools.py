@@ -341,12 +341,20 @@ class ToolBox:
         self, session: AsyncSession, ctx: ToolContext, args: RequestBookingArgs
     ) -> Any:
         await self._own_pets(session, ctx, args.pet_ids)
+        start = self._aware(args.start)
+        # The same request again (the model repeating itself, or the job re-running after a crash)
+        # returns the request already filed instead of colliding with its own held slot.
+        for existing in await self.booking.my_appointments(session, client_id=ctx.client_id):
+            same_pets = set(existing.pet_ids) == set(args.pet_ids)
+            if existing.start == start and existing.service_code == args.service_code and same_pets:
+                ctx.booked.append(existing.id)
+                return self._booking(existing) | {"next": "Already requested: nothing new was filed."}
         booking = await self.booking.request_booking(
             session,
             client_id=ctx.client_id,
             service_code=args.service_code,
             pet_ids=args.pet_ids,
-            start=self._aware(args.start),
+            start=start,
             source_channel=_channel(ctx.channel),
             addon_codes=args.addon_codes,
             notes=args.notes,

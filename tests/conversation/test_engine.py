@@ -109,6 +109,18 @@ async def test_a_complete_booking_conversation(
         assert [(j.payload["type"], j.payload["appointment_id"]) for j in jobs] == [
             ("booking_request", appt.id)
         ]
+    # Asking again for the same slot files nothing new (a repeated call, or a re-run job).
+    model.add(book, lambda request: Say(f"Still: {_results(request)[0]['next']}"))
+    again = await send(catalog_db, "Book that again please")
+    await engine.process(again.message_id, again.conversation_id)
+    assert (await replies(catalog_db, conversation_id))[
+        -1
+    ].text == "Still: Already requested: nothing new was filed."
+    async with catalog_db.transaction() as session:
+        assert len((await session.execute(select(Appointment))).scalars().all()) == 1
+        assert (
+            len((await session.execute(select(Job).where(Job.kind == "notify_admin"))).scalars().all()) == 1
+        )
     # The model saw the catalog and the persona in the stable prompt, the customer's dog in the context.
     last = model.requests[-1]
     assert "AI booking assistant" in last.system.stable and "full_groom" in last.system.stable
