@@ -371,6 +371,13 @@ class OfflineResponder:
     async def _request(
         self, session: AsyncSession, conversation: Conversation, service: str, pet_id: int, start: datetime
     ) -> Outcome:
+        for existing in await self.booking.my_appointments(session, client_id=conversation.client_id):
+            if existing.start == start and existing.service_code == service and pet_id in existing.pet_ids:
+                # A second tap on the same button: the request is already with the groomer.
+                return Outcome().say(
+                    f"That one is already requested ({self.when(existing.start)}): {existing.status.value}.",
+                    [QuickReply("My bookings", pl.MY_BOOKINGS)],
+                )
         try:
             booking = await self.booking.request_booking(
                 session,

@@ -64,6 +64,8 @@ async def test_books_end_to_end_through_buttons_alone(
     assert "Free times" in times.text
     done = await _tap(db, engine, times, index=0)
     assert done.text.startswith("Request sent!") and "Dog 1" in done.text
+    twice = await _tap(db, engine, times, index=0)  # an impatient second tap on the same time
+    assert twice.text.startswith("That one is already requested")
 
     async with db.transaction() as session:
         [appt] = (await session.execute(select(Appointment))).scalars().all()
