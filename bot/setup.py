@@ -26,7 +26,7 @@ from aiohttp import web
 from bot import admin, customer
 from bot.notifier import TelegramAdminNotifier
 from bot.notify_jobs import register_jobs as register_notify_jobs
-from bot.scope import UpdateScopeMiddleware
+from bot.scope import UpdateScopeMiddleware, register_prune_job, schedule_prune
 from bot.sender import TelegramSender
 from core.booking.api import BookingService
 from core.db.database import Database
@@ -131,6 +131,7 @@ def register_jobs(
     """Register "notify_admin" with the Telegram notifier; returns the notifier for the runtime."""
     notifier = TelegramAdminNotifier(bot=bot, db=db, settings=settings, booking=booking)
     register_notify_jobs(registry, notifier=notifier)
+    register_prune_job(registry, db=db)
     return notifier
 
 
@@ -159,4 +160,10 @@ def wire_telegram(rt: Runtime) -> None:
     if settings.telegram_mode == "webhook":
         setup_webhook(rt.app, dispatcher, rt.bot, settings)
     rt.on_startup.append(partial(on_startup, rt.bot, dispatcher, settings))
+
+    async def _schedule_prune() -> None:
+        async with rt.db.transaction() as session:
+            await schedule_prune(session)
+
+    rt.on_startup.append(_schedule_prune)
     rt.on_shutdown.append(dispatcher.storage.close)

@@ -105,3 +105,27 @@ def test_webhook_mode_requires_a_secret(database_url: str) -> None:
             telegram_bot_token="1:x",
             public_base_url="https://cheshire.example",
         )
+
+
+async def test_processed_update_ids_are_kept_a_week(harness: Harness) -> None:
+    from datetime import timedelta
+
+    from bot.scope import PRUNE_JOB, prune_events, schedule_prune
+    from core.db.models import utcnow
+
+    h = harness
+    await h.feed(h.message(CUSTOMER, "old", update_id=1))
+    await h.feed(h.message(CUSTOMER, "new", update_id=2))
+    async with h.db.transaction() as session:
+        old = (
+            await session.execute(select(ProcessedEvent).where(ProcessedEvent.event_id == "1"))
+        ).scalar_one()
+        old.created_at = utcnow() - timedelta(days=8)
+    async with h.db.transaction() as session:
+        assert await prune_events(session) == 1
+        await schedule_prune(session)
+        await schedule_prune(session)  # idempotent per day
+    async with h.db.transaction() as session:
+        left = (await session.execute(select(ProcessedEvent.event_id))).scalars().all()
+    assert left == ["2"]
+    assert len(await h.jobs(PRUNE_JOB)) == 1 and PRUNE_JOB in h.registry.kinds
