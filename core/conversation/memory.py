@@ -10,6 +10,8 @@ out: the facts that matter (pets, appointments) are re-read from the database ev
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,11 +26,52 @@ LINE_MAX_CHARS = 160
 MAX_ROWS = 200
 
 
+class ChatRow(Protocol):
+    """What memory needs of a message: a `Message` row or a `Line`."""
+
+    @property
+    def direction(self) -> str: ...
+    @property
+    def author(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def payload(self) -> str | None: ...
+    @property
+    def attachments(self) -> list[Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """The columns of a message the prompt uses (no ORM object, no delivery columns)."""
+
+    id: int
+    direction: str
+    author: str
+    text: str
+    payload: str | None
+    attachments: list[Any]
+
+    @classmethod
+    def of(cls, row: Message) -> Line:
+        return cls(row.id, row.direction, row.author, row.text, row.payload, list(row.attachments or []))
+
+
+_LINE_COLUMNS = (
+    Message.id,
+    Message.direction,
+    Message.author,
+    Message.text,
+    Message.payload,
+    Message.attachments,
+)
+
+
 def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-def message_text(row: Message) -> str:
+def message_text(row: ChatRow) -> str:
     text = row.text or ""
     if not text and row.payload:
         text = f"[tapped a button: {row.payload}]"
@@ -40,7 +83,7 @@ def message_text(row: Message) -> str:
     return text or "(empty)"
 
 
-def to_chat(rows: Sequence[Message]) -> list[ChatMessage]:
+def to_chat(rows: Sequence[ChatRow]) -> list[ChatMessage]:
     """Rows to alternating user/assistant turns, starting with a user turn (as the APIs require)."""
     turns: list[tuple[str, list[str]]] = []
     for row in rows:
@@ -60,7 +103,7 @@ async def load_history(
     *,
     up_to_message_id: int,
     budget: int = HISTORY_TOKEN_BUDGET,
-) -> list[Message]:
+) -> list[Line]:
     """The verbatim rows for this turn, folding older ones into the summary when over budget.
 
     Later inbound messages (queued behind this one) are left out; replies written after this message
@@ -68,7 +111,7 @@ async def load_history(
     the model answers now.
     """
     query = (
-        select(Message)
+        select(*_LINE_COLUMNS)
         .where(
             Message.conversation_id == conversation.id,
             or_(Message.id <= up_to_message_id, Message.direction == Direction.OUTBOUND.value),
@@ -78,11 +121,11 @@ async def load_history(
     )
     if conversation.summary_until_message_id is not None:
         query = query.where(Message.id > conversation.summary_until_message_id)
-    rows = list(reversed((await session.execute(query)).scalars().all()))
+    rows = [Line(*row) for row in reversed((await session.execute(query)).all())]
     current = [r for r in rows if r.id == up_to_message_id]
     if not current:  # folded away by an earlier turn that ran ahead of it: it must still be answered
         row = await session.get(Message, up_to_message_id)
-        current = [row] if row is not None else []
+        current = [Line.of(row)] if row is not None else []
     rows = [r for r in rows if r.id != up_to_message_id] + current
     sizes = [estimate_tokens(message_text(r)) for r in rows]
     total = sum(sizes)
@@ -96,7 +139,7 @@ async def load_history(
     return rows[fold:]
 
 
-def fold_into_summary(conversation: Conversation, rows: Sequence[Message]) -> None:
+def fold_into_summary(conversation: Conversation, rows: Sequence[Line]) -> None:
     if not rows:
         return
     lines = [line for line in (conversation.summary or "").splitlines() if line]
