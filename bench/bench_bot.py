@@ -42,6 +42,7 @@ from aiogram.types import Message
 from tests.fakes.telegram_api import FakeTelegramAPI
 
 TOKEN = "123456:BENCH"
+JOB_TIMES: dict[str, list[float]] = {}
 KIMMIE = 1
 
 
@@ -224,7 +225,21 @@ async def cheshire(fake: FakeTelegramAPI, args: argparse.Namespace, url: str) ->
     booking = DefaultBookingService(settings)
     wide = SendLimiter(global_rate=1e6, global_burst=1e6, chat_rate=1e6, chat_burst=1e6)
     sender = TelegramSender(bot, limiter=wide)
-    registry = JobRegistry()
+
+    class TimedRegistry(JobRegistry):
+        """Records each handler's wall time per job kind, to show where an update's time goes."""
+
+        def register(self, kind: str, handler: Any) -> None:
+            async def timed(job: Any) -> None:
+                t = time.monotonic()
+                try:
+                    await handler(job)
+                finally:
+                    JOB_TIMES.setdefault(kind, []).append((time.monotonic() - t) * 1000)
+
+            super().register(kind, timed)
+
+    registry = TimedRegistry()
     register_delivery(registry, db=db, senders={"telegram": sender}, settings=settings)
     register_bot_jobs(registry, db=db, bot=bot, settings=settings, booking=booking)
     model = ScriptedChatModel(when_exhausted=Say("Happy to help! Kimmie grooms Tuesday to Saturday."))
@@ -293,6 +308,9 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{label:44}{pct(ours['paced'], q):>14.1f}{pct(ref['paced'], q):>14.1f}")
     print(f"{'bare sendMessage round trip p50 ms':44}{'':>14}{ref['send_ms']:>14.2f}")
     print("reference = polling + a dispatcher answering at once, no database, no engine, no outbox")
+    print("job handler wall time (both runs), median / p99 ms:")
+    for kind, times in sorted(JOB_TIMES.items()):
+        print(f"  {kind:30} {statistics.median(times):8.1f} / {pct(times, 0.99):8.1f}   (n={len(times)})")
 
 
 if __name__ == "__main__":
