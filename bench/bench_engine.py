@@ -106,15 +106,17 @@ async def main() -> None:
         # Floor reference: the same shape of database work with no logic around it, 2 transactions
         # and 6 small ORM statements (the engine's count), on the same pool.
         floor_ms: list[float] = []
+        floor_cpu_ms: list[float] = []
         conversation_id = result.conversation_id
         for _ in range(len(engine_ms)):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             for statements in (3, 3):
                 async with db.transaction() as session:
                     for _ in range(statements):
                         query = select(Conversation).where(Conversation.id == conversation_id)
                         (await session.execute(query)).scalars().all()
             floor_ms.append((time.perf_counter() - started) * 1000)
+            floor_cpu_ms.append((time.process_time() - cpu_started) * 1000)
 
         # Machine reference: one bare asyncpg round trip to the same server.
         conn = await asyncpg.connect(args.pg)
@@ -144,6 +146,7 @@ async def main() -> None:
         f"{'(engine CPU time, this process)':28}{statistics.median(engine_cpu_ms):12.3f}"
         f"{pct(engine_cpu_ms, 0.99):12.3f}   the rest is waiting for PostgreSQL"
     )
+    print(f"{'(floor CPU time)':28}{statistics.median(floor_cpu_ms):12.3f}{pct(floor_cpu_ms, 0.99):12.3f}")
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     print(f"{'(load average at the end)':28}{' '.join(load):>24}   (2 cores)")
     rt_med, rt_p99 = statistics.median(roundtrip_ms), pct(roundtrip_ms, 0.99)
