@@ -59,10 +59,14 @@ def vaccination(pet: PetView, today: date) -> str:
     return f"vaccinated until {pet.vaccination_expires_on:%-d %b %Y}"
 
 
-def pet_line(pet: PetView, today: date) -> str:
+def pet_line(pet: PetView, today: date, *, show_id: bool = False) -> str:
     facts = [pet.breed, pet.size_class, f"{pet.coat_type} coat" if pet.coat_type else None]
     details = ", ".join(e(f) for f in facts if f)
-    line = f"🐾 <b>{e(pet.name)}</b>" + (f" — {details}" if details else "")
+    line = (
+        f"🐾 <b>{e(pet.name)}</b>"
+        + (f" (pet #{pet.id})" if show_id else "")
+        + (f" — {details}" if details else "")
+    )
     extra = [e(f"temperament: {pet.temperament}") if pet.temperament else "", vaccination(pet, today)]
     if pet.health_notes:
         extra.append(e(f"health: {pet.health_notes}"))
@@ -194,7 +198,7 @@ def client_card_text(card: ClientCard, tz: ZoneInfo) -> str:
         lines.append("Writes on: " + ", ".join(CHANNEL_LABEL.get(ch, ch) for ch in c.channels))
     if c.notes:
         lines.append(f"📝 {e(c.notes)}")
-    lines += [pet_line(p, today) + f" (pet #{p.id})" for p in card.pets] or ["No pets on file."]
+    lines += [pet_line(p, today, show_id=True) for p in card.pets] or ["No pets on file."]
     if card.history:
         lines.append("\n<b>Appointments</b>")
         for b in sorted(card.history, key=lambda b: b.start, reverse=True)[:10]:
