@@ -143,8 +143,11 @@ def test_secrets_stay_out_of_repr_str_and_dumps(clean_env: Path, monkeypatch: py
     settings = Settings.load()
     assert isinstance(settings.anthropic_api_key, SecretStr)
     assert settings.anthropic_api_key.get_secret_value() == SECRETS["ANTHROPIC_API_KEY"]
-    shown = repr(settings) + str(settings) + settings.model_dump_json() + json.dumps(
-        settings.model_dump(mode="json")
+    shown = (
+        repr(settings)
+        + str(settings)
+        + settings.model_dump_json()
+        + json.dumps(settings.model_dump(mode="json"))
     )
     for value in SECRETS.values():
         assert value not in shown
@@ -184,12 +187,32 @@ def test_secrets_are_masked_in_log_output(
 SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "000_35256bb122d425c7.txt"
 # Every variable the old system's integration audit names (its "Environment Configuration").
 SEED_VARIABLES = {
-    "DATABASE_URL", "ANTHROPIC_API_KEY", "OPENAI_API_KEY", "FAL_AI_KEY", "TELEGRAM_BOT_TOKEN",
-    "TELEGRAM_KIMMIE_CHAT_ID", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_PUBLISHABLE_KEY",
-    "INSTAGRAM_ACCESS_TOKEN", "INSTAGRAM_VERIFY_TOKEN", "FACEBOOK_PAGE_ACCESS_TOKEN",
-    "FACEBOOK_VERIFY_TOKEN", "TIKTOK_ACCESS_TOKEN", "GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET",
-    "GOOGLE_REFRESH_TOKEN", "GOOGLE_CALENDAR_ID", "GOOGLE_SERVICE_ACCOUNT_EMAIL", "GOOGLE_PRIVATE_KEY",
-    "N8N_API_KEY", "N8N_BASE_URL", "TWENTY_API_KEY", "TWENTY_BASE_URL", "NEXT_PUBLIC_APP_URL", "NODE_ENV",
+    "DATABASE_URL",
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+    "FAL_AI_KEY",
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_KIMMIE_CHAT_ID",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_PUBLISHABLE_KEY",
+    "INSTAGRAM_ACCESS_TOKEN",
+    "INSTAGRAM_VERIFY_TOKEN",
+    "FACEBOOK_PAGE_ACCESS_TOKEN",
+    "FACEBOOK_VERIFY_TOKEN",
+    "TIKTOK_ACCESS_TOKEN",
+    "GOOGLE_CLIENT_ID",
+    "GOOGLE_CLIENT_SECRET",
+    "GOOGLE_REFRESH_TOKEN",
+    "GOOGLE_CALENDAR_ID",
+    "GOOGLE_SERVICE_ACCOUNT_EMAIL",
+    "GOOGLE_PRIVATE_KEY",
+    "N8N_API_KEY",
+    "N8N_BASE_URL",
+    "TWENTY_API_KEY",
+    "TWENTY_BASE_URL",
+    "NEXT_PUBLIC_APP_URL",
+    "NODE_ENV",
 }
 
 
@@ -219,9 +242,7 @@ def test_env_example_documents_every_setting_with_a_comment() -> None:
     assert [name for name, comment in documented.items() if not comment.startswith("# ")] == []
 
 
-def test_every_seed_variable_is_documented_and_read(
-    clean_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_seed_variable_is_documented_and_read(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if SEED.exists():  # the audit lives beside the repository on the project's machines
         text = SEED.read_text()
         assert {name for name in SEED_VARIABLES if f"`{name}`" not in text} == set()

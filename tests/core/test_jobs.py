@@ -90,7 +90,10 @@ async def test_job_enqueued_in_a_rolled_back_transaction_never_runs(db: Database
 
 
 async def test_failures_back_off_exponentially_then_the_job_is_dead_and_listed(
-    db: Database, database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    db: Database,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     registry = JobRegistry()
