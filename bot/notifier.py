@@ -27,6 +27,7 @@ from core.booking.api import BookingService, NotFoundError
 from core.db.database import Database
 from core.jobs.queue import PermanentJobError, RetryLater
 from core.settings import Settings
+from core.storage import S3Storage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,16 @@ async def telegram_errors() -> AsyncIterator[None]:
 
 
 class TelegramAdminNotifier:
-    def __init__(self, *, bot: Bot, db: Database, settings: Settings, booking: BookingService) -> None:
+    def __init__(
+        self,
+        *,
+        bot: Bot,
+        db: Database,
+        settings: Settings,
+        booking: BookingService,
+        photos: S3Storage | None = None,
+    ) -> None:
+        self.photos = photos if photos is not None and photos.configured else None
         self.bot = bot
         self.db = db
         self.settings = settings
@@ -151,7 +161,7 @@ class TelegramAdminNotifier:
     async def send_card(self, chat_id: int, card: views.CardData, *, note: str | None = None) -> Message:
         text = cards.booking_card_text(card, self.settings.tz, note=note)
         markup = cards.booking_card_keyboard(card)
-        photo = next((p.photo_url for p in card.pets if p.photo_url), None)
+        photo = await self._photo_link(card)
         if photo and len(text) <= 1024:
             try:
                 return await self.bot.send_photo(
@@ -161,6 +171,19 @@ class TelegramAdminNotifier:
                 # Telegram could not fetch the picture (private bucket, dead link): the text still matters.
                 log.info("pet photo not accepted by telegram; sending the card as text")
         return await self.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup)
+
+    async def _photo_link(self, card: views.CardData) -> str | None:
+        pet = next((p for p in card.pets if p.photo_url), None)
+        if pet is None:
+            return None
+        if self.photos is not None and pet.photo_key:
+            # Our bucket is private: Telegram fetches the picture through a short-lived signed URL.
+            try:
+                return await self.photos.presigned_url(pet.photo_key, expires_s=600)
+            except StorageError:
+                log.info("could not sign the pet photo URL; sending the card as text")
+                return None
+        return pet.photo_url
 
     async def refresh_card(self, card: views.CardData, *, note: str | None = None) -> None:
         if card.card_chat_id is None or card.card_message_id is None:

@@ -32,7 +32,7 @@ from core.booking.api import BookingService
 from core.db.database import Database
 from core.jobs.worker import JobRegistry
 from core.settings import Settings
-from core.storage import ObjectStorage
+from core.storage import ObjectStorage, S3Storage
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -127,9 +127,10 @@ def register_jobs(
     bot: Bot,
     settings: Settings,
     booking: BookingService,
+    photos: S3Storage | None = None,
 ) -> TelegramAdminNotifier:
     """Register "notify_admin" with the Telegram notifier; returns the notifier for the runtime."""
-    notifier = TelegramAdminNotifier(bot=bot, db=db, settings=settings, booking=booking)
+    notifier = TelegramAdminNotifier(bot=bot, db=db, settings=settings, booking=booking, photos=photos)
     register_notify_jobs(registry, notifier=notifier)
     register_prune_job(registry, db=db)
     return notifier
@@ -141,7 +142,6 @@ def wire_telegram(rt: Runtime) -> None:
     Without a bot (TELEGRAM_BOT_TOKEN unset) Kimmie's notifications go to the log (core/notify.py).
     """
     from core.notify import LoggingNotifier
-    from core.storage import S3Storage
 
     settings = rt.settings
     if rt.bot is None or rt.booking is None:
@@ -152,11 +152,14 @@ def wire_telegram(rt: Runtime) -> None:
         return
     sender = TelegramSender(rt.bot)
     rt.senders["telegram"] = sender
+    photos = S3Storage(settings)
     dispatcher = build_dispatcher(
-        db=rt.db, settings=settings, booking=rt.booking, sender=sender, photos=S3Storage(settings)
+        db=rt.db, settings=settings, booking=rt.booking, sender=sender, photos=photos
     )
     rt.dispatcher = dispatcher
-    rt.notifier = register_jobs(rt.registry, db=rt.db, bot=rt.bot, settings=settings, booking=rt.booking)
+    rt.notifier = register_jobs(
+        rt.registry, db=rt.db, bot=rt.bot, settings=settings, booking=rt.booking, photos=photos
+    )
     if settings.telegram_mode == "webhook":
         setup_webhook(rt.app, dispatcher, rt.bot, settings)
     rt.on_startup.append(partial(on_startup, rt.bot, dispatcher, settings))

@@ -26,6 +26,7 @@ class PetView:
     health_notes: str | None
     vaccination_expires_on: date | None
     photo_url: str | None
+    photo_key: str | None = None
 
     @classmethod
     def of(cls, pet: Pet) -> PetView:
@@ -41,6 +42,7 @@ class PetView:
             health_notes=pet.health_notes,
             vaccination_expires_on=pet.vaccination_expires_on,
             photo_url=str(preferred[-1]["url"]) if preferred else None,
+            photo_key=str(preferred[-1]["key"]) if preferred and preferred[-1].get("key") else None,
         )
 
 

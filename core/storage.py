@@ -105,10 +105,13 @@ class S3Storage:
     async def presigned_url(self, key: str, *, expires_s: int = 3600) -> str:
         if not self._bucket:
             raise StorageNotConfiguredError("Photo storage is not set up (S3_BUCKET is empty).")
-        async with self._client() as s3:
-            url: str = await s3.generate_presigned_url(
-                "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_s
-            )
+        try:
+            async with self._client() as s3:
+                url: str = await s3.generate_presigned_url(
+                    "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_s
+                )
+        except Exception as exc:  # never let a botocore type out of this adapter
+            raise StorageError(f"could not sign {key}: {type(exc).__name__}") from exc
         return url
 
 

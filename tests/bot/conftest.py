@@ -29,7 +29,7 @@ from core.db.database import Database
 from core.db.models import Job
 from core.jobs.worker import JobRegistry, Worker, WorkerConfig
 from core.settings import Settings
-from core.storage import ObjectStorage
+from core.storage import ObjectStorage, S3Storage
 from core.types import Booking, Channel, InboundMessage, SizeClass
 from tests.fakes.telegram_api import FakeTelegramAPI
 
@@ -227,7 +227,8 @@ async def build_harness(
     registry = JobRegistry()
     senders: dict[str, Any] = {"telegram": sender, **(extra_senders or {})}
     register_delivery(registry, db=db, senders=senders, settings=settings)
-    register_jobs(registry, db=db, bot=bot, settings=settings, booking=booking)
+    signer = photos if isinstance(photos, S3Storage) else None
+    register_jobs(registry, db=db, bot=bot, settings=settings, booking=booking, photos=signer)
     _register_engine(registry, db, settings, booking)
     dp = build_dispatcher(
         db=db, settings=settings, booking=booking, sender=sender, photos=photos, fsm_storage=MemoryStorage()

@@ -166,3 +166,17 @@ async def test_an_image_sent_as_a_file_keeps_its_content_type(photo_harness: Har
     assert await _object(moto_url, key) == {"body": png, "content_type": "image/png"}
     async with h.db.transaction() as session:
         assert (await session.get_one(Pet, pet_id)).photos[0]["kind"] == "style_reference"
+
+
+async def test_the_booking_card_shows_the_stored_pet_photo_through_a_signed_url(
+    photo_harness: Harness,
+) -> None:
+    h = photo_harness
+    client_id, pet_id, _ = await h.customer_with_pet()
+    await h.feed(_photo_message(h, f"pet {pet_id}"))
+    await h.request(client_id, pet_id)
+    await h.run_jobs()
+    card = [c for c in h.fake.calls_to("sendPhoto") if c.chat_id == KIMMIE][-1]
+    # The bucket is private: Telegram gets a short-lived signed link to the stored object.
+    assert f"pets/{pet_id}/photo/AgADbig.jpg" in card.data["photo"] and "Signature" in card.data["photo"]
+    assert "Booking request" in card.text
