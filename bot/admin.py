@@ -67,6 +67,7 @@ ADMIN_COMMANDS = {
     "pending": "Requests waiting for you",
     "client": "Find a client: /client <name or phone>",
     "done": "Hand the open chat back to the assistant",
+    "calendar": "Connect Google Calendar (a link valid 30 minutes)",
     "help": "What I can do",
 }
 
@@ -303,6 +304,24 @@ async def client_lookup(
         )
         for part in _chunks(cards.client_card_text(card, settings.tz)):
             await message.answer(part, parse_mode=ParseMode.HTML, reply_markup=markup)
+
+
+@router.message(Command("calendar"))
+async def calendar_link(message: Message, settings: Settings) -> None:
+    """The signed /oauth/start link: the only way to connect Kimmie's Google Calendar."""
+    from core.calendar import is_configured
+    from core.calendar.oauth import start_link
+
+    if not is_configured(settings):
+        await message.answer(
+            "Google Calendar is not configured: set GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET "
+            "(or a service account), restart, then send /calendar again."
+        )
+        return
+    await message.answer(
+        f"Open this link within 30 minutes to connect Google Calendar:\n{start_link(settings)}",
+        disable_web_page_preview=True,
+    )
 
 
 @router.message(Command("help", "start"), StateFilter(None))

@@ -356,3 +356,26 @@ async def test_kimmies_stray_messages_never_become_a_customer_conversation(harne
     async with h.db.transaction() as session:
         assert (await session.execute(select(Conversation))).first() is None
     assert "/today" in h.fake.calls_to("sendMessage")[0].text  # /start shows Kimmie her help
+
+
+async def test_calendar_command_sends_a_signed_connect_link_only_when_configured(harness: Harness) -> None:
+    from pydantic import SecretStr
+
+    from core.calendar.oauth import valid_start
+
+    h = harness
+    await h.feed(h.message(KIMMIE, "/calendar"))
+    assert "not configured" in h.fake.last("sendMessage").text
+
+    h.settings.google_client_id = "client-id"
+    h.settings.google_client_secret = SecretStr("client-secret")
+    h.fake.clear()
+    await h.feed(h.message(KIMMIE, "/calendar"))
+    text = h.fake.last("sendMessage").text
+    link = text.split()[-1]
+    assert "/oauth/start?t=" in link
+    assert valid_start(h.settings, link.split("t=", 1)[1])
+
+    h.fake.clear()
+    await h.feed(h.message(CUSTOMER, "/calendar"))
+    assert not any("/oauth/start" in c.text for c in h.fake.calls)
