@@ -217,8 +217,7 @@ class DefaultBookingService:
         last = min(date_to or last_allowed, last_allowed)
         if first > last:
             return []
-        range_start = local_to_utc(first, time(0), self.tz)
-        range_end = local_to_utc(last + timedelta(days=1), time(0), self.tz)
+        range_start, range_end = self._utc_span(first, last)
         # Calendar once for the whole range (one cached freeBusy call), before any day is computed.
         calendar_busy, verified = await self._calendar_busy(session, range_start, range_end)
         calendar_s = [(s.timestamp(), e.timestamp()) for s, e in calendar_busy]
@@ -267,8 +266,7 @@ class DefaultBookingService:
     ) -> list[datetime]:
         """Every free start between two local dates (inclusive)."""
         buffer = timedelta(minutes=rules.buffer_min)
-        range_start = local_to_utc(first, time(0), self.tz)
-        range_end = local_to_utc(last + timedelta(days=1), time(0), self.tz)
+        range_start, range_end = self._utc_span(first, last)
         occupancy = await self._occupancy(
             session,
             range_start - buffer,
@@ -332,8 +330,7 @@ class DefaultBookingService:
 
         await self._lock_days(session, [day])
         sizes = self._size_counts(rules, pets)
-        day_start = local_to_utc(day, time(0), self.tz)
-        day_end = local_to_utc(day + timedelta(days=1), time(0), self.tz)
+        day_start, day_end = self._utc_span(day, day)
         occupancy = await self._occupancy(
             session,
             min(day_start, start - buffer),
@@ -418,8 +415,7 @@ class DefaultBookingService:
         return [self._to_booking(a) for a in rows.scalars()]
 
     async def agenda(self, session: AsyncSession, *, day_from: date, day_to: date) -> list[Booking]:
-        start = local_to_utc(day_from, time(0), self.tz)
-        end = local_to_utc(day_to + timedelta(days=1), time(0), self.tz)
+        start, end = self._utc_span(day_from, day_to)
         shown = (*_LIVE, AppointmentStatus.COMPLETED.value, AppointmentStatus.NO_SHOW.value)
         rows = await session.execute(
             self._query()
@@ -569,8 +565,7 @@ class DefaultBookingService:
             raise InvalidTransitionError("The appointment was changed meanwhile: please look at it again.")
         pets = list(appt.pets)
         sizes = self._size_counts(rules, pets)
-        day_start = local_to_utc(new_day, time(0), self.tz)
-        day_end = local_to_utc(new_day + timedelta(days=1), time(0), self.tz)
+        day_start, day_end = self._utc_span(new_day, new_day)
         occupancy = await self._occupancy(
             session,
             min(day_start, new_start - buffer),
@@ -809,6 +804,10 @@ class DefaultBookingService:
                 or_(Appointment.hold_expires_at.is_(None), Appointment.hold_expires_at > now),
             ),
         )
+
+    def _utc_span(self, first: date, last: date) -> tuple[datetime, datetime]:
+        """From local midnight of `first` to local midnight after `last`, in UTC (DST-aware)."""
+        return local_to_utc(first, time(0), self.tz), local_to_utc(last + timedelta(days=1), time(0), self.tz)
 
     async def _occupancy(
         self,
