@@ -262,6 +262,10 @@ class Message(Base):
     delivery_error: Mapped[str | None] = mapped_column(Text)
     # Where an outbound message was actually delivered (may differ after a window-closed fallback).
     delivered_via: Mapped[str | None] = mapped_column(String(20))
+    # Outbound delivery progress (core/delivery.py): how many parts of this message the platform
+    # accepted, and on which channel identity. No foreign key: a stale id just means "start over".
+    parts_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    parts_identity_id: Mapped[int | None] = mapped_column(BigId)
     llm_provider: Mapped[str | None] = mapped_column(String(30))
     llm_model: Mapped[str | None] = mapped_column(String(100))
     input_tokens: Mapped[int | None] = mapped_column(Integer)
