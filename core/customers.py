@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, inspect, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,8 +28,22 @@ def normalize_phone(phone: str) -> str:
 
 def to_customer(client: Client) -> types.Customer:
     return types.Customer(
-        id=client.id, name=client.name, phone=client.phone, email=client.email, notes=client.notes
+        id=client.id,
+        name=client.name,
+        phone=client.phone,
+        email=client.email,
+        notes=client.notes,
+        reachable_channels=_reachable_channels(client),
     )
+
+
+def _reachable_channels(client: Client) -> tuple[str, ...]:
+    # Only what the SELECT already brought: reading an unloaded attribute would be a hidden query
+    # (and fails under asyncio), e.g. for a client created or updated in this session.
+    loaded = inspect(client).attrs.reachable_channels.loaded_value
+    if not isinstance(loaded, str) or not loaded:
+        return ()
+    return tuple(sorted(set(loaded.split(","))))
 
 
 def to_pet(pet: Pet) -> types.Pet:
@@ -123,6 +137,136 @@ async def link_phone(session: AsyncSession, identity: ChannelIdentity, phone: st
     await session.flush()
     await _drop_if_empty(session, previous_client_id)
     return existing
+
+
+class ContactConflictError(Exception):
+    """The phone or e-mail is already another client's. A customer's claim never moves or merges it
+    (anyone can type someone else's address); Kimmie sorts it out."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"that {kind} is already on another client's record")
+        self.kind = kind
+
+
+def normalize_email(email: str) -> str:
+    """How e-mail addresses are stored and compared (and the e-mail identity's external id)."""
+    return email.strip().lower()
+
+
+async def save_contact(
+    session: AsyncSession, *, client_id: int, phone: str | None = None, email: str | None = None
+) -> Client:
+    """Store a phone and/or e-mail on the client's own record. An e-mail also becomes an `email`
+    channel identity of the client, so delivery can fall back to it outside Meta's window (an earlier
+    address of the client's is replaced). Raises `ContactConflictError`, changing nothing, when either
+    already belongs to another client."""
+    client = await session.get_one(Client, client_id)
+    number = normalize_phone(phone) if phone else None
+    address = normalize_email(email) if email else None
+    if number and await session.scalar(
+        select(Client.id).where(Client.phone == number, Client.id != client_id).limit(1)
+    ):
+        raise ContactConflictError("phone number")
+    owned: ChannelIdentity | None = None
+    if address:
+        owned = await find_identity(session, types.Channel.EMAIL.value, address)
+        on_record = await session.scalar(
+            select(Client.id).where(func.lower(Client.email) == address, Client.id != client_id).limit(1)
+        )
+        if (owned is not None and owned.client_id != client_id) or on_record:
+            raise ContactConflictError("e-mail address")
+    if number:
+        client.phone = number
+    if address:
+        client.email = address
+        await _set_email_identity(session, client, address, owned)
+    await session.flush()
+    return client
+
+
+async def _set_email_identity(
+    session: AsyncSession, client: Client, address: str, owned: ChannelIdentity | None
+) -> None:
+    older = await session.execute(
+        select(ChannelIdentity).where(
+            ChannelIdentity.client_id == client.id,
+            ChannelIdentity.channel == types.Channel.EMAIL.value,
+            ChannelIdentity.external_id != address,
+            ~select(Conversation.id).where(Conversation.identity_id == ChannelIdentity.id).exists(),
+        )
+    )
+    for identity in older.scalars():
+        await session.delete(identity)
+    if owned is not None:
+        owned.unreachable_at = None  # the customer confirms the address again: try it again
+        return
+    try:
+        async with session.begin_nested():  # another client claiming it at the same moment
+            session.add(
+                ChannelIdentity(
+                    client_id=client.id,
+                    channel=types.Channel.EMAIL.value,
+                    external_id=address,
+                    display_name=client.name,
+                )
+            )
+            await session.flush()
+    except IntegrityError:
+        raise ContactConflictError("e-mail address") from None
+
+
+async def link_identity(
+    session: AsyncSession, *, client_id: int, channel: str, external_id: str, display_name: str | None = None
+) -> ChannelIdentity | None:
+    """Attach this channel account to an existing client (a signed link proved they are the same
+    person). A new account joins the client; an account already used alone (a first-contact stub) is
+    moved with its conversation. Returns None, changing nothing, when the client is gone or the account
+    already belongs to a client with pets, appointments or other accounts (not merged automatically)."""
+    if await session.get(Client, client_id) is None:
+        return None
+    identity = await find_identity(session, channel, external_id)
+    if identity is None:
+        try:
+            async with session.begin_nested():
+                identity = ChannelIdentity(
+                    client_id=client_id, channel=channel, external_id=external_id, display_name=display_name
+                )
+                session.add(identity)
+                await session.flush()
+            return identity
+        except IntegrityError:
+            identity = await find_identity(session, channel, external_id)
+            if identity is None:
+                raise
+    if identity.client_id == client_id:
+        return identity
+    previous = identity.client_id
+    if await _has_more_than(session, previous, identity.id):
+        return None
+    identity.client_id = client_id
+    conversation = (
+        await session.execute(select(Conversation).where(Conversation.identity_id == identity.id))
+    ).scalar_one_or_none()
+    if conversation is not None:
+        conversation.client_id = client_id
+    await session.flush()
+    await _drop_if_empty(session, previous)
+    return identity
+
+
+async def _has_more_than(session: AsyncSession, client_id: int, identity_id: int) -> bool:
+    """Whether the client holds anything besides this one identity."""
+    others = await session.scalar(
+        select(func.count())
+        .select_from(ChannelIdentity)
+        .where(ChannelIdentity.client_id == client_id, ChannelIdentity.id != identity_id)
+    )
+    if others:
+        return True
+    for model in (Pet, Appointment):
+        if await session.scalar(select(func.count()).select_from(model).where(model.client_id == client_id)):
+            return True
+    return False
 
 
 async def _drop_if_empty(session: AsyncSession, client_id: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import time
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -103,6 +104,9 @@ class Settings(BaseSettings):
     telegram_admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     telegram_webhook_secret: SecretStr | None = None
     telegram_api_base: str | None = None
+    # The bot's @username (without @): customers on Instagram/Messenger are offered a t.me link that
+    # ties their Telegram to their record. Unset: no link is offered.
+    telegram_bot_username: str | None = None
 
     # --- Meta (Messenger + Instagram) -----------------------------------------------------
     meta_app_secret: SecretStr | None = None
@@ -170,7 +174,12 @@ class Settings(BaseSettings):
     n8n_base_url: str | None = None
     twenty_api_key: SecretStr | None = None
     twenty_base_url: str | None = None
+    # smtp://user:pass@host:587 (STARTTLS when offered) or smtps://user:pass@host:465 (implicit TLS):
+    # customers' e-mail channel (reminders outside Meta's 24-hour window) and alert e-mails.
     smtp_url: SecretStr | None = None
+    # Sender address; None: the SMTP user when it is an address, else no-reply@<smtp host>.
+    smtp_from: str | None = None
+    smtp_timeout_s: float = Field(15.0, gt=0)
     alert_email_to: str | None = None
 
     # ----------------------------------------------------------------------------------------------
@@ -201,6 +210,20 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
             raise ValueError("must be a postgresql:// or sqlite:/// URL")
         return value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            url = urlsplit(value.get_secret_value())
+            if url.scheme not in {"smtp", "smtps"} or not url.hostname:
+                raise ValueError("must be smtp://user:password@host:port or smtps://...")
+        return value
+
+    @field_validator("telegram_bot_username")
+    @classmethod
+    def _bare_username(cls, value: str | None) -> str | None:
+        return value.strip().removeprefix("@") or None if value else value
 
     @field_validator("public_base_url")
     @classmethod
@@ -264,6 +287,7 @@ class Settings(BaseSettings):
             "redis": self.redis_url is not None,
             "n8n": self.n8n_base_url is not None,
             "twenty": self.twenty_base_url is not None,
+            "email": self.smtp_url is not None,
         }
 
     @classmethod

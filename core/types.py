@@ -16,6 +16,15 @@ class Channel(enum.StrEnum):
     MESSENGER = "messenger"
     INSTAGRAM = "instagram"
     WEB = "web"
+    EMAIL = "email"  # outbound only: reminders and replies when no chat channel can reach the person
+
+
+# Platform facts core keeps as data, never as `if channel == ...` branches. Meta lets automated
+# messages through only within 24 h of the person's last message (message tags other than HUMAN_AGENT
+# were withdrawn in April 2026), so on these channels the assistant asks early for another contact.
+WINDOWED_CHANNELS = frozenset({Channel.INSTAGRAM, Channel.MESSENGER})
+# Channels that reach a person at any time (reminders): no window, and pushed, unlike the website chat.
+ANYTIME_CHANNELS = frozenset({Channel.TELEGRAM, Channel.EMAIL})
 
 
 class Direction(enum.StrEnum):
@@ -120,6 +129,8 @@ class Customer:
     phone: str | None
     email: str | None
     notes: str | None = None
+    # Channels the client can currently be reached on ("instagram", "telegram", "email", ...).
+    reachable_channels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ Constraint names come from `NAMING_CONVENTION`, so migrations can address them o
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -26,11 +26,12 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     func,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -99,6 +100,8 @@ class Client(TimestampMixin, Base):
 
     identities: Mapped[list[ChannelIdentity]] = relationship(back_populates="client")
     pets: Mapped[list[Pet]] = relationship(back_populates="client", order_by="Pet.id")
+    if TYPE_CHECKING:  # a column_property defined below ChannelIdentity
+        reachable_channels: Mapped[str | None]
 
 
 class ChannelIdentity(TimestampMixin, Base):
@@ -117,6 +120,17 @@ class ChannelIdentity(TimestampMixin, Base):
     unreachable_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     client: Mapped[Client] = relationship(back_populates="identities")
+
+
+# The channels a client can be reached on ("instagram,email"), read with the client in the same SELECT
+# (a correlated subquery): the engine loads the client every turn, and the prompt asks for another
+# contact only when nothing but a windowed channel (Meta's 24 h) reaches the customer.
+Client.reachable_channels = column_property(  # type: ignore[assignment]
+    select(func.aggregate_strings(ChannelIdentity.channel, ","))
+    .where(ChannelIdentity.client_id == Client.id, ChannelIdentity.unreachable_at.is_(None))
+    .correlate_except(ChannelIdentity)
+    .scalar_subquery()
+)
 
 
 class Pet(TimestampMixin, Base):
