@@ -9,20 +9,20 @@
 - Errors map to core.ports delivery errors: 429 → RetryableDeliveryError(retry_after) (aiogram does not
   retry; the deliver job reschedules), 403 → RecipientUnreachableError, 401 → ChannelCredentialsError.
 
-A multi-part message that fails half-way remembers (in memory) which parts already went out, so the
-retry sends only the rest: the customer sees each part once.
+Every Bot API call (a photo, a piece of text) is one "part" of the `ChannelSender` contract, planned
+deterministically from the message. Each accepted part is reported to the caller, which records it in
+the database (core/delivery.py), and a retry resumes after the recorded parts: the customer sees each
+part once, across retries, restarts and workers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import html
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -41,6 +41,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from core.ports import (
     ChannelCredentialsError,
+    PartSent,
     PermanentDeliveryError,
     RecipientUnreachableError,
     RetryableDeliveryError,
@@ -141,35 +142,31 @@ class SendLimiter:
             await asyncio.sleep(wait)
 
 
-@dataclass
-class _Progress:
-    sent_parts: int
-    last_message_id: int | None
-
-
 class TelegramSender:
     """core.ports.ChannelSender for channel "telegram"."""
 
     def __init__(self, bot: Bot, *, limiter: SendLimiter | None = None) -> None:
         self.bot = bot
         self.limiter = limiter or SendLimiter()
-        self._progress: OrderedDict[str, _Progress] = OrderedDict()
 
-    async def send(self, recipient: Recipient, message: OutboundMessage) -> SendResult:
+    async def send(
+        self,
+        recipient: Recipient,
+        message: OutboundMessage,
+        *,
+        resume_from: int = 0,
+        on_part_sent: PartSent | None = None,
+    ) -> SendResult:
         chat = recipient.external_id
         steps = self._plan(chat, message)
-        key = self._progress_key(chat, message)
-        progress = self._progress.get(key) or _Progress(0, None)
-        for index, step in enumerate(steps):
-            if index < progress.sent_parts:
-                continue
+        last_id: str | None = None
+        for index in range(max(0, resume_from), len(steps)):
             await self.limiter.acquire(chat)
-            sent = await self._call(chat, step)
-            progress = _Progress(index + 1, sent.message_id)
-            self._remember(key, progress)
-        self._progress.pop(key, None)
-        last_id = progress.last_message_id
-        return SendResult(platform_message_id=str(last_id) if last_id is not None else None)
+            sent = await self._call(chat, steps[index])
+            last_id = str(sent.message_id)
+            if on_part_sent is not None:
+                await on_part_sent(index, last_id)
+        return SendResult(platform_message_id=last_id)
 
     async def send_typing(self, chat_id: int | str) -> None:
         """ "typing…" while the engine works; best effort, never fails the caller."""
@@ -180,6 +177,7 @@ class TelegramSender:
 
     # ------------------------------------------------------------------------------------------
     def _plan(self, chat: str, message: OutboundMessage) -> list[Callable[[], Awaitable[Any]]]:
+        """One Bot API call per part, in order; a pure function of the message (resuming relies on it)."""
         keyboard = quick_reply_keyboard(message.quick_replies)
         texts = split_text(message.text) if message.text.strip() else []
         steps: list[Callable[[], Awaitable[Any]]] = []
@@ -200,17 +198,6 @@ class TelegramSender:
         if not steps:
             raise PermanentDeliveryError("empty message")
         return steps
-
-    @staticmethod
-    def _progress_key(chat: str, message: OutboundMessage) -> str:
-        digest = hashlib.sha256(repr((message.text, message.quick_replies, message.image_urls)).encode())
-        return f"{chat}:{digest.hexdigest()[:24]}"
-
-    def _remember(self, key: str, progress: _Progress) -> None:
-        self._progress[key] = progress
-        self._progress.move_to_end(key)
-        while len(self._progress) > 1000:
-            self._progress.popitem(last=False)
 
     async def _call(self, chat: str, step: Callable[[], Awaitable[T]]) -> T:
         try:

@@ -8,7 +8,8 @@ Per attempt:
    assistant/system) go there only inside that window after the person's last message, checked
    before calling the API. A sender may declare `push_capable = False` (the website chat, which the
    browser polls): it is never used as a fallback.
-3. Send, outside any transaction. Then, in a new transaction:
+3. Send, outside any transaction, resuming after the parts already accepted (below). Then, in a new
+   transaction:
    - accepted → `delivery_status=sent`, the platform's id, `delivered_via`;
    - throttled/transient → `RetryLater` with the platform's hint (else exponential backoff);
    - window closed, or the person unreachable (identity marked `unreachable_at`), or no sender for
@@ -18,6 +19,22 @@ Per attempt:
    - rejected for good → dead with the reason, Kimmie told.
    On the job's last attempt a retryable failure also marks the message dead and tells Kimmie, so a
    dead job always has a visibly dead message.
+
+Multi-part messages. A platform may take one message as several calls (images, a long text cut at its
+limit): the sender's "parts", planned deterministically, so part N is the same on every attempt. After
+each part the platform accepts, the sender calls back and its progress is committed at once, in a
+short transaction of its own (`parts_sent`, `parts_identity_id` on the message row), before the next
+call. A retried job, in this process or another, after a restart, tells the sender to resume after
+those parts: a throttled part 2 of 3 is sent again, part 1 never is. A crash between a part's
+acceptance and its commit sends that one part again (at least once; never more than that part).
+
+Progress belongs to the channel identity that accepted the parts, not to the message. A fallback
+route (another channel, so another recipient and another way of cutting the text) starts at its part
+0, and its first accepted part moves the record over to it; the parts the first route delivered stay
+with the person there (e.g. Messenger showed part 1, then its window closed: Telegram gets the whole
+message). A retry tries the route holding the progress first, so a half-delivered message is finished
+where it was started rather than begun again elsewhere. A record naming an identity that is no longer
+a route (merged, deleted) simply matches nothing: that route starts at 0.
 """
 
 from __future__ import annotations
@@ -26,6 +43,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select, update
@@ -76,6 +94,20 @@ class _Pending:
     client_label: str
     primary: _Route
     others: tuple[_Route, ...]
+    # Parts of this message already accepted, and the identity they went to (see the docstring).
+    parts_sent: int = 0
+    parts_identity_id: int | None = None
+
+    def routes(self) -> tuple[_Route, ...]:
+        """Primary first, then the others; a route already holding part of the message goes first."""
+        every = (self.primary, *self.others)
+        if self.parts_sent <= 0:
+            return every
+        started = tuple(r for r in every if r.identity_id == self.parts_identity_id)
+        return (*started, *(r for r in every if r.identity_id != self.parts_identity_id))
+
+    def resume_from(self, route: _Route) -> int:
+        return self.parts_sent if route.identity_id == self.parts_identity_id else 0
 
 
 class _NotDelivered(Exception):  # noqa: N818 - control flow inside this module
@@ -98,7 +130,7 @@ class Delivery:
             return
         final = job.attempts >= job.max_attempts
         reasons: list[str] = []
-        for route in (pending.primary, *pending.others):
+        for route in pending.routes():
             is_primary = route is pending.primary
             try:
                 result = await self._try(pending, route, is_primary=is_primary)
@@ -164,6 +196,8 @@ class Delivery:
                 or f"client #{identity.client_id}",
                 primary=_route(identity),
                 others=tuple(_route(other) for other in others),
+                parts_sent=row.parts_sent,
+                parts_identity_id=row.parts_identity_id,
             )
 
     async def _try(self, pending: _Pending, route: _Route, *, is_primary: bool) -> SendResult:
@@ -185,11 +219,29 @@ class Delivery:
             raise _NotDelivered("unknown channel") from None
         recipient = Recipient(channel=channel, external_id=route.external_id, identity_id=route.identity_id)
         try:
-            return await sender.send(recipient, pending.outbound)
+            return await sender.send(
+                recipient,
+                pending.outbound,
+                resume_from=pending.resume_from(route),
+                on_part_sent=partial(self._part_sent, pending.message_id, route.identity_id),
+            )
         except WindowClosedError as exc:
             raise _NotDelivered(f"messaging window closed ({exc})") from None
         except RecipientUnreachableError as exc:
             raise _NotDelivered(f"unreachable ({exc})", unreachable=True) from None
+
+    async def _part_sent(
+        self, message_id: int, identity_id: int, index: int, platform_message_id: str | None
+    ) -> None:
+        """The platform accepted part `index` for this identity: commit it before the next call, so
+        no later attempt sends it again."""
+        del platform_message_id  # the message's id is recorded once, by `_sent`
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(Message)
+                .where(Message.id == message_id, Message.delivery_status == DeliveryStatus.PENDING.value)
+                .values(parts_sent=index + 1, parts_identity_id=identity_id)
+            )
 
     async def _sent(self, pending: _Pending, route: _Route, result: SendResult) -> None:
         values: dict[str, Any] = {

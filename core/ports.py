@@ -4,6 +4,7 @@ modules implement them; core code depends only on these.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -46,8 +47,31 @@ class SendResult:
     platform_message_id: str | None
 
 
+PartSent = Callable[[int, str | None], Awaitable[None]]
+"""`on_part_sent(index, platform_message_id)`: the platform accepted part `index` (0-based)."""
+
+
 class ChannelSender(Protocol):
-    async def send(self, recipient: Recipient, message: OutboundMessage) -> SendResult: ...
+    """Delivers one outbound message, which a platform may take as several calls ("parts": images,
+    a long text cut at the platform's limit, ...).
+
+    The parts must be a pure function of the recipient's channel and the message (no clock, no
+    randomness, no per-process state), so part N is the same part on every attempt. `send` skips the
+    first `resume_from` parts (accepted by an earlier attempt) and, after each part the platform
+    accepts, awaits `on_part_sent(index, platform_message_id)` before sending the next: the caller
+    records the progress durably there. If the callback raises, the sender stops and lets it
+    propagate. The result describes the parts sent by this call (`platform_message_id` may be None,
+    e.g. when `resume_from` already covered every part).
+    """
+
+    async def send(
+        self,
+        recipient: Recipient,
+        message: OutboundMessage,
+        *,
+        resume_from: int = 0,
+        on_part_sent: PartSent | None = None,
+    ) -> SendResult: ...
 
 
 # --- Kimmie --------------------------------------------------------------------------------------

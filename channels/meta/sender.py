@@ -13,8 +13,9 @@ retry, fall back to another channel or alert Kimmie without knowing anything abo
 
 A message becomes several Send API calls: images first, then the text split at the platform's limit
 (Messenger 2,000 characters, Instagram 1,000 bytes); quick replies (≤ 13, titles ≤ 20 characters)
-ride on the last call. The token travels in the Authorization header, never in a URL that could end up
-in a log line or an exception message.
+ride on the last call. Each call is one "part" of the `ChannelSender` contract: a retry resumes after
+the parts Meta already accepted, so the person never sees one twice. The token travels in the
+Authorization header, never in a URL that could end up in a log line or an exception message.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pydantic import SecretStr
 
 from core.ports import (
     ChannelCredentialsError,
+    PartSent,
     PermanentDeliveryError,
     RecipientUnreachableError,
     RetryableDeliveryError,
@@ -171,15 +173,30 @@ class MetaSender:
             bodies[target]["quick_replies"] = _quick_replies(message.quick_replies)
         return bodies
 
-    async def send(self, recipient: Recipient, message: OutboundMessage) -> SendResult:
+    async def send(
+        self,
+        recipient: Recipient,
+        message: OutboundMessage,
+        *,
+        resume_from: int = 0,
+        on_part_sent: PartSent | None = None,
+    ) -> SendResult:
         bodies = self.requests_for(message)
         if not bodies:
             raise PermanentDeliveryError("empty message: no text, image or quick reply")
         first_id: str | None = None
-        for body in bodies:
+        # One Send API call is one part; `requests_for` is deterministic, so part N is the same call on
+        # a retry and the parts an earlier attempt got accepted are skipped.
+        for index in range(max(0, resume_from), len(bodies)):
             message_id = await self._post(
-                {"recipient": {"id": recipient.external_id}, "messaging_type": "RESPONSE", "message": body}
+                {
+                    "recipient": {"id": recipient.external_id},
+                    "messaging_type": "RESPONSE",
+                    "message": bodies[index],
+                }
             )
+            if on_part_sent is not None:
+                await on_part_sent(index, message_id)
             first_id = first_id or message_id
         return SendResult(platform_message_id=first_id)
 

@@ -1,15 +1,24 @@
 """The website chat's `ChannelSender`: the browser polls for replies, so "delivering" one only marks it
-sent. It cannot push, so core/delivery.py never picks it as a fallback route for another channel."""
+sent. It cannot push, so core/delivery.py never picks it as a fallback route for another channel.
+Nothing goes to a platform, so there are no parts to report or to resume after."""
 
 from __future__ import annotations
 
-from core.ports import SendResult
+from core.ports import PartSent, SendResult
 from core.types import OutboundMessage, Recipient
 
 
 class WebSender:
     push_capable = False
 
-    async def send(self, recipient: Recipient, message: OutboundMessage) -> SendResult:
-        del recipient, message  # stored already; the widget fetches it from /api/chat/.../messages
+    async def send(
+        self,
+        recipient: Recipient,
+        message: OutboundMessage,
+        *,
+        resume_from: int = 0,
+        on_part_sent: PartSent | None = None,
+    ) -> SendResult:
+        # Stored already; the widget fetches it from /api/chat/.../messages.
+        del recipient, message, resume_from, on_part_sent
         return SendResult(platform_message_id=None)

@@ -21,20 +21,31 @@ from core.db.models import AdminAlert, ChannelIdentity, Job, Message, utcnow
 from core.delivery import Delivery
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater
 from core.outbox import DELIVER_JOB, queue_outbound
-from core.ports import ChannelSender, SendResult
+from core.ports import ChannelSender, PartSent, SendResult
 from core.types import Author, Channel, InboundMessage, OutboundMessage, QuickReply, Recipient
 from tests.channels.conftest import make_settings
 from tests.fakes.graph_api import FakeGraphAPI
 
 
 class RecordingSender:
-    """A Telegram-like route: accepts everything and remembers it."""
+    """A Telegram-like route: accepts everything (as one part) and remembers it."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[Recipient, OutboundMessage]] = []
 
-    async def send(self, recipient: Recipient, message: OutboundMessage) -> SendResult:
+    async def send(
+        self,
+        recipient: Recipient,
+        message: OutboundMessage,
+        *,
+        resume_from: int = 0,
+        on_part_sent: PartSent | None = None,
+    ) -> SendResult:
+        if resume_from >= 1:
+            return SendResult(platform_message_id=None)
         self.sent.append((recipient, message))
+        if on_part_sent is not None:
+            await on_part_sent(0, str(len(self.sent)))
         return SendResult(platform_message_id=str(len(self.sent)))
 
 
@@ -285,7 +296,14 @@ async def test_worker_dead_job_listener_marks_message_dead(db: Database, databas
     from core.jobs.worker import JobRegistry, Worker, WorkerConfig
 
     class Exploding:
-        async def send(self, recipient: Recipient, message: OutboundMessage) -> SendResult:
+        async def send(
+            self,
+            recipient: Recipient,
+            message: OutboundMessage,
+            *,
+            resume_from: int = 0,
+            on_part_sent: PartSent | None = None,
+        ) -> SendResult:
             raise RuntimeError("bug in an adapter")
 
     registry = JobRegistry()
