@@ -1,0 +1,167 @@
+"""The e-mail ChannelSender: core `OutboundMessage` → one plain-text mail through SMTP (aiosmtplib; the
+only module importing it).
+
+Configured from SMTP_URL: `smtp://user:pass@host:587` (STARTTLS when the server offers it) or
+`smtps://user:pass@host:465` (implicit TLS). The recipient is the e-mail identity's external id (the
+lower-cased address the customer gave). Quick replies become a short list of options (a mail cannot
+carry buttons), image URLs become links; the subject names the salon.
+
+Errors map onto core's delivery errors, so core/delivery.py retries, falls back or alerts Kimmie:
+
+    connection refused / dropped, timeouts, any 4xx reply   → RetryableDeliveryError
+    5xx for the recipient (no such mailbox, ...)             → RecipientUnreachableError
+    5xx for our sender or the content                        → PermanentDeliveryError
+    authentication refused, or AUTH not offered              → ChannelCredentialsError
+
+Neither the password nor a body is ever logged or put in an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate, make_msgid
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+
+from core.ports import (
+    ChannelCredentialsError,
+    PartSent,
+    PermanentDeliveryError,
+    RecipientUnreachableError,
+    RetryableDeliveryError,
+    SendResult,
+)
+from core.settings import Settings
+from core.types import OutboundMessage, Recipient
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORTS = {"smtp": 587, "smtps": 465}
+SUBJECT_SNIPPET_CHARS = 70
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    host: str
+    port: int
+    implicit_tls: bool
+    username: str | None
+    password: str | None
+    sender: str  # the From address
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpConfig:
+        if settings.smtp_url is None:
+            raise ValueError("SMTP_URL is not set")
+        url = urlsplit(settings.smtp_url.get_secret_value())
+        host = url.hostname or ""
+        username = unquote(url.username) if url.username else None
+        password = unquote(url.password) if url.password else None
+        sender = settings.smtp_from or (username if username and "@" in username else f"no-reply@{host}")
+        return cls(
+            host=host,
+            port=url.port or DEFAULT_PORTS[url.scheme],
+            implicit_tls=url.scheme == "smtps",
+            username=username,
+            password=password,
+            sender=sender,
+        )
+
+
+class EmailSender:
+    """`ChannelSender` for "email". No messaging window: mail reaches a person at any time."""
+
+    credentials_fault_key = "email:smtp"
+
+    def __init__(self, settings: Settings) -> None:
+        self.config = SmtpConfig.from_settings(settings)
+        self.business_name = settings.business_name
+        self.business_phone = settings.business_phone
+        self.timeout_s = settings.smtp_timeout_s
+
+    async def send(
+        self,
+        recipient: Recipient,
+        message: OutboundMessage,
+        *,
+        resume_from: int = 0,
+        on_part_sent: PartSent | None = None,
+    ) -> SendResult:
+        if resume_from >= 1:  # the one part (the mail) was accepted by an earlier attempt
+            return SendResult(platform_message_id=None)
+        address = recipient.external_id
+        if "@" not in address:
+            raise RecipientUnreachableError("not an e-mail address")
+        mail = self.compose(address, message)
+        c = self.config
+        try:
+            await aiosmtplib.send(
+                mail,
+                hostname=c.host,
+                port=c.port,
+                username=c.username,
+                password=c.password,
+                use_tls=c.implicit_tls,
+                start_tls=False if c.implicit_tls else None,  # None: STARTTLS when offered
+                timeout=self.timeout_s,
+            )
+        except aiosmtplib.SMTPException as exc:
+            raise _map_error(exc) from None
+        except (OSError, TimeoutError) as exc:
+            raise RetryableDeliveryError(f"SMTP server unreachable ({type(exc).__name__})") from None
+        log.info("e-mail sent", extra={"to_domain": address.rpartition("@")[2]})
+        if on_part_sent is not None:
+            await on_part_sent(0, str(mail["Message-ID"]))
+        return SendResult(platform_message_id=str(mail["Message-ID"]))
+
+    def compose(self, address: str, message: OutboundMessage) -> EmailMessage:
+        mail = EmailMessage()
+        mail["From"] = formataddr((self.business_name, self.config.sender))
+        mail["To"] = address
+        mail["Subject"] = self.subject(message)
+        mail["Date"] = formatdate(localtime=False)
+        mail["Message-ID"] = make_msgid(domain=self.config.sender.rpartition("@")[2] or None)
+        mail.set_content(self.body(message))
+        return mail
+
+    def subject(self, message: OutboundMessage) -> str:
+        first_line = next((line.strip() for line in message.text.splitlines() if line.strip()), "")
+        if not first_line:
+            return f"A message from {self.business_name}"
+        if len(first_line) > SUBJECT_SNIPPET_CHARS:
+            first_line = first_line[: SUBJECT_SNIPPET_CHARS - 1].rstrip() + "…"
+        return f"{self.business_name}: {first_line}"
+
+    def body(self, message: OutboundMessage) -> str:
+        parts = [message.text.strip()]
+        if message.quick_replies:
+            parts.append("Options:\n" + "\n".join(f"- {q.title}" for q in message.quick_replies))
+        if message.image_urls:
+            parts.append("Photos:\n" + "\n".join(message.image_urls))
+        footer = self.business_name + (f" · {self.business_phone}" if self.business_phone else "")
+        parts.append(f"-- \n{footer}")
+        return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _map_error(exc: aiosmtplib.SMTPException) -> Exception:
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return ChannelCredentialsError(f"SMTP authentication refused ({exc.code})")
+    if isinstance(exc, aiosmtplib.SMTPNotSupported) and "auth" in str(exc).lower():
+        return ChannelCredentialsError("the SMTP server offers no authentication on this connection")
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        if codes and all(500 <= code < 600 for code in codes):
+            return RecipientUnreachableError(f"recipient refused ({codes[0]})")
+        return RetryableDeliveryError(f"recipient deferred ({codes[0] if codes else '?'})")
+    if isinstance(exc, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPTimeoutError):
+        return RetryableDeliveryError(f"SMTP server unreachable ({type(exc).__name__})")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        if isinstance(exc, aiosmtplib.SMTPRecipientRefused) and 500 <= exc.code < 600:
+            return RecipientUnreachableError(f"recipient refused ({exc.code})")
+        if 500 <= exc.code < 600:
+            return PermanentDeliveryError(f"SMTP server refused the message ({exc.code})")
+        return RetryableDeliveryError(f"SMTP server deferred the message ({exc.code})")
+    return RetryableDeliveryError(f"SMTP error ({type(exc).__name__})")
