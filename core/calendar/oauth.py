@@ -7,13 +7,12 @@ way, so /oauth/callback accepts only flows that began from such a link.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 import time
 from collections.abc import Callable
 from urllib.parse import urlencode
 
+from core import signing
 from core.settings import Settings
 
 START_TTL_S = 30 * 60
@@ -25,14 +24,11 @@ REFRESH_TOKEN_NAME = "google_refresh_token"  # StoredCredential.name
 def _key(settings: Settings) -> bytes:
     if not settings.google_client_secret:
         raise ValueError("GOOGLE_CLIENT_SECRET is not set")
-    return hashlib.sha256(
-        b"cheshire-oauth:" + settings.google_client_secret.get_secret_value().encode()
-    ).digest()
+    return signing.derive_key("cheshire-oauth", settings.google_client_secret)
 
 
 def _sign(settings: Settings, purpose: str, body: str) -> str:
-    mac = hmac.new(_key(settings), f"{purpose}:{body}".encode(), hashlib.sha256).hexdigest()[:32]
-    return f"{body}.{mac}"
+    return f"{body}.{signing.mac(_key(settings), purpose, body)}"
 
 
 def _verify(settings: Settings, purpose: str, token: str, ttl_s: float, now: float) -> bool:
@@ -40,11 +36,11 @@ def _verify(settings: Settings, purpose: str, token: str, ttl_s: float, now: flo
     if not body or not mac:
         return False
     try:
-        expected = _sign(settings, purpose, body).rpartition(".")[2]
+        key = _key(settings)
         issued = int(body.split(".")[0])
     except ValueError:
         return False
-    return hmac.compare_digest(mac, expected) and 0 <= now - issued <= ttl_s
+    return signing.matches(key, purpose, body, mac) and 0 <= now - issued <= ttl_s
 
 
 def redirect_uri(settings: Settings) -> str:
