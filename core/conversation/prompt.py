@@ -13,7 +13,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from core.booking.api import BusinessInfo, ServiceInfo
-from core.types import Booking, Customer, Pet
+from core.types import ANYTIME_CHANNELS, WINDOWED_CHANNELS, Booking, Customer, Pet
 
 RULES = """\
 You are {assistant}, the AI booking assistant of {name}, a one-groomer dog grooming salon. {groomer} is the \
@@ -35,6 +35,11 @@ approved it (my_appointments shows its status).
 told you (name, breed, size, coat, temperament, vaccination expiry).
 - Changes: my_appointments, cancel_appointment, reschedule_appointment (the customer's own appointments \
 only; the cancellation policy applies and the tool will say when it does).
+- Reminders: where the context below says messages here only reach the customer within 24 hours of \
+their last message, ask once, early (after answering their first question), for an e-mail address \
+(save it with save_contact) or offer a link from contact_options, with one short reason: so booking \
+reminders reach them. Do not ask again in the chat, nor when they decline. Save only a phone or \
+e-mail the customer gives as their own.
 - Anything you cannot do or are unsure about, complaints, medical or behaviour concerns, or a request \
 for a person: call handover_to_kimmie and tell the customer {groomer} will answer personally.
 
@@ -96,6 +101,9 @@ def context_prompt(
         lines.append(f"- Name: {customer.name}")
     if customer is not None and customer.phone:
         lines.append(f"- Phone on file: {customer.phone}")
+    if customer is not None and customer.email:
+        lines.append(f"- E-mail on file: {customer.email}")
+    lines += _reach(channel, customer)
     if pets:
         lines.append("- Dogs on file (use these ids in tools):")
         for p in pets:
@@ -123,3 +131,18 @@ def context_prompt(
     if summary:
         lines += ["", "Summary of earlier messages in this chat:", summary]
     return "\n".join(lines)
+
+
+def _reach(channel: str, customer: Customer | None) -> list[str]:
+    """Whether reminders can reach the customer outside the chat's messaging window, from the
+    channels loaded with the client (no query of its own)."""
+    if channel not in {c.value for c in WINDOWED_CHANNELS}:
+        return []
+    anytime = {c.value for c in ANYTIME_CHANNELS}
+    reachable = sorted(c for c in (customer.reachable_channels if customer else ()) if c in anytime)
+    if reachable:
+        return [f"- Reminders also reach them by {' and '.join(reachable)}: no need to ask for a contact."]
+    return [
+        f"- Messages on {channel} only reach them within 24 hours of their last message, and no e-mail "
+        "or other channel is on file: ask once for one (see Reminders)."
+    ]

@@ -6,25 +6,29 @@ Scope is structural, not a matter of the model's good behaviour:
 - no tool confirms or approves anything: only Kimmie's approve does (in Telegram);
 - arguments are validated by pydantic; any failure, and any `BookingError`, goes back to the model as a
   tool error it can explain. Nothing here raises to the customer.
+- save_contact writes only to the own client: a phone or e-mail that is already another client's is
+  refused (nothing changes, nothing of theirs is shown) and the chat is flagged for the groomer, so a
+  customer cannot take over someone's record by claiming their address.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import customers
 from core.alerts import notify_admin
 from core.booking.api import BookingError, BookingService
-from core.db.models import Conversation
+from core.db.models import Client, Conversation
 from core.llm.types import ToolCall, ToolResult, ToolSpec
 from core.types import Booking, Channel, CoatType, Quote, SizeClass, Slot
 
@@ -92,6 +96,38 @@ class SavePetArgs(_Args):
     vaccination_expires_on: date | None = None
 
 
+# Syntax only (one @, no spaces, a dot in the domain): whether the mailbox exists, the SMTP server says.
+_EMAIL = re.compile(r"^[^@\s<>(),;:\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
+
+
+class SaveContactArgs(_Args):
+    phone: str | None = Field(None, max_length=40, description="The customer's own phone number.")
+    email: str | None = Field(None, max_length=254, description="The customer's own e-mail address.")
+
+    @field_validator("email")
+    @classmethod
+    def _email_syntax(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.match(value):
+            raise ValueError("not a valid e-mail address")
+        return value
+
+    @field_validator("phone")
+    @classmethod
+    def _phone_digits(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        normalized = customers.normalize_phone(value)
+        if not 7 <= len(normalized.lstrip("+")) <= 15:
+            raise ValueError("a phone number has 7 to 15 digits")
+        return normalized
+
+    @model_validator(mode="after")
+    def _something(self) -> SaveContactArgs:
+        if not self.phone and not self.email:
+            raise ValueError("give phone and/or email")
+        return self
+
+
 class HandoverArgs(_Args):
     reason: str = Field(min_length=1, max_length=300, description="Why the groomer should answer personally.")
 
@@ -108,7 +144,17 @@ class ToolContext:
 
 
 class ToolRefusedError(Exception):
-    """A scope check failed: reported to the model as a tool error."""
+    """A scope check failed: reported to the model as a tool error. With `flag_reason`, the chat is
+    also flagged for the groomer (kept although the tool's own writes are rolled back)."""
+
+    def __init__(self, message: str, *, flag_reason: str | None = None) -> None:
+        super().__init__(message)
+        self.flag_reason = flag_reason
+
+
+# The client id → ways to reach the customer outside Meta's window that a tool may share, by name
+# ({"telegram": "https://t.me/...?start=..."}); wired by the entry point when configured.
+ContactLinks = Callable[[int], Mapping[str, str]]
 
 
 Handler = Callable[[AsyncSession, ToolContext, Any], Awaitable[Any]]
@@ -139,9 +185,13 @@ def _drop_titles(node: Any) -> None:
 
 
 class ToolBox:
-    def __init__(self, booking: BookingService, tz: ZoneInfo) -> None:
+    def __init__(
+        self, booking: BookingService, tz: ZoneInfo, *, contact_links: ContactLinks | None = None
+    ) -> None:
         self.booking = booking
         self.tz = tz
+        # Settable after construction: the entry point adds it when the Telegram bot is configured.
+        self.contact_links = contact_links
         self.tools = {
             t.name: t
             for t in (
@@ -195,6 +245,20 @@ class ToolBox:
                     self._save_pet,
                 ),
                 Tool(
+                    "save_contact",
+                    "Save the customer's own phone number and/or e-mail address, so reminders reach "
+                    "them outside the chat app's 24-hour window.",
+                    SaveContactArgs,
+                    self._save_contact,
+                ),
+                Tool(
+                    "contact_options",
+                    "How this customer can be reached for reminders, and links they can open to add a "
+                    "channel (e.g. a Telegram link).",
+                    NoArgs,
+                    self._contact_options,
+                ),
+                Tool(
                     "handover_to_kimmie",
                     "Ask the groomer to answer this customer personally.",
                     HandoverArgs,
@@ -223,6 +287,8 @@ class ToolBox:
             async with session.begin_nested():  # a refused call leaves no partial write behind
                 result = await tool.handler(session, ctx, args)
         except (BookingError, ToolRefusedError) as exc:
+            if isinstance(exc, ToolRefusedError) and exc.flag_reason:
+                await _flag_for_groomer(session, ctx, exc.flag_reason)
             return ToolResult(call.id, str(exc) or type(exc).__name__, True)
         except Exception:  # a bug in a service must not cost the customer the reply
             log.exception("tool failed", extra={"tool": call.name})
@@ -404,16 +470,54 @@ class ToolBox:
         )
         return {"pet_id": pet.id, "name": pet.name, "saved": True}
 
+    async def _save_contact(self, session: AsyncSession, ctx: ToolContext, args: SaveContactArgs) -> Any:
+        try:
+            client = await customers.save_contact(
+                session, client_id=ctx.client_id, phone=args.phone, email=args.email
+            )
+        except customers.ContactConflictError as exc:
+            raise ToolRefusedError(
+                f"Could not save it: nothing was changed. Tell the customer the {exc.kind} could not be "
+                "saved here and that the groomer will check it; do not guess why.",
+                flag_reason=f"a customer gave a {exc.kind} that is already on another client's record",
+            ) from None
+        return {
+            "saved": True,
+            "phone": client.phone,
+            "email": client.email,
+            "note": "Reminders can now also reach the customer by e-mail." if args.email else "",
+        }
+
+    async def _contact_options(self, session: AsyncSession, ctx: ToolContext, args: NoArgs) -> Any:
+        client = await session.get_one(Client, ctx.client_id)
+        links = dict(self.contact_links(ctx.client_id)) if self.contact_links else {}
+        return {
+            "reachable_on": sorted(customers.to_customer(client).reachable_channels),
+            "email_on_file": client.email,
+            "links": links,
+            "how": "Ask for their e-mail address and save it with save_contact"
+            + (
+                "; or share a link: opening it connects that app, so reminders reach them there."
+                if links
+                else "."
+            ),
+        }
+
     async def _handover(self, session: AsyncSession, ctx: ToolContext, args: HandoverArgs) -> Any:
-        conversation = await session.get_one(Conversation, ctx.conversation_id)
-        if not conversation.needs_attention:
-            conversation.needs_attention = True
-            await notify_admin(session, "handover", conversation_id=ctx.conversation_id, reason=args.reason)
+        await _flag_for_groomer(session, ctx, args.reason)
         ctx.handed_over = True
         return {
             "handed_over": True,
             "tell_customer": "The groomer will answer personally as soon as possible.",
         }
+
+
+async def _flag_for_groomer(session: AsyncSession, ctx: ToolContext, reason: str) -> None:
+    """Mark the chat for the groomer and tell her once (not again while it is still flagged)."""
+    conversation = await session.get_one(Conversation, ctx.conversation_id)
+    if not conversation.needs_attention:
+        conversation.needs_attention = True
+        await notify_admin(session, "handover", conversation_id=ctx.conversation_id, reason=reason)
 
 
 def _channel(value: str) -> Channel | None:
