@@ -6,6 +6,7 @@ Meta's error body `{"error": {"message", "type", "code", "error_subcode", "fbtra
     graph = FakeGraphAPI(token="PAGE_TOKEN")
     base_url = await graph.start()        # http://127.0.0.1:<port>
     graph.fail_next(code=613, status=400)  # the next send is throttled
+    graph.fail_next(code=613, after=1)     # the send after next is throttled (part 2 of a reply)
     ...
     graph.sent   # [{"recipient": {"id": ...}, "message": {...}, "messaging_type": ...}, ...]
 """
@@ -26,6 +27,7 @@ class ScriptedError:
     status: int = 400
     message: str = "scripted error"
     retry_after: str | None = None
+    skip: int = 0  # let this many calls through first
 
 
 @dataclass
@@ -46,9 +48,12 @@ class FakeGraphAPI:
         status: int = 400,
         times: int = 1,
         retry_after: str | None = None,
+        after: int = 0,
     ) -> None:
+        """Answer `times` coming sends with this error, after letting `after` sends succeed."""
         self._errors.extend(
-            ScriptedError(code, subcode, status, retry_after=retry_after) for _ in range(times)
+            ScriptedError(code, subcode, status, retry_after=retry_after, skip=after if n == 0 else 0)
+            for n in range(times)
         )
 
     def texts(self) -> list[str]:
@@ -82,7 +87,9 @@ class FakeGraphAPI:
         self.tokens_seen.append(token)
         if token not in self.tokens:
             return self._error(ScriptedError(190, 460, 400, "Error validating access token"))
-        if self._errors:
+        if self._errors and self._errors[0].skip > 0:
+            self._errors[0].skip -= 1
+        elif self._errors:
             return self._error(self._errors.pop(0))
         body = await request.json()
         if "recipient" not in body or "message" not in body:

@@ -4,7 +4,8 @@ Point a bot at it with `Bot(token, session=AiohttpSession(api=TelegramAPIServer.
 It speaks the Bot API wire format: form-data (or multipart) POSTs to `/bot{token}/{method}`, JSON-encoded
 nested fields (`reply_markup`...), answers `{"ok": true, "result": ...}` or the documented error shape.
 
-- every call is recorded (`calls`, `calls_to(method)`), with JSON fields decoded;
+- every call is recorded (`calls`, `calls_to(method)`), with JSON fields decoded; `delivered(method)`
+  leaves out the calls answered with a scripted error (what the person actually received);
 - `fail_next(method, status=429, retry_after=3)` / `fail_next(method, status=403)` answers one call
   with that error;
 - `push_update(update)` queues an update for `getUpdates`, which long-polls (blocks until an update or
@@ -43,6 +44,7 @@ class Call:
     method: str
     data: dict[str, Any]
     token: str
+    refused: bool = False  # answered with a scripted error
 
     @property
     def text(self) -> str:
@@ -140,6 +142,10 @@ class FakeTelegramAPI:
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
+    def delivered(self, method: str) -> list[Call]:
+        """The calls of `method` the fake accepted, in order."""
+        return [c for c in self.calls_to(method) if not c.refused]
+
     def last(self, method: str) -> Call:
         found = self.calls_to(method)
         assert found, f"no {method} call; calls were {[c.method for c in self.calls]}"
@@ -166,8 +172,9 @@ class FakeTelegramAPI:
                 with contextlib.suppress(ValueError):
                     value = json.loads(value)
             data[key] = value
+        call = Call(method, data, request.match_info["token"])
         if method != "getUpdates":
-            self.calls.append(Call(method, data, request.match_info["token"]))
+            self.calls.append(call)
             self.call_times.append((method, time.monotonic()))
             async with self._changed:
                 self._changed.notify_all()
@@ -176,6 +183,7 @@ class FakeTelegramAPI:
             failures[0].skip -= 1
         elif failures:
             failure = failures.pop(0)
+            call.refused = True
             body: dict[str, Any] = {
                 "ok": False,
                 "error_code": failure.status,
