@@ -1,18 +1,25 @@
 """The Telegram sender through the real deliver_message job: escaping, splitting, buttons, photos,
-429 retry_after honoured (sent once, after the wait), 403 marks the customer unreachable."""
+429 retry_after honoured (sent once, after the wait), a split reply resumed after its accepted parts
+(also by a restarted process), 403 marks the customer unreachable."""
 
 from __future__ import annotations
 
 import html
 from datetime import timedelta
 
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
 from sqlalchemy import select, update
 
-from bot.sender import MAX_TEXT, split_text
+from bot.sender import MAX_TEXT, TelegramSender, split_text
 from core.db.models import ChannelIdentity, Job, Message, utcnow
+from core.delivery import register_jobs as register_delivery_jobs
+from core.jobs.worker import JobRegistry, Worker, WorkerConfig
 from core.outbox import queue_outbound
+from core.ports import ChannelSender
 from core.types import OutboundMessage, QuickReply
-from tests.bot.conftest import CUSTOMER, Harness
+from tests.bot.conftest import CUSTOMER, TOKEN, Harness, fast_limiter
 
 
 async def _queue(h: Harness, conversation_id: int, message: OutboundMessage) -> int:
@@ -104,6 +111,44 @@ async def test_a_split_message_interrupted_by_429_resends_only_the_rest(harness:
     texts = [c.text[0] for c in h.fake.calls_to("sendMessage")]
     assert texts == ["A", "B", "B"]  # A once; B refused once, then sent
     assert (await _message(h, message_id)).delivery_status == "sent"
+
+
+async def test_a_reply_throttled_on_part_two_is_finished_by_a_restarted_process_without_repeats(
+    harness: Harness,
+) -> None:
+    h = harness
+    _, _, conversation_id = await h.customer_with_pet()
+    h.fake.fail_next("sendMessage", status=429, retry_after=5, after=1)  # part 2 of 3 is throttled
+    text = "\n".join(("A" * 4000, "B" * 4000, "C" * 100))
+    reply = OutboundMessage(text=text, quick_replies=(QuickReply("Book", "BOOK"),))
+    message_id = await _queue(h, conversation_id, reply)
+    await h.run_jobs()
+    row = await _message(h, message_id)
+    assert (row.delivery_status, row.parts_sent) == ("pending", 1)
+
+    # A restart: a new Bot, sender and worker. Only the database remembers that part 1 went out.
+    bot = Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(h.fake.base_url)))
+    registry = JobRegistry()
+    senders: dict[str, ChannelSender] = {"telegram": TelegramSender(bot, limiter=fast_limiter())}
+    register_delivery_jobs(registry, db=h.db, senders=senders, settings=h.settings)
+    worker = Worker(h.db, registry, WorkerConfig(concurrency=1, poll_interval_s=0.05, lease_s=30))
+    async with h.db.transaction() as session:  # the retry_after wait is over
+        await session.execute(update(Job).where(Job.kind == "deliver_message").values(run_at=utcnow()))
+    try:
+        assert await worker.run_once() == 1
+    finally:
+        await bot.session.close()
+
+    delivered = h.fake.delivered("sendMessage")
+    assert [(c.chat_id, c.text[0], len(c.text)) for c in delivered] == [
+        (CUSTOMER, "A", 4000),
+        (CUSTOMER, "B", 4000),
+        (CUSTOMER, "C", 100),
+    ]
+    assert delivered[-1].buttons() == [("Book", "BOOK")]
+    assert len(h.fake.calls_to("sendMessage")) == 4  # part 2 was refused once
+    row = await _message(h, message_id)
+    assert (row.delivery_status, row.parts_sent) == ("sent", 3)
 
 
 async def test_403_marks_the_customer_unreachable_and_is_not_retried(harness: Harness) -> None:
