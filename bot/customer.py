@@ -4,7 +4,9 @@ Text, photos and button taps become `InboundMessage`s stored by `core.conversati
 engine, or the offline responder when no LLM is configured, answers through the outbox, and the
 TelegramSender renders its quick replies as inline buttons). So the button-driven booking flow is the
 offline responder's payload flow and needs no LLM. `/mybookings` talks to the booking service
-directly, always with the customer's own client id.
+directly, always with the customer's own client id. `/start <token>` from the signed link the assistant
+offers on Instagram/Messenger (bot/links.py) attaches this chat to that customer's record, so
+reminders reach them here outside Meta's 24-hour window.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import datetime
 
 from aiogram import Bot, F
 from aiogram.enums import ChatType
-from aiogram.filters import Command, CommandStart
+from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import (
     CallbackQuery,
     InlineKeyboardButton,
@@ -25,7 +27,7 @@ from aiogram.types import (
     ReplyKeyboardRemove,
 )
 
-from bot import cards, views
+from bot import cards, links, views
 from bot.callbacks import MyBooking
 from bot.routing import RouterSpec
 from bot.scope import UpdateScope
@@ -78,11 +80,25 @@ async def _ingest(scope: UpdateScope, inbound: InboundMessage) -> bool:
 
 
 @router.message(CommandStart())
-async def start(message: Message, scope: UpdateScope, settings: Settings) -> None:
+async def start(
+    message: Message, scope: UpdateScope, settings: Settings, command: CommandObject | None = None
+) -> None:
     name = _display_name(message)
+    chat = str(message.chat.id)
+    # A bad or expired link just greets: nothing to explain to someone who may not have sent it.
+    client_id = links.client_from_token(settings, command.args) if command and command.args else None
     async with scope.transaction() as session:
-        identity = await customers.get_or_create_identity(
-            session, Channel.TELEGRAM.value, str(message.chat.id), display_name=name
+        linked = None
+        if client_id is not None:
+            linked = await customers.link_identity(
+                session,
+                client_id=client_id,
+                channel=Channel.TELEGRAM.value,
+                external_id=chat,
+                display_name=name,
+            )
+        identity = linked or await customers.get_or_create_identity(
+            session, Channel.TELEGRAM.value, chat, display_name=name
         )
         conversation = await customers.get_or_create_conversation(session, identity)
         customers.touch_inbound(identity, conversation, message.date)  # reachable again after a block
@@ -91,6 +107,12 @@ async def start(message: Message, scope: UpdateScope, settings: Settings) -> Non
             f"{settings.business_name}. I can book a groom, tell you prices and opening hours, "
             "or get Kimmie for you. Just write, or tap a button."
         )
+        if linked is not None:
+            log.info("telegram chat linked by a signed link", extra={"client_id": linked.client_id})
+            greeting = (
+                "✅ Your Telegram is now linked to your profile with us, so booking reminders and "
+                f"updates reach you here too.\n\n{greeting}"
+            )
         await queue_outbound(
             session,
             conversation_id=conversation.id,

@@ -185,6 +185,21 @@ def _wire(rt: Runtime) -> None:
     else:
         log.warning("no booking service wired: customer messages will not be answered")
 
+    # --- Reaching customers outside Meta's 24-hour window: e-mail channel, Telegram link -------
+    # Delivery falls back to a client's e-mail or Telegram identity when the window is closed.
+    if rt.settings.smtp_url is not None:
+        from channels.email.sender import EmailSender  # loads aiosmtplib only then
+
+        rt.senders["email"] = EmailSender(rt.settings)
+    engine_for_links = rt.extras.get("conversation_engine")
+    if engine_for_links is not None and rt.bot is not None and rt.settings.telegram_bot_username:
+        from bot.links import contact_links
+
+        # The assistant's contact_options tool shares https://t.me/<bot>?start=<signed client token>.
+        engine_for_links.toolbox.contact_links = partial(contact_links, rt.settings)
+    elif rt.bot is not None:
+        log.info("TELEGRAM_BOT_USERNAME is not set: customers are not offered a Telegram link")
+
 
 def _build_telegram(settings: Settings) -> tuple[Bot, Dispatcher]:
     # Imported here: a process without a token never loads aiogram.
