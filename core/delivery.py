@@ -29,12 +29,14 @@ those parts: a throttled part 2 of 3 is sent again, part 1 never is. A crash bet
 acceptance and its commit sends that one part again (at least once; never more than that part).
 
 Progress belongs to the channel identity that accepted the parts, not to the message. A fallback
-route (another channel, so another recipient and another way of cutting the text) starts at its part
-0, and its first accepted part moves the record over to it; the parts the first route delivered stay
-with the person there (e.g. Messenger showed part 1, then its window closed: Telegram gets the whole
-message). A retry tries the route holding the progress first, so a half-delivered message is finished
-where it was started rather than begun again elsewhere. A record naming an identity that is no longer
-a route (merged, deleted) simply matches nothing: that route starts at 0.
+route (another channel, so another recipient and another way of cutting the text) starts at its first
+part (index 0), and its first accepted part moves the record over to it; the parts the first route
+delivered stay with the person there (e.g. Messenger showed part 1, then its window closed: Telegram
+gets the whole message). A retry tries the route holding the progress first, so a half-delivered
+message is finished where it was started rather than begun again elsewhere. Only the latest route's
+progress is kept: if that route is lost too, the next one starts at its first part (a route given up
+earlier would repeat its parts, but only after its window reopened). A record naming an identity that
+is no longer a route (merged, deleted) simply matches nothing: that route starts at its first part.
 """
 
 from __future__ import annotations
