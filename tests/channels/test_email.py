@@ -3,23 +3,40 @@ customer whose 24-hour window has closed getting a reminder by e-mail after save
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from pydantic import SecretStr
+from sqlalchemy import func, select
 
 from channels.email.sender import EmailSender
+from channels.meta.sender import MetaSenders
+from core import customers
+from core.alerts import NOTIFY_ADMIN_JOB
+from core.booking.catalog import load_catalog
+from core.booking.service import DefaultBookingService
+from core.conversation.ingest import ingest
+from core.conversation.tools import ToolBox, ToolContext
+from core.db.database import Database
+from core.db.models import ChannelIdentity, Job, Message, utcnow
+from core.delivery import Delivery
+from core.jobs.queue import ClaimedJob
+from core.llm.types import ToolCall
+from core.outbox import DELIVER_JOB
 from core.ports import (
     ChannelCredentialsError,
+    ChannelSender,
     PermanentDeliveryError,
     RecipientUnreachableError,
     RetryableDeliveryError,
 )
 from core.settings import Settings
-from core.types import Channel, OutboundMessage, QuickReply, Recipient
+from core.types import Channel, InboundMessage, OutboundMessage, QuickReply, Recipient
+from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.smtp_server import FakeSMTPServer, free_port
 
 # The fake allows AUTH on a plain connection (no test certificate); aiosmtpd warns about exactly that.
@@ -124,3 +141,134 @@ async def test_a_refused_sender_is_permanent(database_url: str) -> None:
             await EmailSender(settings).send(ANN, OutboundMessage(text="Hi"))
     finally:
         server.stop()
+
+
+# --- End to end: Instagram window closed → the reminder goes by e-mail ----------------------------
+
+CATALOG = Path(__file__).resolve().parents[2] / "catalog.toml"
+T0 = datetime(2027, 3, 1, 14, 0, tzinfo=UTC)  # the booking clock: a quiet Monday
+
+
+@dataclass
+class Salon:
+    db: Database
+    booking: DefaultBookingService
+    clock: list[datetime]
+    delivery: Delivery
+    graph: FakeGraphAPI
+
+
+@pytest.fixture
+async def salon(
+    db: Database, database_url: str, graph: FakeGraphAPI, smtp: FakeSMTPServer
+) -> AsyncIterator[Salon]:
+    settings = email_settings(database_url, smtp.url(), meta_graph_api_base=await graph.start())
+    settings = settings.model_copy(update={"instagram_access_token": SecretStr("IG_TOKEN")})
+    async with db.transaction() as session:
+        await load_catalog(session, CATALOG)
+    clock = [T0]
+    meta = MetaSenders(settings)
+    await meta.start()
+    senders: dict[str, ChannelSender] = {**meta.senders, "email": EmailSender(settings)}
+    yield Salon(
+        db,
+        DefaultBookingService(settings, now=lambda: clock[0]),
+        clock,
+        Delivery(db=db, senders=senders, settings=settings),
+        graph,
+    )
+    await meta.close()
+
+
+async def instagram_customer_with_a_booking(salon: Salon, *, email: str) -> tuple[int, int]:
+    """An Instagram customer who last wrote 30 hours ago (window closed), told the assistant an e-mail
+    (the save_contact tool), and has a confirmed appointment. Returns (conversation id, booking id)."""
+    async with salon.db.transaction() as session:
+        inbound = await ingest(
+            session,
+            InboundMessage(
+                channel=Channel.INSTAGRAM,
+                external_user_id="igsid-ann",
+                platform_message_id="ig-mid-1",
+                text=f"Book Biscuit please, my email is {email}",
+                sent_at=utcnow() - timedelta(hours=30),
+                display_name="Ann Lee",
+            ),
+        )
+        pet = await customers.save_pet(session, client_id=inbound.client_id, name="Biscuit", breed="cockapoo")
+        tools = ToolBox(salon.booking, salon.booking.tz)
+        ctx = ToolContext(inbound.conversation_id, inbound.client_id, "instagram")
+        result = await tools.run(session, ctx, ToolCall("call_1", "save_contact", {"email": email}))
+        assert not result.is_error, result.content
+        [slot, *_] = await salon.booking.find_slots(
+            session, service_code="bath_tidy", pet_ids=[pet.id], client_id=inbound.client_id
+        )
+        requested = await salon.booking.request_booking(
+            session,
+            client_id=inbound.client_id,
+            service_code="bath_tidy",
+            pet_ids=[pet.id],
+            start=slot.start,
+            source_channel=Channel.INSTAGRAM,
+        )
+    async with salon.db.transaction() as session:
+        booked = await salon.booking.approve(session, appointment_id=requested.id)
+    return inbound.conversation_id, booked.id
+
+
+async def send_reminder(salon: Salon, booking_id: int) -> Message:
+    async with salon.db.transaction() as session:
+        start = (await salon.booking.get_booking(session, booking_id)).start
+    salon.clock[0] = start - timedelta(hours=24)
+    async with salon.db.transaction() as session:
+        before = await session.scalar(select(func.max(Message.id))) or 0
+        assert await salon.booking.send_reminder(session, appointment_id=booking_id)
+        newest = select(Message).where(Message.id > before).order_by(Message.id.desc()).limit(1)
+        return (await session.execute(newest)).scalar_one()
+
+
+async def deliver(salon: Salon, message_id: int) -> Message:
+    async with salon.db.transaction() as session:
+        for_message = Job.payload["message_id"].as_integer() == message_id
+        job = (await session.execute(select(Job).where(Job.kind == DELIVER_JOB, for_message))).scalar_one()
+    await salon.delivery.handle(ClaimedJob(job.id, job.kind, job.payload, 1, job.max_attempts, None))
+    async with salon.db.transaction() as session:
+        return await session.get_one(Message, message_id)
+
+
+async def test_a_closed_instagram_window_reminder_arrives_by_email(
+    salon: Salon, smtp: FakeSMTPServer
+) -> None:
+    conversation_id, booking_id = await instagram_customer_with_a_booking(salon, email="Ann.Lee@Example.org")
+    reminder = await send_reminder(salon, booking_id)
+    assert reminder.conversation_id == conversation_id and reminder.channel == "instagram"
+
+    sent = await deliver(salon, reminder.id)
+
+    assert salon.graph.sent == []  # Meta was not even tried: the window is closed
+    assert (sent.delivery_status, sent.delivered_via) == ("sent", "email")
+    [mail] = smtp.received
+    assert mail.rcpt_tos == ["ann.lee@example.org"]
+    assert mail.message["Subject"].startswith("Looking Glass Groomery: Reminder")
+    body = mail.message.get_content().replace("\r\n", "\n")
+    assert body.startswith(reminder.text)
+    assert "Options:\n- Confirm\n- Reschedule\n- Cancel" in body
+
+
+async def test_a_bounced_address_is_marked_unreachable_and_kimmie_is_told(
+    salon: Salon, smtp: FakeSMTPServer
+) -> None:
+    smtp.refuse["gone@example.org"] = "550 5.1.1 No such user here"
+    _, booking_id = await instagram_customer_with_a_booking(salon, email="gone@example.org")
+    reminder = await send_reminder(salon, booking_id)
+
+    dead = await deliver(salon, reminder.id)
+
+    assert dead.delivery_status == "dead" and "550" in (dead.delivery_error or "")
+    async with salon.db.transaction() as session:
+        email_identity = (
+            await session.execute(select(ChannelIdentity).where(ChannelIdentity.channel == "email"))
+        ).scalar_one()
+        assert email_identity.unreachable_at is not None
+        alerts = (await session.execute(select(Job).where(Job.kind == NOTIFY_ADMIN_JOB))).scalars().all()
+    assert any("could not deliver" in str(j.payload.get("text", "")) for j in alerts)
