@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from pydantic import SecretStr
+from sqlalchemy.exc import SQLAlchemyError
 
 from channels import middleware
 from channels.meta.parser import parse_webhook
-from channels.middleware import ApiError, check_rate, parse_json, read_body, require_json
+from channels.middleware import ApiError, check_rate, note_for_log, parse_json, read_body, require_json
 from channels.ratelimit import RateLimiter
-from core.conversation.ingest import ingest
+from core.conversation.ingest import GroupCommit
 from core.db.database import Database
 from core.settings import Settings
 from core.types import InboundMessage
@@ -56,10 +57,10 @@ class MetaWebhook:
     """One webhook endpoint (Messenger or Instagram): its verify token and accepted app secrets."""
 
     name: str
-    db: Database
     settings: Settings
     verify_token: SecretStr | None
     app_secrets: list[SecretStr]
+    ingestor: GroupCommit
 
     async def handshake(self, request: web.Request) -> web.Response:
         mode = request.query.get("hub.mode")
@@ -97,16 +98,16 @@ class MetaWebhook:
         messages = await self._within_sender_limits(request, result.messages)
         stored = 0
         if messages:
-            async with self.db.transaction() as session:
-                for message in messages:
-                    stored += (await ingest(session, message)).stored
-        log.info(
-            "%s webhook: %d message(s), %d new, %d redelivered, skipped %s",
-            self.name,
-            len(messages),
-            stored,
-            len(messages) - stored,
-            dict(result.skipped) or "none",
+            try:
+                stored = sum(result.stored for result in await self.ingestor.ingest(messages))
+            except (SQLAlchemyError, OSError):
+                # Meta redelivers on any non-200 answer: nothing is lost while the database is away.
+                log.exception("%s webhook: could not store %d message(s)", self.name, len(messages))
+                raise ApiError(503, "temporarily unable to store events, retry later") from None
+        note_for_log(
+            request,
+            f"{self.name}: {len(messages)} message(s), {stored} new, {len(messages) - stored} redelivered"
+            + (f", skipped {dict(result.skipped)}" if result.skipped else ""),
         )
         return web.Response(text="EVENT_RECEIVED")
 
@@ -133,20 +134,21 @@ def setup_routes(
 ) -> None:
     """Mount the Meta webhooks (and the channel middlewares, once)."""
     middleware.install(app, settings=settings, limiter=limiter)
+    ingestor = GroupCommit(db)  # both webhooks share one writer: concurrent POSTs share commits
     messenger = MetaWebhook(
         name="messenger",
-        db=db,
         settings=settings,
         verify_token=settings.facebook_verify_token,
         app_secrets=[s for s in (settings.meta_app_secret,) if s is not None],
+        ingestor=ingestor,
     )
     instagram = MetaWebhook(
         name="instagram",
-        db=db,
         settings=settings,
         verify_token=settings.instagram_verify_token,
         # Instagram Login apps sign with their own secret; Messenger-platform Instagram with the app's.
         app_secrets=[s for s in (settings.meta_app_secret, settings.instagram_app_secret) if s is not None],
+        ingestor=ingestor,
     )
     for path in MESSENGER_PATHS:
         app.router.add_get(path, messenger.handshake, allow_head=False)

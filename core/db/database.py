@@ -101,8 +101,13 @@ class Database:
         finally:
             await session.close()
         if enqueued:
-            for listener in self._commit_listeners:
-                listener()
+            self.jobs_committed()
+
+    def jobs_committed(self) -> None:
+        """Wake local workers: a commit just made jobs claimable (called by `transaction()` itself, and by
+        code that enqueues through a single autocommit statement)."""
+        for listener in self._commit_listeners:
+            listener()
 
     @asynccontextmanager
     async def bookkeeping(self) -> AsyncIterator[AsyncConnection]:

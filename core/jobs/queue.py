@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -86,6 +87,41 @@ async def enqueue(
     if job_id is not None:
         session.info[ENQUEUED_FLAG] = True
     return job_id
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    kind: str
+    payload: dict[str, Any]
+    idempotency_key: str | None = None
+    queue_key: str | None = None
+
+
+async def enqueue_many(session: AsyncSession, jobs: Sequence[NewJob]) -> None:
+    """Add several due jobs in the caller's transaction with one statement, in order: jobs sharing a
+    queue key run in the order given. A job whose idempotency key already exists is skipped."""
+    if not jobs:
+        return
+    now = utcnow()
+    insert = insert_for(session)
+    await session.execute(
+        insert(_job).on_conflict_do_nothing(index_elements=["idempotency_key"]),
+        [
+            {
+                "kind": job.kind,
+                "payload": job.payload,
+                "status": "queued",
+                "run_at": now,
+                "attempts": 0,
+                "max_attempts": DEFAULT_MAX_ATTEMPTS,
+                "idempotency_key": job.idempotency_key,
+                "queue_key": job.queue_key,
+                "created_at": now,
+            }
+            for job in jobs
+        ],
+    )
+    session.info[ENQUEUED_FLAG] = True
 
 
 async def cancel_jobs(session: AsyncSession, *, idempotency_key: str) -> int:

@@ -311,3 +311,25 @@ async def test_logs_hold_no_message_text_or_secrets(client: Any, caplog: pytest.
     assert "fb-verify-token" not in ours
     assert APP_SECRET not in ours
     assert "1 new" in ours
+
+
+async def test_database_down_is_a_503_and_the_redelivery_is_stored(
+    aiohttp_client: Any, db: Database, database_url: str
+) -> None:
+    """Meta redelivers on anything but 200: while the database is away the POST gets a clear 503
+    (never a 500), and the same event posted again once it is back is stored, once."""
+    settings = make_settings(database_url)
+    down = Database("postgresql+asyncpg://postgres@127.0.0.1:1/cheshire")  # nothing listens on port 1
+    try:
+        unavailable = await aiohttp_client(build_app(down, settings))
+        raw = fixture_bytes("messenger_text")
+        response = await post_signed(unavailable, MESSENGER, raw)
+        assert response.status == 503
+        assert "retry later" in (await response.json())["error"]
+    finally:
+        await down.dispose()
+    available = await aiohttp_client(build_app(db, settings))
+    assert (await post_signed(available, MESSENGER, raw)).status == 200
+    assert (await post_signed(available, MESSENGER, raw)).status == 200
+    assert len(await inbound_rows(db)) == 1
+    assert len(await process_jobs(db)) == 1

@@ -1,11 +1,14 @@
 """Inbound messages are stored once per platform id and queued for processing in order."""
 
+import asyncio
+from datetime import UTC, datetime
+
 from sqlalchemy import func, select
 
-from core.conversation.ingest import PROCESS_JOB, ingest
+from core.conversation.ingest import PROCESS_JOB, GroupCommit, ingest, ingest_many
 from core.db.database import Database
-from core.db.models import ChannelIdentity, Client, Job, Message
-from core.types import Channel, InboundMessage
+from core.db.models import ChannelIdentity, Client, Conversation, Job, Message
+from core.types import Attachment, Channel, InboundMessage
 
 
 def _inbound(mid: str, text: str = "hi", user: str = "psid-1", **kw: object) -> InboundMessage:
@@ -59,3 +62,76 @@ async def test_shared_phone_links_a_second_channel_to_the_same_client(db: Databa
     assert first.client_id == second.client_id
     async with db.transaction() as session:
         assert await session.scalar(select(func.count()).select_from(Client)) == 1
+
+
+async def test_a_batch_stores_each_message_once_in_arrival_order(db: Database) -> None:
+    """Known and first-contact senders mixed, a mid repeated inside the batch and one already stored:
+    one row per mid, results in input order, and one conversation's jobs in its messages' order."""
+    async with db.transaction() as session:
+        await ingest(session, _inbound("m_0", user="known"))
+    batch = [
+        _inbound("m_1", text="first", user="known"),
+        _inbound("m_2", text="hello", user="new-a", display_name="Ann"),
+        _inbound("m_3", text="second", user="known"),
+        _inbound("m_2", text="hello", user="new-a"),  # Meta redelivered it inside the same POST
+        _inbound("m_0", user="known"),  # stored before
+        _inbound("m_4", text="third", user="known"),
+    ]
+    async with db.transaction() as session:
+        results = await ingest_many(session, batch)
+    assert [r.stored for r in results] == [True, True, True, False, False, True]
+    assert results[0].conversation_id == results[2].conversation_id == results[5].conversation_id
+    assert results[1].conversation_id != results[0].conversation_id
+    async with db.transaction() as session:
+        rows = (
+            await session.execute(select(Message.conversation_id, Message.text).order_by(Message.id))
+        ).all()
+        known = [text for conversation_id, text in rows if conversation_id == results[0].conversation_id]
+        assert known == ["hi", "first", "second", "third"]
+        assert sorted(text for _c, text in rows) == ["first", "hello", "hi", "second", "third"]
+        jobs = (await session.execute(select(Job).order_by(Job.id))).scalars().all()
+        messages_by_id = {m.id: m.text for m in (await session.execute(select(Message))).scalars()}
+        known_queue = f"conversation:{results[0].conversation_id}"
+        in_queue_order = [messages_by_id[j.payload["message_id"]] for j in jobs if j.queue_key == known_queue]
+        assert in_queue_order == ["hi", "first", "second", "third"]
+        ann = (
+            await session.execute(select(ChannelIdentity).where(ChannelIdentity.external_id == "new-a"))
+        ).scalar_one()
+        assert ann.display_name == "Ann" and ann.last_inbound_at is not None
+        assert await session.scalar(select(func.count()).select_from(Client)) == 2
+
+
+async def test_a_later_message_moves_the_window_forward_never_back(db: Database) -> None:
+    early, late = datetime(2026, 11, 20, 9, tzinfo=UTC), datetime(2026, 11, 20, 10, tzinfo=UTC)
+    async with db.transaction() as session:
+        await ingest(session, _inbound("m_1", sent_at=late))
+    async with db.transaction() as session:
+        await ingest_many(session, [_inbound("m_2", sent_at=early)])  # delivered late by the platform
+    async with db.transaction() as session:
+        identity = (await session.execute(select(ChannelIdentity))).scalar_one()
+        conversation = (await session.execute(select(Conversation))).scalar_one()
+        assert identity.last_inbound_at == conversation.last_inbound_at == late
+
+
+async def test_group_commit_answers_each_caller_and_isolates_a_bad_message(db: Database) -> None:
+    writer = GroupCommit(db)
+    bad = InboundMessage(
+        channel=Channel.MESSENGER,
+        external_user_id="psid-9",
+        platform_message_id="m_bad",
+        attachments=(Attachment(kind="image", url=object()),),  # type: ignore[arg-type]  # unserializable
+    )
+    calls = [writer.ingest([_inbound(f"m_{n}", user=f"psid-{n % 3}")]) for n in range(20)]
+    calls.insert(7, writer.ingest([bad]))
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(outcomes[7], Exception) and "not JSON serializable" in str(outcomes[7])
+    good = [o for i, o in enumerate(outcomes) if i != 7]
+    assert all(isinstance(o, list) and o[0].stored for o in good)
+    async with db.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(Message)) == 20
+        assert await session.scalar(select(func.count()).select_from(Job)) == 20
+    # and the same messages again are all redeliveries
+    again = await asyncio.gather(
+        *(writer.ingest([_inbound(f"m_{n}", user=f"psid-{n % 3}")]) for n in range(20))
+    )
+    assert not any(r[0].stored for r in again)
