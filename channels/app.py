@@ -7,6 +7,7 @@ root (bot/runtime.py) before the app starts. State lives under typed `web.AppKey
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import uuid
@@ -30,10 +31,20 @@ _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# A random per-process prefix and a counter: unique across restarts and processes without a system
+# call per request (uuid4 reads the kernel's random pool every time).
+_REQUEST_ID_PREFIX = uuid.uuid4().hex[:8]
+_request_counter = itertools.count(1)
+
+
+def _next_request_id() -> str:
+    return f"{_REQUEST_ID_PREFIX}{next(_request_counter):08x}"
+
+
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+    request_id = given if given and _SAFE_REQUEST_ID.match(given) else _next_request_id()
     token = request_id_var.set(request_id)
     try:
         response = await handler(request)

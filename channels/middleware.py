@@ -33,6 +33,7 @@ log = logging.getLogger("channels.http")
 LIMITER_KEY = web.AppKey("channels_rate_limiter", RateLimiter)
 _INSTALLED_KEY = web.AppKey("channels_middlewares_installed", bool)
 _SETTINGS_KEY = web.AppKey("channels_settings", Settings)
+LOG_NOTE_KEY = web.RequestKey("channels_log_note", str)
 
 PUBLIC_PREFIXES = ("/api/", "/webhook/")
 CHAT_PREFIX = "/api/"
@@ -68,6 +69,12 @@ def error_response(
     if (request_id := request_id_var.get()) is not None:
         body["request_id"] = request_id
     return web.json_response(body, status=status, headers=headers)
+
+
+def note_for_log(request: web.Request, note: str) -> None:
+    """Add a short summary to the request's one access-log line (one line per request, not two:
+    at webhook rates each log record is a measurable share of the request's cost)."""
+    request[LOG_NOTE_KEY] = note
 
 
 def client_ip(request: web.Request, settings: Settings) -> str:
@@ -141,11 +148,12 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
     finally:
         if public:
             log.info(
-                "%s %s %s %.1fms",
+                "%s %s %s %.1fms%s",
                 request.method,
                 request.path,
                 status,
                 (time.perf_counter() - started) * 1000,
+                f" ({request[LOG_NOTE_KEY]})" if LOG_NOTE_KEY in request else "",
             )
 
 
