@@ -1,16 +1,20 @@
 """Ingest bench: signed Messenger webhook POSTs into PostgreSQL, Cheshire vs a minimal reference.
 
-    .venv/bin/python bench/bench_ingest.py [--requests 4000] [--concurrency 32] [--rates 1000,25]
-                                           [--burst 10000] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python bench/bench_ingest.py [--requests 3000] [--rounds 3] [--concurrency 32]
+                                           [--rates 1000,25] [--burst 10000]
+                                           [--pg postgresql://postgres@127.0.0.1:5432/postgres]
 
-Each server runs alone in its own process (the load generator is this process), on a fresh database:
+Each server runs in its own process, on its own fresh database (the load generator is this process):
 - "cheshire": the production app (channels/app.py + channels.meta setup_routes + middlewares, INFO
-  logging to /dev/null): HMAC check, parse, one transaction per POST through core ingest (identity,
-  conversation, message, process_message job).
+  logging to /dev/null): HMAC check, parse, core ingest through its group commit (concurrent POSTs
+  share one transaction: identity, conversation, message, process_message job), 200 after the commit.
 - "reference": an aiohttp handler that checks the HMAC, reads the mid and does one INSERT through
   asyncpg (ON CONFLICT DO NOTHING): the floor any webhook must pay.
+- "cheshire-no-db" (diagnostic): cheshire with ingest replaced by a no-op: what HTTP, middlewares,
+  HMAC, parsing and logging cost on their own.
 Runs, with the same generator (aiohttp client, precomputed signed bodies):
-1. closed loop: `--requests` POSTs at `--concurrency` in flight → throughput, p50/p99;
+1. closed loop: `--rounds` rounds of `--requests` POSTs at `--concurrency` in flight, alternating between
+   the servers so a change in machine load hits all alike → median throughput, p50/p99, server CPU;
 2. open loop: each of `--rates` req/s offered for 4 s → achieved rate, p50/p99 measured from each request's
    scheduled send time (so a server that falls behind is not flattered);
 3. (cheshire only) a burst of `--burst` signed events with 10 % redeliveries, shuffled, at 64 in flight:
@@ -25,6 +29,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -63,12 +68,12 @@ def serve_cheshire(url: str, port: int, *, skip_ingest: bool = False) -> None:
         configure_logging(level="INFO", json_lines=True)
         db = Database(settings.database_url, pool_size=10)
         if skip_ingest:  # diagnostic: everything but the database work (where does the time go?)
-            from channels.meta import views
+            from core.conversation.ingest import GroupCommit
 
-            async def no_ingest(session: Any, message: Any) -> Any:
-                return type("R", (), {"stored": True})()
+            async def no_ingest(self: Any, messages: Any) -> Any:
+                return [type("R", (), {"stored": True})() for _ in messages]
 
-            views.ingest = no_ingest  # type: ignore[assignment]
+            GroupCommit.ingest = no_ingest  # type: ignore[method-assign]
         app = create_app(settings, db)
         setup_routes(app, db=db, settings=settings)
         web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
@@ -293,42 +298,71 @@ async def count(url: str, sql: str) -> int:
         await conn.close()
 
 
-async def run_one(kind: str, admin: str, args: argparse.Namespace) -> dict[str, Any]:
-    url = await create_db(admin)
-    server = Server(kind, url)
+KINDS = ("reference", "cheshire", "cheshire-no-db")
+
+
+async def run_all(admin: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """All servers up at once (an idle one costs nothing); closed-loop rounds alternate between them so a
+    change in machine load during the run hits every server alike; medians are reported."""
+    urls = {kind: await create_db(admin) for kind in KINDS}
+    servers = {kind: Server(kind, urls[kind]) for kind in KINDS}
     try:
-        await wait_ready(server.port)
-        await closed_loop(server.url, make_bodies(300, f"{kind}warm"), args.concurrency)  # warm-up
-        cpu_before = server.cpu_s()
-        throughput, closed = await closed_loop(
-            server.url, make_bodies(args.requests, f"{kind}c"), args.concurrency
-        )
-        cpu_ms = (server.cpu_s() - cpu_before) * 1000 / args.requests
-        result: dict[str, Any] = {
-            "throughput": throughput,
-            "closed_p50": closed.pct(0.50),
-            "closed_p99": closed.pct(0.99),
-            "closed_errors": closed.errors,
-            "cpu_ms": cpu_ms,
-            "open": {},
-        }
-        if kind != "cheshire-no-db":
+        for kind, server in servers.items():
+            await wait_ready(server.port)
+            await closed_loop(server.url, make_bodies(300, f"{kind}warm"), args.concurrency)  # warm-up
+        rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
+        for round_no in range(args.rounds):
+            for kind, server in servers.items():
+                rounds[kind].append(await closed_round(server, f"{kind}c{round_no}", args))
+        results = {kind: _median_round(rounds[kind]) for kind in KINDS}
+        for kind in ("reference", "cheshire"):
             # Lowest rate first: an overloaded run leaves a backlog that would spoil the next one.
             for rate in sorted(args.rates):
                 n_open = int(rate * 4)
-                achieved, opened = await open_loop(server.url, make_bodies(n_open, f"{kind}o{rate}"), rate)
-                result["open"][rate] = (
+                achieved, opened = await open_loop(
+                    servers[kind].url, make_bodies(n_open, f"{kind}o{rate}"), rate
+                )
+                results[kind]["open"][rate] = (
                     achieved,
                     opened.pct(0.50),
                     opened.pct(0.99),
                     sum(opened.errors.values()),
                 )
-        if kind == "cheshire" and args.burst:
-            result["burst"] = await burst(server.url, url, args.burst)
-        return result
+        if args.burst:
+            results["cheshire"]["burst"] = await burst(servers["cheshire"].url, urls["cheshire"], args.burst)
+        return results
     finally:
-        server.stop()
-        await drop_db(admin, url)
+        for kind, server in servers.items():
+            server.stop()
+            await drop_db(admin, urls[kind])
+
+
+async def closed_round(server: Server, tag: str, args: argparse.Namespace) -> dict[str, Any]:
+    cpu_before = server.cpu_s()
+    throughput, closed = await closed_loop(server.url, make_bodies(args.requests, tag), args.concurrency)
+    return {
+        "throughput": throughput,
+        "closed_p50": closed.pct(0.50),
+        "closed_p99": closed.pct(0.99),
+        "closed_errors": closed.errors,
+        "cpu_ms": (server.cpu_s() - cpu_before) * 1000 / args.requests,
+    }
+
+
+def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    errors: dict[Any, int] = {}
+    for r in rounds:
+        for key, n in r["closed_errors"].items():
+            errors[key] = errors.get(key, 0) + n
+    return {
+        "throughput": statistics.median(r["throughput"] for r in rounds),
+        "closed_p50": statistics.median(r["closed_p50"] for r in rounds),
+        "closed_p99": statistics.median(r["closed_p99"] for r in rounds),
+        "closed_errors": errors,
+        "cpu_ms": statistics.median(r["cpu_ms"] for r in rounds),
+        "all_throughputs": [r["throughput"] for r in rounds],
+        "open": {},
+    }
 
 
 async def burst(server_url: str, db_url: str, n: int) -> dict[str, Any]:
@@ -362,13 +396,20 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         f"\nIngest bench on PostgreSQL, {os.cpu_count()} CPUs; "
         "server and load generator in separate processes"
     )
-    print(f"closed loop: {args.requests} signed POSTs, {args.concurrency} in flight")
+    print(
+        f"closed loop: {args.rounds} alternating rounds of {args.requests} signed POSTs, "
+        f"{args.concurrency} in flight (medians)"
+    )
     print(f"{'':24}{'cheshire':>12}{'reference':>12}")
     print(f"{'throughput req/s':24}{ours['throughput']:>12.0f}{ref['throughput']:>12.0f}")
     print(f"{'p50 ms':24}{ours['closed_p50']:>12.1f}{ref['closed_p50']:>12.1f}")
     print(f"{'p99 ms':24}{ours['closed_p99']:>12.1f}{ref['closed_p99']:>12.1f}")
     print(f"{'non-200':24}{sum(ours['closed_errors'].values()):>12}{sum(ref['closed_errors'].values()):>12}")
     print(f"{'server CPU ms / request':24}{ours['cpu_ms']:>12.2f}{ref['cpu_ms']:>12.2f}")
+    rounds = ", ".join(
+        f"{a:.0f}/{b:.0f}" for a, b in zip(ours["all_throughputs"], ref["all_throughputs"], strict=True)
+    )
+    print(f"{'rounds (cheshire/ref)':24}  {rounds}")
     ratio = ours["throughput"] / ref["throughput"]
     print(f"cheshire / reference throughput: {ratio:.0%} (goal >= 70%)")
     nodb = results["cheshire-no-db"]
@@ -402,7 +443,8 @@ def main() -> None:
     parser.add_argument("--serve", choices=["cheshire", "cheshire-no-db", "reference"])
     parser.add_argument("--db")
     parser.add_argument("--port", type=int)
-    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
         "--rates",
@@ -425,14 +467,7 @@ def main() -> None:
         serve_reference(args.db, args.port)
         return
 
-    async def both() -> dict[str, dict[str, Any]]:
-        return {
-            "reference": await run_one("reference", args.pg, args),
-            "cheshire": await run_one("cheshire", args.pg, args),
-            "cheshire-no-db": await run_one("cheshire-no-db", args.pg, args),
-        }
-
-    report(asyncio.run(both()), args)
+    report(asyncio.run(run_all(args.pg, args)), args)
 
 
 if __name__ == "__main__":
