@@ -3,7 +3,8 @@ only module importing it).
 
 Configured from SMTP_URL: `smtp://user:pass@host:587` (STARTTLS when the server offers it) or
 `smtps://user:pass@host:465` (implicit TLS). The recipient is the e-mail identity's external id (the
-lower-cased address the customer gave). Quick replies become a short list of options (a mail cannot
+lower-cased address the customer gave). A message is one mail: one part for delivery's resume
+bookkeeping. Quick replies become a short list of options (a mail cannot
 carry buttons), image URLs become links; the subject names the salon.
 
 Errors map onto core's delivery errors, so core/delivery.py retries, falls back or alerts Kimmie:

@@ -94,6 +94,19 @@ async def test_a_mail_arrives_with_sender_subject_options_and_links(
     assert "Looking Glass Groomery · (555) 010-2030" in body
 
 
+async def test_a_mail_already_accepted_is_not_sent_again(smtp: FakeSMTPServer, database_url: str) -> None:
+    sender = EmailSender(email_settings(database_url, smtp.url()))
+    parts: list[tuple[int, str | None]] = []
+
+    async def part_sent(index: int, platform_id: str | None) -> None:
+        parts.append((index, platform_id))
+
+    first = await sender.send(ANN, OutboundMessage(text="Hi"), on_part_sent=part_sent)
+    again = await sender.send(ANN, OutboundMessage(text="Hi"), resume_from=1, on_part_sent=part_sent)
+    assert parts == [(0, first.platform_message_id)] and again.platform_message_id is None
+    assert len(smtp.received) == 1
+
+
 async def test_from_address_setting_wins(smtp: FakeSMTPServer, database_url: str) -> None:
     settings = email_settings(database_url, smtp.url(), smtp_from="hello@lookingglass.test")
     await EmailSender(settings).send(ANN, OutboundMessage(text="Hi"))
