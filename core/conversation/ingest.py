@@ -164,20 +164,24 @@ async def _link_phone(session: AsyncSession, inbound: InboundMessage) -> None:
 async def _resolve_senders(
     session: AsyncSession, inbounds: Sequence[InboundMessage]
 ) -> dict[_SenderKey, _Sender]:
+    keys = list(dict.fromkeys(_key(inbound) for inbound in inbounds))
+    senders = await _load_senders(session, keys)
+    incomplete = [key for key in keys if key not in senders or senders[key].conversation_id is None]
+    if incomplete:
+        await _create_senders(session, [i for i in inbounds if _key(i) in set(incomplete)])
+        senders.update(await _load_senders(session, incomplete))
+    return senders
+
+
+async def _create_senders(session: AsyncSession, inbounds: Sequence[InboundMessage]) -> None:
+    """First contact: a client, an identity and a conversation for each sender that lacks them."""
     names: dict[_SenderKey, str | None] = {}
     for inbound in inbounds:
         if not names.get(_key(inbound)):
             names[_key(inbound)] = inbound.display_name
-    senders = await _load_senders(session, list(names))
-    missing = [key for key in names if key not in senders]
-    if missing:
-        await _create_identities(session, {key: names[key] for key in missing})
-    incomplete = [key for key in names if key not in senders or senders[key].conversation_id is None]
-    if incomplete:
-        identities = await _load_senders(session, incomplete)  # now they all exist
-        await _create_conversations(session, [(key, identities[key]) for key in incomplete])
-        senders.update(await _load_senders(session, incomplete))
-    return senders
+    await _create_identities(session, names)
+    identities = await _load_senders(session, list(names))  # ours, or a concurrent writer's
+    await _create_conversations(session, list(identities.items()))
 
 
 async def _load_senders(session: AsyncSession, keys: list[_SenderKey]) -> dict[_SenderKey, _Sender]:
@@ -424,12 +428,18 @@ async def _store_postgresql(session: AsyncSession, inbounds: list[InboundMessage
     results = await _store_known_senders(session, inbounds)
     first_contacts = [index for index, result in enumerate(results) if result is None]
     if first_contacts:
-        # Create their client, identity and conversation, then store their messages the same way.
-        await _resolve_senders(session, [inbounds[index] for index in first_contacts])
-        retried = await _store_known_senders(session, [inbounds[index] for index in first_contacts])
-        for index, result in zip(first_contacts, retried, strict=True):
+        created = await _store_first_contacts(session, [inbounds[index] for index in first_contacts])
+        for index, result in zip(first_contacts, created, strict=True):
             results[index] = result
-    assert all(result is not None for result in results)
+    return cast(list[IngestResult], results)
+
+
+async def _store_first_contacts(session: AsyncSession, inbounds: list[InboundMessage]) -> list[IngestResult]:
+    """Create the senders' client, identity and conversation, then store their messages as above."""
+    await _create_senders(session, inbounds)
+    results = await _store_known_senders(session, inbounds)
+    if any(result is None for result in results):
+        raise RuntimeError("ingest: a sender is still unknown after creating it")
     return cast(list[IngestResult], results)
 
 
@@ -550,7 +560,7 @@ class GroupCommit:
         first_contacts = [index for index, result in enumerate(found) if result is None]
         if first_contacts:
             async with self._db.transaction() as session:
-                created = await ingest_many(session, [unique[index] for index in first_contacts])
+                created = await _store_first_contacts(session, [unique[index] for index in first_contacts])
             for index, result in zip(first_contacts, created, strict=True):
                 found[index] = result
         return _expand(cast(list[IngestResult], found), slots)

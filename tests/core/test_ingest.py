@@ -135,3 +135,23 @@ async def test_group_commit_answers_each_caller_and_isolates_a_bad_message(db: D
         *(writer.ingest([_inbound(f"m_{n}", user=f"psid-{n % 3}")]) for n in range(20))
     )
     assert not any(r[0].stored for r in again)
+
+
+async def test_two_writers_racing_on_a_first_contact_make_one_client(db: Database, database_url: str) -> None:
+    """Two processes (two pools, two group commits) get a new customer's first two messages at once."""
+    other = Database(database_url)
+    try:
+        first, second = await asyncio.gather(
+            GroupCommit(db).ingest([_inbound("m_1", user="newcomer", display_name="Nina")]),
+            GroupCommit(other).ingest([_inbound("m_2", user="newcomer")]),
+        )
+    finally:
+        await other.dispose()
+    assert first[0].stored and second[0].stored
+    assert first[0].client_id == second[0].client_id
+    assert first[0].conversation_id == second[0].conversation_id
+    async with db.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(Client)) == 1
+        assert await session.scalar(select(func.count()).select_from(ChannelIdentity)) == 1
+        assert await session.scalar(select(func.count()).select_from(Conversation)) == 1
+        assert await session.scalar(select(func.count()).select_from(Job)) == 2
