@@ -5,13 +5,29 @@ adapter, at least once and never twice once the platform accepted it.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.models import Message
-from core.jobs.queue import enqueue
+from core.db.models import Message, utcnow
+from core.jobs.queue import NewJob, enqueue_many
 from core.types import Author, DeliveryStatus, Direction, OutboundMessage
 
 DELIVER_JOB = "deliver_message"
+
+_message = cast(Table, Message.__table__)
+# Built once: each call only binds values (SQLAlchemy reuses the compiled form, asyncpg its prepared
+# statement). Replies are written on every turn, so this is on the engine's hot path.
+_INSERT_OUTBOUND = _message.insert().returning(_message.c.id)
+_NO_USAGE: dict[str, Any] = {
+    "llm_provider": None,
+    "llm_model": None,
+    "input_tokens": None,
+    "output_tokens": None,
+    "cache_read_input_tokens": None,
+    "cache_creation_input_tokens": None,
+}
 
 
 async def queue_outbound(
@@ -22,27 +38,35 @@ async def queue_outbound(
     message: OutboundMessage,
     author: Author = Author.ASSISTANT,
     llm_usage: dict[str, object] | None = None,
-) -> Message:
-    """Store an outbound message and queue its delivery in the caller's transaction."""
-    row = Message(
-        conversation_id=conversation_id,
-        channel=channel,
-        direction=Direction.OUTBOUND.value,
-        author=author.value,
-        text=message.text,
-        quick_replies=[{"title": q.title, "payload": q.payload} for q in message.quick_replies],
-        image_urls=list(message.image_urls),
-        delivery_status=DeliveryStatus.PENDING.value,
+) -> int:
+    """Store an outbound message and queue its delivery in the caller's transaction; its id."""
+    row = {
+        "conversation_id": conversation_id,
+        "channel": channel,
+        "direction": Direction.OUTBOUND.value,
+        "author": author.value,
+        "platform_message_id": None,
+        "text": message.text,
+        "payload": None,
+        "attachments": [],
+        "quick_replies": [{"title": q.title, "payload": q.payload} for q in message.quick_replies],
+        "image_urls": list(message.image_urls),
+        "delivery_status": DeliveryStatus.PENDING.value,
+        "created_at": utcnow(),
+        **_NO_USAGE,
         **(llm_usage or {}),
-    )
-    session.add(row)
-    await session.flush()
-    await enqueue(
+    }
+    message_id = int((await session.execute(_INSERT_OUTBOUND, row)).scalar_one())
+    await enqueue_many(
         session,
-        DELIVER_JOB,
-        {"message_id": row.id},
-        idempotency_key=f"deliver:{row.id}",
-        # One conversation's replies leave in the order they were written.
-        queue_key=f"deliver:conversation:{conversation_id}",
+        [
+            NewJob(
+                DELIVER_JOB,
+                {"message_id": message_id},
+                idempotency_key=f"deliver:{message_id}",
+                # One conversation's replies leave in the order they were written.
+                queue_key=f"deliver:conversation:{conversation_id}",
+            )
+        ],
     )
-    return row
+    return message_id

@@ -321,17 +321,16 @@ class ConversationEngine:
         *,
         llm_usage: dict[str, object] | None = None,
     ) -> list[int]:
-        ids = []
-        for n, message in enumerate(messages):
-            row = await queue_outbound(
+        return [
+            await queue_outbound(
                 session,
                 conversation_id=conversation_id,
                 channel=channel,
                 message=message,
                 llm_usage=llm_usage if n == 0 else None,
             )
-            ids.append(row.id)
-        return ids
+            for n, message in enumerate(messages)
+        ]
 
     async def _alert(self, session: AsyncSession, faults: list[ProviderFault]) -> None:
         for fault in faults:

@@ -56,8 +56,8 @@ async def staff_reply(
     *,
     quick_replies: tuple[QuickReply, ...] = (),
     image_urls: tuple[str, ...] = (),
-) -> Message:
-    """Send Kimmie's own words to the customer through the outbox (author=kimmie).
+) -> int:
+    """Send Kimmie's own words to the customer through the outbox (author=kimmie); the message id.
 
     Replying means she is in the conversation, so it also takes it over (or refreshes the idle clock):
     the assistant must not talk over her.

@@ -23,6 +23,8 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Integer, Table, and_, bindparam, exists, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -97,15 +99,20 @@ class NewJob:
     queue_key: str | None = None
 
 
+@functools.cache
+def _insert_jobs_statement(dialect: str) -> Any:
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert(_job).on_conflict_do_nothing(index_elements=["idempotency_key"])
+
+
 async def enqueue_many(session: AsyncSession, jobs: Sequence[NewJob]) -> None:
     """Add several due jobs in the caller's transaction with one statement, in order: jobs sharing a
     queue key run in the order given. A job whose idempotency key already exists is skipped."""
     if not jobs:
         return
     now = utcnow()
-    insert = insert_for(session)
     await session.execute(
-        insert(_job).on_conflict_do_nothing(index_elements=["idempotency_key"]),
+        _insert_jobs_statement(dialect_name(session)),
         [
             {
                 "kind": job.kind,

@@ -24,10 +24,10 @@ from tests.bot.conftest import CUSTOMER, TOKEN, Harness, fast_limiter
 
 async def _queue(h: Harness, conversation_id: int, message: OutboundMessage) -> int:
     async with h.db.transaction() as session:
-        row = await queue_outbound(
+        message_id = await queue_outbound(
             session, conversation_id=conversation_id, channel="telegram", message=message
         )
-        return row.id
+        return message_id
 
 
 async def _message(h: Harness, message_id: int) -> Message:

@@ -101,14 +101,14 @@ async def reply(
     author: Author = Author.ASSISTANT,
 ) -> int:
     async with db.transaction() as session:
-        row = await queue_outbound(
+        message_id = await queue_outbound(
             session,
             conversation_id=conversation_id,
             channel=channel,
             message=OutboundMessage(text=text, quick_replies=(QuickReply("Book it", "BOOK"),)),
             author=author,
         )
-    return row.id
+    return message_id
 
 
 async def job_for(db: Database, message_id: int, *, attempts: int = 1) -> ClaimedJob:

@@ -54,9 +54,9 @@ async def test_take_over_then_hand_back(db: Database) -> None:
 async def test_staff_reply_queues_a_kimmie_message_and_holds_the_chat(db: Database) -> None:
     conversation_id = await _conversation_id(db, "hi")
     async with db.transaction() as session:
-        message = await staff_reply(session, conversation_id, "Hi, it's Kimmie!")
+        message_id = await staff_reply(session, conversation_id, "Hi, it's Kimmie!")
     async with db.transaction() as session:
-        row = await session.get_one(Message, message.id)
+        row = await session.get_one(Message, message_id)
         assert (row.author, row.direction, row.text, row.delivery_status) == (
             "kimmie",
             "out",
@@ -64,7 +64,7 @@ async def test_staff_reply_queues_a_kimmie_message_and_holds_the_chat(db: Databa
             "pending",
         )
         jobs = (await session.execute(select(Job).where(Job.kind == "deliver_message"))).scalars().all()
-        assert [j.payload["message_id"] for j in jobs] == [message.id]
+        assert [j.payload["message_id"] for j in jobs] == [message_id]
         conversation = await session.get_one(Conversation, conversation_id)
         assert conversation.human_takeover
 
