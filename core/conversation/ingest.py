@@ -354,13 +354,19 @@ def _message_row(inbound: InboundMessage, sender: _Sender, now: datetime) -> dic
 
 
 # --- PostgreSQL: one statement ------------------------------------------------------------------------
-# For senders already known (every message but a customer's first), touching the identity and the
-# conversation, inserting the messages and queueing their jobs is one statement on PostgreSQL: a
-# webhook burst then costs one round trip per batch. It does what `_store_portable` does, and the
-# suite runs every ingest test through both. Inputs arrive as parallel arrays; `ord` keeps their order,
-# so message and job ids follow it (one conversation's jobs run in id order).
+# On PostgreSQL the whole of `_store_portable` is one statement: touch the known senders' identities
+# and conversations, create first contacts (client, identity, conversation), insert the messages and
+# queue their jobs. A webhook burst then costs one round trip per batch. The suite runs every ingest
+# test through both. Inputs arrive as parallel arrays; `ord` keeps their order, so message and job ids
+# follow it (one conversation's jobs run in id order).
+#
+# A first contact's client id is drawn from the sequence up front so the identity can name it; the
+# client row is written only for identities actually inserted (ON CONFLICT: another process may create
+# the same identity at the same moment), and foreign keys are checked at the end of the statement, when
+# both rows exist. Two rare cases come back without a sender and go through the portable path: the
+# loser of such a race, and an identity that has no conversation yet.
 
-_STORE_KNOWN_SENDERS = text(
+_STORE_MESSAGES = text(
     f"""
 WITH input AS (
     SELECT * FROM unnest(
@@ -373,7 +379,7 @@ latest AS (
     SELECT channel, external_id, max(COALESCE(sent_at, :now)) AS at, max(name) AS name
     FROM input GROUP BY channel, external_id
 ),
-sender AS (
+known AS (
     UPDATE channel_identity AS ci
     SET last_inbound_at = GREATEST(ci.last_inbound_at, latest.at),
         unreachable_at = NULL,
@@ -381,25 +387,56 @@ sender AS (
         updated_at = :now
     FROM latest
     WHERE ci.channel = latest.channel AND ci.external_id = latest.external_id
-      AND EXISTS (SELECT 1 FROM conversation AS c WHERE c.identity_id = ci.id)
     RETURNING ci.id, ci.client_id, ci.channel, ci.external_id, latest.at
 ),
-chat AS (
+known_chat AS (
     UPDATE conversation AS c
-    SET last_inbound_at = GREATEST(c.last_inbound_at, sender.at), updated_at = :now
-    FROM sender
-    WHERE c.identity_id = sender.id
+    SET last_inbound_at = GREATEST(c.last_inbound_at, known.at), updated_at = :now
+    FROM known
+    WHERE c.identity_id = known.id
     RETURNING c.id, c.identity_id
+),
+fresh AS MATERIALIZED (
+    SELECT latest.*, nextval(pg_get_serial_sequence('client', 'id')) AS client_id
+    FROM latest
+    WHERE NOT EXISTS (
+        SELECT 1 FROM channel_identity AS ci
+        WHERE ci.channel = latest.channel AND ci.external_id = latest.external_id
+    )
+),
+fresh_identity AS (
+    INSERT INTO channel_identity (client_id, channel, external_id, display_name, last_inbound_at,
+                                  created_at, updated_at)
+    SELECT client_id, channel, external_id, name, at, :now, :now FROM fresh
+    ON CONFLICT (channel, external_id) DO NOTHING
+    RETURNING id, client_id, channel, external_id, display_name, last_inbound_at
+),
+fresh_client AS (
+    INSERT INTO client (id, name, created_at, updated_at)
+    SELECT client_id, display_name, :now, :now FROM fresh_identity
+),
+fresh_chat AS (
+    INSERT INTO conversation (client_id, identity_id, channel, state, last_inbound_at, created_at,
+                              updated_at)
+    SELECT client_id, id, channel, '{{}}', last_inbound_at, :now, :now FROM fresh_identity
+    RETURNING id, identity_id
+),
+sender AS (
+    SELECT known.id, known.client_id, known.channel, known.external_id, known_chat.id AS chat_id
+    FROM known JOIN known_chat ON known_chat.identity_id = known.id
+    UNION ALL
+    SELECT fresh_identity.id, fresh_identity.client_id, fresh_identity.channel,
+           fresh_identity.external_id, fresh_chat.id
+    FROM fresh_identity JOIN fresh_chat ON fresh_chat.identity_id = fresh_identity.id
 ),
 stored AS (
     INSERT INTO message (conversation_id, channel, direction, author, platform_message_id, text,
                          payload, attachments, quick_replies, image_urls, delivery_status, created_at)
-    SELECT chat.id, input.channel, '{Direction.INBOUND.value}', '{Author.CUSTOMER.value}', input.mid,
-           input.body, input.payload, CAST(input.attachments AS jsonb), '[]', '[]',
+    SELECT sender.chat_id, input.channel, '{Direction.INBOUND.value}', '{Author.CUSTOMER.value}',
+           input.mid, input.body, input.payload, CAST(input.attachments AS jsonb), '[]', '[]',
            '{DeliveryStatus.RECEIVED.value}', COALESCE(input.sent_at, :now)
     FROM input
     JOIN sender ON sender.channel = input.channel AND sender.external_id = input.external_id
-    JOIN chat ON chat.identity_id = sender.id
     ORDER BY input.ord
     ON CONFLICT (channel, platform_message_id) DO NOTHING
     RETURNING id, conversation_id, channel, platform_message_id
@@ -414,10 +451,9 @@ queued AS (
     ORDER BY id
     ON CONFLICT (idempotency_key) DO NOTHING
 )
-SELECT sender.id, sender.client_id, chat.id, stored.id
+SELECT sender.id, sender.client_id, sender.chat_id, stored.id
 FROM input
 LEFT JOIN sender ON sender.channel = input.channel AND sender.external_id = input.external_id
-LEFT JOIN chat ON chat.identity_id = sender.id
 LEFT JOIN stored ON stored.channel = input.channel AND stored.platform_message_id = input.mid
 ORDER BY input.ord
 """
@@ -425,30 +461,32 @@ ORDER BY input.ord
 
 
 async def _store_postgresql(session: AsyncSession, inbounds: list[InboundMessage]) -> list[IngestResult]:
-    results = await _store_known_senders(session, inbounds)
-    first_contacts = [index for index, result in enumerate(results) if result is None]
-    if first_contacts:
-        created = await _store_first_contacts(session, [inbounds[index] for index in first_contacts])
-        for index, result in zip(first_contacts, created, strict=True):
+    results = await _store_in_one_statement(session, inbounds)
+    unresolved = [index for index, result in enumerate(results) if result is None]
+    if unresolved:
+        resolved = await _store_unresolved(session, [inbounds[index] for index in unresolved])
+        for index, result in zip(unresolved, resolved, strict=True):
             results[index] = result
     return cast(list[IngestResult], results)
 
 
-async def _store_first_contacts(session: AsyncSession, inbounds: list[InboundMessage]) -> list[IngestResult]:
-    """Create the senders' client, identity and conversation, then store their messages as above."""
+async def _store_unresolved(session: AsyncSession, inbounds: list[InboundMessage]) -> list[IngestResult]:
+    """The rare messages the one statement could not place (see above): complete their senders the
+    portable way, then store them with the same statement."""
     await _create_senders(session, inbounds)
-    results = await _store_known_senders(session, inbounds)
+    results = await _store_in_one_statement(session, inbounds)
     if any(result is None for result in results):
         raise RuntimeError("ingest: a sender is still unknown after creating it")
     return cast(list[IngestResult], results)
 
 
-async def _store_known_senders(
+async def _store_in_one_statement(
     executor: AsyncSession | AsyncConnection, inbounds: list[InboundMessage]
 ) -> list[IngestResult | None]:
-    """One statement; None for a message whose sender has no identity or conversation yet."""
+    """One statement; None for a message it could not place (a lost first-contact race, or an
+    identity without a conversation)."""
     rows = await executor.execute(
-        _STORE_KNOWN_SENDERS,
+        _STORE_MESSAGES,
         {
             "channels": [m.channel.value for m in inbounds],
             "external_ids": [m.external_user_id for m in inbounds],
@@ -549,19 +587,20 @@ class GroupCommit:
             offset += len(waiter_inbounds)
 
     async def _write_postgresql(self, inbounds: list[InboundMessage]) -> list[IngestResult]:
-        """Known senders in one autocommit statement (atomic on its own: no BEGIN/COMMIT round trips);
-        first contacts then in an ordinary transaction. Should that second step fail, the batch is
-        retried request by request and the messages already committed come back as redeliveries."""
+        """One autocommit statement (atomic on its own: no BEGIN/COMMIT round trips); the rare
+        messages it could not place then in an ordinary transaction. Should that second step fail, the
+        batch is retried request by request and the messages already committed come back as
+        redeliveries."""
         unique, slots = _dedupe(inbounds)
         async with self._db.bookkeeping() as connection:
-            found = await _store_known_senders(connection, unique)
+            found = await _store_in_one_statement(connection, unique)
         if any(result is not None and result.stored for result in found):
             self._db.jobs_committed()
-        first_contacts = [index for index, result in enumerate(found) if result is None]
-        if first_contacts:
+        unresolved = [index for index, result in enumerate(found) if result is None]
+        if unresolved:
             async with self._db.transaction() as session:
-                created = await _store_first_contacts(session, [unique[index] for index in first_contacts])
-            for index, result in zip(first_contacts, created, strict=True):
+                resolved = await _store_unresolved(session, [unique[index] for index in unresolved])
+            for index, result in zip(unresolved, resolved, strict=True):
                 found[index] = result
         return _expand(cast(list[IngestResult], found), slots)
 

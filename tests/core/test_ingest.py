@@ -3,8 +3,10 @@
 import asyncio
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
 
+from core import customers
 from core.conversation.ingest import PROCESS_JOB, GroupCommit, ingest, ingest_many
 from core.db.database import Database
 from core.db.models import ChannelIdentity, Client, Conversation, Job, Message
@@ -155,3 +157,54 @@ async def test_two_writers_racing_on_a_first_contact_make_one_client(db: Databas
         assert await session.scalar(select(func.count()).select_from(ChannelIdentity)) == 1
         assert await session.scalar(select(func.count()).select_from(Conversation)) == 1
         assert await session.scalar(select(func.count()).select_from(Job)) == 2
+
+
+async def test_an_identity_without_a_conversation_gets_one(db: Database) -> None:
+    async with db.transaction() as session:
+        identity = await customers.get_or_create_identity(session, "messenger", "psid-1", display_name="Bo")
+        client_id = identity.client_id
+    async with db.transaction() as session:
+        result = await ingest(session, _inbound("m_1"))
+    assert result.stored and result.client_id == client_id
+    async with db.transaction() as session:
+        conversation = (await session.execute(select(Conversation))).scalar_one()
+        assert conversation.id == result.conversation_id and conversation.client_id == client_id
+        assert await session.scalar(select(func.count()).select_from(Client)) == 1
+
+
+@pytest.mark.postgres_only
+async def test_a_first_contact_lost_to_a_concurrent_writer_lands_on_the_winners_identity(
+    db: Database, database_url: str
+) -> None:
+    """Another process holds an uncommitted first message of the same new customer: our statement
+    waits on its identity row, loses the race, and its message must still be stored, under the
+    winner's client, with no stray client left behind."""
+    other = Database(database_url)
+    try:
+        async with db.transaction() as session:
+            winner = await ingest(session, _inbound("m_1", user="newcomer", display_name="Nina"))
+            racing = asyncio.create_task(GroupCommit(other).ingest([_inbound("m_2", user="newcomer")]))
+            await _until_a_backend_waits_on_a_lock(db)
+        loser = (await racing)[0]
+    finally:
+        await other.dispose()
+    assert loser.stored and loser.client_id == winner.client_id
+    assert loser.conversation_id == winner.conversation_id
+    async with db.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(Client)) == 1
+        assert await session.scalar(select(func.count()).select_from(Message)) == 2
+
+
+async def _until_a_backend_waits_on_a_lock(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        for _ in range(500):
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("the racing writer never waited on our uncommitted identity")
