@@ -133,7 +133,8 @@ def test_disabled_integrations_load_no_vendor_sdk(tmp_path: Path) -> None:
         "from core.settings import Settings\n"
         "from bot.runtime import build_runtime\n"
         "build_runtime(Settings.load())\n"
-        "sdks = ['aiogram', 'anthropic', 'openai', 'googleapiclient', 'aioboto3', 'stripe', 'fal_client']\n"
+        "sdks = ['aiogram', 'anthropic', 'openai', 'googleapiclient', 'aioboto3', 'stripe', 'fal_client',\n"
+        "        'aiosmtplib']\n"
         "print(','.join(m for m in sdks if m in sys.modules))\n"
     )
     env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
