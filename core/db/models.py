@@ -150,6 +150,9 @@ class Pet(TimestampMixin, Base):
     # [{"url": ..., "key": ..., "kind": "photo|before|after|style_reference", "appointment_id": ...}]
     photos: Mapped[list[Any]] = mapped_column(JsonType, default=list)
     last_groomed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Saved by the button flow before the customer gave its name ("Dog N"): the assistant's save_pet
+    # fills this record in rather than creating a second pet (core/conversation/tools.py).
+    placeholder: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
     client: Mapped[Client] = relationship(back_populates="pets")
 
