@@ -6,7 +6,10 @@ Per attempt:
    A message no longer `pending` (sent, or dead) is left alone: a retried job never sends twice.
 2. Pick the route. Senders may declare `messaging_window_s` (Meta: 24 h): automated messages (author
    assistant/system) go there only inside that window after the person's last message, checked
-   before calling the API. A sender may declare `push_capable = False` (the website chat, which the
+   before calling the API. Kimmie's own messages are tried and the platform decides, unless the sender
+   declares `human_agent_window_s` (Meta's HUMAN_AGENT tag, when approved): past the standard window
+   and inside that one they go out marked `human_agent`; past it, they take the fallback route. A
+   sender may declare `push_capable = False` (the website chat, which the
    browser polls): it is never used as a fallback.
 3. Send, outside any transaction, resuming after the parts already accepted (below). Then, in a new
    transaction:
@@ -43,7 +46,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -211,10 +214,13 @@ class Delivery:
         if route.unreachable:
             raise _NotDelivered("the person is unreachable here")
         window_s: float | None = getattr(sender, "messaging_window_s", None)
+        outbound = pending.outbound
         if window_s is not None and pending.author in AUTOMATED_AUTHORS:
             opened = route.last_inbound_at
             if opened is None or utcnow() > opened + timedelta(seconds=window_s) - WINDOW_MARGIN:
                 raise _NotDelivered("outside the 24-hour messaging window")
+        elif window_s is not None and pending.author == Author.KIMMIE.value:
+            outbound = _as_human_agent(sender, route, outbound, window_s)
         try:
             channel = Channel(route.channel)
         except ValueError:
@@ -223,7 +229,7 @@ class Delivery:
         try:
             return await sender.send(
                 recipient,
-                pending.outbound,
+                outbound,
                 resume_from=pending.resume_from(route),
                 on_part_sent=partial(self._part_sent, pending.message_id, route.identity_id),
             )
@@ -306,6 +312,24 @@ class Delivery:
                 message_id=pending.message_id,
             )
         log.warning("message dead", extra={"message_id": pending.message_id, "reason": reason[:300]})
+
+
+def _as_human_agent(
+    sender: ChannelSender, route: _Route, outbound: OutboundMessage, window_s: float
+) -> OutboundMessage:
+    """Kimmie's message past the standard window but inside the sender's human-agent one goes out
+    marked `human_agent`; past that too, the fallback route. Without a declared human-agent window (or
+    a known last message) nothing changes: the platform decides."""
+    human_s: float | None = getattr(sender, "human_agent_window_s", None)
+    opened = route.last_inbound_at
+    if human_s is None or opened is None:
+        return outbound
+    now = utcnow()
+    if now <= opened + timedelta(seconds=window_s) - WINDOW_MARGIN:
+        return outbound  # inside the standard window: an ordinary reply
+    if now > opened + timedelta(seconds=human_s) - WINDOW_MARGIN:
+        raise _NotDelivered(f"outside the {human_s / 86400:g}-day human-agent window")
+    return replace(outbound, human_agent=True)
 
 
 def _route(identity: ChannelIdentity) -> _Route:

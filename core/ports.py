@@ -62,6 +62,10 @@ class ChannelSender(Protocol):
     records the progress durably there. If the callback raises, the sender stops and lets it
     propagate. The result describes the parts sent by this call (`platform_message_id` may be None,
     e.g. when `resume_from` already covered every part).
+
+    A sender whose platform lets a person's own replies through for a while after its standard window
+    declares `human_agent_window_s` (Meta: 7 days, only with the HUMAN_AGENT permission); delivery then
+    sends Kimmie's replies in that band with `message.human_agent` set, and the sender tags them.
     """
 
     async def send(

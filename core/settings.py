@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     # Instagram Login tokens are served by https://graph.instagram.com; None: meta_graph_api_base.
     instagram_graph_api_base: str | None = None
     meta_send_timeout_s: float = Field(10.0, gt=0)
+    # Kimmie's own replies between 24 h and 7 days after the customer's last message are sent with
+    # Meta's HUMAN_AGENT tag. Needs the Human Agent permission (Meta App Review) for the app.
+    meta_human_agent_tag: bool = False
     tiktok_access_token: SecretStr | None = None  # named by the old system; no TikTok channel yet
 
     # --- Website chat ------------------------------------------------------------------------

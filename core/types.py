@@ -111,6 +111,10 @@ class OutboundMessage:
     text: str
     quick_replies: tuple[QuickReply, ...] = ()
     image_urls: tuple[str, ...] = ()
+    # Set by delivery, never stored: a person (Kimmie) wrote this and it goes out past the platform's
+    # standard window under its human-agent allowance (Meta: the HUMAN_AGENT tag). Senders without such
+    # an allowance ignore it.
+    human_agent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,11 @@ retry, fall back to another channel or alert Kimmie without knowing anything abo
     190 (any subcode)                            token invalid  → ChannelCredentialsError
     anything else                                               → PermanentDeliveryError
 
+With `META_HUMAN_AGENT_TAG` (the app passed Meta's App Review for it), a sender declares
+`human_agent_window_s` (7 days): core/delivery.py then marks Kimmie's own replies in the band between
+24 h and 7 days after the person's last message `human_agent`, and they go out as
+`"messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"` (never an automated message).
+
 A message becomes several Send API calls: images first, then the text split at the platform's limit
 (Messenger 2,000 characters, Instagram 1,000 bytes); quick replies (≤ 13, titles ≤ 20 characters)
 ride on the last call. Each call is one "part" of the `ChannelSender` contract: a retry resumes after
@@ -49,6 +54,7 @@ THROTTLE_CODES = frozenset({4, 17, 32, 613})
 TRANSIENT_CODES = frozenset({1, 2, 1200})
 WINDOW_CLOSED = frozenset({(10, 2018278), (10, 2534022)})
 DEFAULT_THROTTLE_RETRY_S = 60.0
+HUMAN_AGENT_WINDOW_S = 7 * 24 * 3600.0
 
 
 def _chars(text: str) -> int:
@@ -145,9 +151,12 @@ class MetaSender:
         version: str,
         token: SecretStr,
         http: Callable[[], aiohttp.ClientSession],
+        human_agent_window_s: float | None = None,
     ) -> None:
         self.channel = channel
         self.url = f"{base_url.rstrip('/')}/{version}/me/messages"
+        # Read by core/delivery.py: set only when the app may use the HUMAN_AGENT tag.
+        self.human_agent_window_s = human_agent_window_s
         self._token = token
         self._http = http
         self.credentials_fault_key = "meta:token" if channel is Channel.MESSENGER else "meta:instagram_token"
@@ -185,13 +194,19 @@ class MetaSender:
         if not bodies:
             raise PermanentDeliveryError("empty message: no text, image or quick reply")
         first_id: str | None = None
+        # Only delivery sets `human_agent`, and only while we declare a human-agent window.
+        kind = (
+            {"messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"}
+            if message.human_agent
+            else {"messaging_type": "RESPONSE"}
+        )
         # One Send API call is one part; `requests_for` is deterministic, so part N is the same call on
         # a retry and the parts an earlier attempt got accepted are skipped.
         for index in range(max(0, resume_from), len(bodies)):
             message_id = await self._post(
                 {
                     "recipient": {"id": recipient.external_id},
-                    "messaging_type": "RESPONSE",
+                    **kind,
                     "message": bodies[index],
                 }
             )
@@ -226,6 +241,7 @@ class MetaSenders:
         self.senders: dict[str, MetaSender] = {}
         base = settings.meta_graph_api_base
         version = settings.meta_graph_api_version
+        human_agent_window_s = HUMAN_AGENT_WINDOW_S if settings.meta_human_agent_tag else None
         if settings.facebook_page_access_token is not None:
             self.senders[Channel.MESSENGER.value] = MetaSender(
                 Channel.MESSENGER,
@@ -233,6 +249,7 @@ class MetaSenders:
                 version=version,
                 token=settings.facebook_page_access_token,
                 http=self.http,
+                human_agent_window_s=human_agent_window_s,
             )
         if settings.instagram_access_token is not None:
             self.senders[Channel.INSTAGRAM.value] = MetaSender(
@@ -241,6 +258,7 @@ class MetaSenders:
                 version=version,
                 token=settings.instagram_access_token,
                 http=self.http,
+                human_agent_window_s=human_agent_window_s,
             )
 
     def http(self) -> aiohttp.ClientSession:

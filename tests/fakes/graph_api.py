@@ -94,6 +94,8 @@ class FakeGraphAPI:
         body = await request.json()
         if "recipient" not in body or "message" not in body:
             return self._error(ScriptedError(100, None, 400, "(#100) param recipient must be non-empty"))
+        if body.get("messaging_type") == "MESSAGE_TAG" and not body.get("tag"):
+            return self._error(ScriptedError(100, None, 400, "(#100) param tag must be non-empty"))
         message = body["message"]
         text = message.get("text")
         if text is not None and len(text) > 2000:
