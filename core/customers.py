@@ -59,6 +59,7 @@ def to_pet(pet: Pet) -> types.Pet:
         health_notes=pet.health_notes,
         vaccination_expires_on=pet.vaccination_expires_on,
         photos=tuple(str(p.get("url") or p.get("key")) for p in pet.photos or []),
+        placeholder=bool(pet.placeholder),
     )
 
 

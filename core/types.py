@@ -150,6 +150,7 @@ class Pet:
     health_notes: str | None = None
     vaccination_expires_on: date | None = None
     photos: tuple[str, ...] = ()
+    placeholder: bool = False  # saved by the button flow before its name was known ("Dog N")
 
 
 @dataclass(frozen=True, slots=True)

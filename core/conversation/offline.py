@@ -44,6 +44,23 @@ _THANKS = re.compile(
     r"^\W*(thanks|thank you|thx|ty|ok|okay|great|perfect|cool|awesome|bye|goodbye)\b[\W\w]{0,20}$", re.I
 )
 _HUMAN = re.compile(r"\b(human|person|real (person|human)|agent|someone|groomer|owner)\b", re.I)
+# The answer to "what's your dog's name?": "Biscuit", "her name is Biscuit", "he's called Mr Bean".
+_NAME_LEAD = re.compile(
+    r"^(?:(?:his|her|its|the dog's|my dog's)\s+name\s+is|(?:he|she|it)\s*(?:'s|is)\s+called|"
+    r"(?:he|she|it)\s*(?:'s|is)|it's|name's|called)\s+",
+    re.I,
+)
+_NAME = re.compile(r"[^\W\d_](?:[^\W\d_]|[' .-]){0,29}")
+# Short replies that are not a name ("not sure", "no idea", "later").
+_NOT_NAMES = frozenset(
+    re.split(
+        r"\s+",
+        "no not yes yeah nope sure what why how when where idea later dont don't i it is the a an and or "
+        "please wait maybe sorry help too very really unknown",
+    )
+)
+# conversation.state key: the placeholder pet the button flow just saved and asked the name of.
+NAMING_KEY = "naming_pet"
 
 SIZE_TITLES = {
     SizeClass.TOY: "Toy (under 5 kg)",
@@ -130,6 +147,9 @@ class OfflineResponder:
             return await self.greet(session, conversation)
         if _THANKS.search(text):
             return Outcome().say("You're welcome! Anything else I can do?", self.menu[:4])
+        named = await self._name_placeholder(session, conversation, text)
+        if named is not None:
+            return named
         return await self.handover(session, conversation, "assistant offline: message needs the groomer")
 
     async def on_payload(self, session: AsyncSession, conversation: Conversation, payload: str) -> Outcome:
@@ -278,6 +298,9 @@ class OfflineResponder:
         pet = await customers.save_pet(
             session, client_id=conversation.client_id, name=name, size_class=size, coat_type=coat
         )
+        # Marked, not guessed from "Dog N": the assistant's save_pet fills this record in later.
+        pet.placeholder = True
+        conversation.state = {**(conversation.state or {}), NAMING_KEY: pet.id}
         outcome = await self._days(
             session,
             conversation.client_id,
@@ -288,11 +311,35 @@ class OfflineResponder:
         outcome.messages.insert(
             0,
             OutboundMessage(
-                f'Noted: a {size.value} dog with a {coat.value} coat (saved as "{name}"; '
-                f"tell {self.groomer} the name any time)."
+                f'Noted: a {size.value} dog with a {coat.value} coat, saved as "{name}" for now. '
+                "What's your dog's name? Type it any time."
             ),
         )
         return outcome
+
+    async def _name_placeholder(
+        self, session: AsyncSession, conversation: Conversation, text: str
+    ) -> Outcome | None:
+        """A short name typed after the button flow asked for it renames that placeholder dog."""
+        state = dict(conversation.state or {})
+        pet_id = state.get(NAMING_KEY)
+        if not isinstance(pet_id, int):
+            return None
+        name = _NAME_LEAD.sub("", text.strip().rstrip(".!")).strip()
+        words = name.lower().split()
+        if not _NAME.fullmatch(name) or len(words) > 3 or _NOT_NAMES.intersection(words):
+            return None
+        owned = await customers.own_pets(session, conversation.client_id, [pet_id])
+        state.pop(NAMING_KEY)
+        conversation.state = state
+        if not owned or not owned[0].placeholder:
+            return None  # named another way meanwhile (the assistant, or Kimmie)
+        taken = {p.name.lower() for p in await customers.pets_of(session, conversation.client_id)}
+        if name.lower() in taken:
+            return None
+        owned[0].name = name[:1].upper() + name[1:]
+        owned[0].placeholder = False
+        return Outcome().say(f"Thanks! {owned[0].name} it is.", self.menu[:4])
 
     @staticmethod
     async def _free_pet_name(session: AsyncSession, client_id: int) -> str:

@@ -117,6 +117,8 @@ def context_prompt(
                 if x
             )
             extra = f"; vaccination until {p.vaccination_expires_on}" if p.vaccination_expires_on else ""
+            if p.placeholder:
+                extra += "; name not given yet (saved by the booking buttons): ask, then save_pet fills it in"
             lines.append(f"  pet_id {p.id}: {p.name} ({traits or 'details unknown'}){extra}")
     else:
         lines.append("- No dogs on file yet.")

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import customers
 from core.alerts import notify_admin
 from core.booking.api import BookingError, BookingService
-from core.db.models import Client, Conversation
+from core.db.models import Client, Conversation, Pet
 from core.llm.types import ToolCall, ToolResult, ToolSpec
 from core.types import Booking, Channel, CoatType, Quote, SizeClass, Slot
 
@@ -86,6 +86,11 @@ class RescheduleArgs(_Args):
 
 
 class SavePetArgs(_Args):
+    pet_id: int | None = Field(
+        None,
+        description="Update this dog of the customer's (a pet_id from the context), e.g. to give a dog "
+        "saved by the booking buttons its real name.",
+    )
     name: str = Field(min_length=1, max_length=100)
     breed: str | None = Field(None, max_length=100)
     size_class: SizeClass | None = None
@@ -94,6 +99,9 @@ class SavePetArgs(_Args):
     temperament: str | None = Field(None, max_length=500)
     health_notes: str | None = Field(None, max_length=500)
     vaccination_expires_on: date | None = None
+    new_dog: bool = Field(
+        False, description="True only when this is another dog, not one already on file."
+    )
 
 
 # Syntax only (one @, no spaces, a dot in the domain): whether the mailbox exists, the SMTP server says.
@@ -240,7 +248,8 @@ class ToolBox:
                 ),
                 Tool(
                     "save_pet",
-                    "Save or update the customer's dog (matched by name).",
+                    "Save or update the customer's dog (matched by name, or by pet_id). A dog the booking "
+                    "buttons saved without a name is filled in, not saved twice.",
                     SavePetArgs,
                     self._save_pet,
                 ),
@@ -456,6 +465,10 @@ class ToolBox:
         return self._booking(booking)
 
     async def _save_pet(self, session: AsyncSession, ctx: ToolContext, args: SavePetArgs) -> Any:
+        pets = await customers.pets_of(session, ctx.client_id)
+        target = await self._pet_to_fill(pets, args)
+        if target is not None:
+            return await _fill_pet(session, target, pets, args)
         pet = await customers.save_pet(
             session,
             client_id=ctx.client_id,
@@ -469,6 +482,33 @@ class ToolBox:
             vaccination_expires_on=args.vaccination_expires_on,
         )
         return {"pet_id": pet.id, "name": pet.name, "saved": True}
+
+    async def _pet_to_fill(self, pets: list[Pet], args: SavePetArgs) -> Pet | None:
+        """The existing record save_pet updates: the pet_id given (own pets only), else a dog already
+        of that name (customers.save_pet finds it: None here), else the one placeholder the button flow
+        saved, when it fits what the customer said. None: a new dog."""
+        if args.pet_id is not None:
+            own = next((p for p in pets if p.id == args.pet_id), None)
+            if own is None:
+                raise ToolRefusedError(
+                    "No such pet for this customer: nothing was saved. Use the pet ids listed in the context."
+                )
+            return own
+        if args.new_dog or any(p.name.lower() == args.name.lower() for p in pets):
+            return None
+        placeholders = [p for p in pets if p.placeholder]
+        if len(placeholders) > 1:
+            listed = "; ".join(
+                f'pet_id {p.id} "{p.name}" ({_traits(p) or "details unknown"})' for p in placeholders
+            )
+            raise ToolRefusedError(
+                f"Nothing saved yet: this customer has {len(placeholders)} dogs the booking buttons saved "
+                f"without a name: {listed}. Ask which one {args.name} is if unclear, then call save_pet "
+                f"again with that pet_id, or with new_dog=true if {args.name} is another dog."
+            )
+        if placeholders and _fits(placeholders[0], args):
+            return placeholders[0]
+        return None
 
     async def _save_contact(self, session: AsyncSession, ctx: ToolContext, args: SaveContactArgs) -> Any:
         try:
@@ -510,6 +550,54 @@ class ToolBox:
             "handed_over": True,
             "tell_customer": "The groomer will answer personally as soon as possible.",
         }
+
+
+def _traits(pet: Pet) -> str:
+    coat = f"{pet.coat_type} coat" if pet.coat_type else None
+    return ", ".join(x for x in (pet.breed, pet.size_class, coat) if x)
+
+
+def _fits(placeholder: Pet, args: SavePetArgs) -> bool:
+    """A placeholder is this dog unless the customer described another size or coat."""
+    size = args.size_class.value if args.size_class else None
+    coat = args.coat_type.value if args.coat_type else None
+    return (size is None or placeholder.size_class in (None, size)) and (
+        coat is None or placeholder.coat_type in (None, coat)
+    )
+
+
+async def _fill_pet(session: AsyncSession, pet: Pet, pets: list[Pet], args: SavePetArgs) -> Any:
+    """Update an existing own record in place (its appointments follow): name, details, and the
+    placeholder mark cleared, since the dog now has its real name."""
+    namesake = next((p for p in pets if p.id != pet.id and p.name.lower() == args.name.lower()), None)
+    if namesake is not None:
+        raise ToolRefusedError(
+            f"Nothing saved: another of this customer's dogs is already called {namesake.name} "
+            f"(pet_id {namesake.id}). Ask the customer which dog they mean."
+        )
+    was, was_placeholder = pet.name, pet.placeholder
+    pet.name = args.name
+    pet.placeholder = False
+    updates = {
+        "breed": args.breed,
+        "size_class": args.size_class.value if args.size_class else None,
+        "coat_type": args.coat_type.value if args.coat_type else None,
+        "weight_kg": args.weight_kg,
+        "temperament": args.temperament,
+        "health_notes": args.health_notes,
+        "vaccination_expires_on": args.vaccination_expires_on,
+    }
+    for name, value in updates.items():
+        if value is not None:
+            setattr(pet, name, value)
+    await session.flush()
+    result: dict[str, Any] = {"pet_id": pet.id, "name": pet.name, "saved": True}
+    if was_placeholder:
+        result["note"] = (
+            f'This is the dog the booking buttons saved as "{was}": the same record, so its '
+            f"appointments now show {pet.name}."
+        )
+    return result
 
 
 async def _flag_for_groomer(session: AsyncSession, ctx: ToolContext, reason: str) -> None:
