@@ -35,6 +35,7 @@ from core.conversation import payloads as pl
 from core.conversation.ingest import PROCESS_JOB
 from core.conversation.offline import OfflineResponder
 from core.conversation.prompt import context_prompt, stable_prompt
+from core.conversation.summarize import register_summary_job
 from core.conversation.takeover import is_active, release_if_idle, takeover_active
 from core.conversation.tools import ToolBox, ToolContext
 from core.db.database import Database
@@ -350,7 +351,7 @@ def _mark(conversation: Conversation, message_id: int) -> None:
 
 
 def register_jobs(registry: JobRegistry, *, engine: ConversationEngine, db: Database | None = None) -> None:
-    """Register the `process_message` handler (queued by core.conversation.ingest)."""
+    """Register `process_message` (queued by core.conversation.ingest) and `summarize_conversation`."""
     del db  # the engine holds the database; accepted for a uniform wiring signature
 
     async def process_message(job: ClaimedJob) -> None:
@@ -362,3 +363,7 @@ def register_jobs(registry: JobRegistry, *, engine: ConversationEngine, db: Data
         await engine.process(message_id, conversation_id)
 
     registry.register(PROCESS_JOB, process_message)
+    # Older turns folded by memory are re-summarized by the same model chain, off the customer's turn.
+    register_summary_job(
+        registry, db=engine.db, model=lambda: engine.model, deadline_s=engine.settings.llm_turn_deadline_s
+    )

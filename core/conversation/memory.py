@@ -5,6 +5,11 @@ messages are folded into the summary until it is back under half the budget — 
 message per turn, so the prompt prefix stays byte-identical (and cached) for many turns in between.
 The summary is deterministic (one short line per folded message) and itself capped, oldest lines first
 out: the facts that matter (pets, appointments) are re-read from the database every turn anyway.
+
+That extractive summary is only the immediate value. Each fold also queues a `summarize_conversation`
+job (core/conversation/summarize.py) that asks the model to merge the previous summary with the folded
+messages; it replaces the extractive text later, outside the customer's turn, and leaves it in place
+when no model is configured or the model fails.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from typing import Any, Protocol
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db.models import Conversation, Message
+from core.db.models import Conversation, Job, Message
+from core.jobs.queue import enqueue
 from core.llm.types import ChatMessage
 from core.types import Author, Direction
 
@@ -24,6 +30,10 @@ HISTORY_TOKEN_BUDGET = 3000
 SUMMARY_MAX_CHARS = 2400
 LINE_MAX_CHARS = 160
 MAX_ROWS = 200
+SUMMARIZE_JOB = "summarize_conversation"
+# Each folded message as the summarizing model reads it (longer than a summary line, still bounded).
+TRANSCRIPT_LINE_MAX_CHARS = 1000
+TRANSCRIPT_MAX_CHARS = 24000  # what one summary job sends at most, newest kept
 
 
 class ChatRow(Protocol):
@@ -103,8 +113,10 @@ async def load_history(
     *,
     up_to_message_id: int,
     budget: int = HISTORY_TOKEN_BUDGET,
+    summarize: bool = True,
 ) -> list[Line]:
-    """The verbatim rows for this turn, folding older ones into the summary when over budget.
+    """The verbatim rows for this turn, folding older ones into the summary when over budget (and,
+    with `summarize`, queueing the model-written summary of what was folded).
 
     Later inbound messages (queued behind this one) are left out; replies written after this message
     arrived (answers to the ones before it) are kept, and the current message goes last: it is the one
@@ -135,8 +147,59 @@ async def load_history(
     while fold < len(rows) - 1 and total > budget // 2:
         total -= sizes[fold]
         fold += 1
+    previous = conversation.summary
     fold_into_summary(conversation, rows[:fold])
+    if summarize:
+        await queue_summary(session, conversation, previous=previous, rows=rows[:fold])
     return rows[fold:]
+
+
+async def queue_summary(
+    session: AsyncSession, conversation: Conversation, *, previous: str | None, rows: Sequence[Line]
+) -> None:
+    """Queue the model's merge of `previous` and the folded rows, in the turn's own transaction.
+
+    The payload carries what was folded (the job re-reads nothing but the conversation's mark), and
+    the job applies only while `summary_until_message_id` is still `until`. One queue key per
+    conversation: its summaries run one at a time, in fold order, and never hold up a customer turn
+    (process_message has its own key). The idempotency key makes a re-run turn queue nothing new.
+
+    A summary job not finished yet (workers behind, the model slow) will find the mark moved and
+    skip: this job takes over its input (its previous summary and lines, then ours), so what it
+    would have merged is not lost to the extractive summary's cap.
+    """
+    until = conversation.summary_until_message_id
+    queue_key = f"summarize:{conversation.id}"
+    lines = [transcript_line(row) for row in rows]
+    pending = await session.scalar(
+        select(Job.payload)
+        .where(Job.queue_key == queue_key, Job.status.in_(("queued", "running")))
+        .order_by(Job.id.desc())
+        .limit(1)
+    )
+    if pending:
+        previous = str(pending.get("previous") or "")
+        lines = [str(line) for line in pending.get("lines") or []] + lines
+    while sum(len(line) for line in lines) > TRANSCRIPT_MAX_CHARS and len(lines) > 1:
+        lines.pop(0)
+    await enqueue(
+        session,
+        SUMMARIZE_JOB,
+        {"conversation_id": conversation.id, "until": until, "previous": previous or "", "lines": lines},
+        idempotency_key=f"summarize:{conversation.id}:{until}",
+        queue_key=queue_key,
+    )
+
+
+def _who(row: ChatRow) -> str:
+    return {"customer": "Customer", "kimmie": "Groomer"}.get(row.author, "Assistant")
+
+
+def transcript_line(row: ChatRow) -> str:
+    text = " ".join(message_text(row).split())
+    if len(text) > TRANSCRIPT_LINE_MAX_CHARS:
+        text = text[: TRANSCRIPT_LINE_MAX_CHARS - 1] + "…"
+    return f"{_who(row)}: {text}"
 
 
 def fold_into_summary(conversation: Conversation, rows: Sequence[Line]) -> None:
@@ -144,11 +207,10 @@ def fold_into_summary(conversation: Conversation, rows: Sequence[Line]) -> None:
         return
     lines = [line for line in (conversation.summary or "").splitlines() if line]
     for row in rows:
-        who = {"customer": "Customer", "kimmie": "Groomer"}.get(row.author, "Assistant")
         text = " ".join(message_text(row).split())
         if len(text) > LINE_MAX_CHARS:
             text = text[: LINE_MAX_CHARS - 1] + "…"
-        lines.append(f"- {who}: {text}")
+        lines.append(f"- {_who(row)}: {text}")
     while lines and sum(len(line) + 1 for line in lines) > SUMMARY_MAX_CHARS:
         lines.pop(0)
     conversation.summary = "\n".join(lines)
