@@ -78,6 +78,25 @@ class ChannelSender(Protocol):
     ) -> SendResult: ...
 
 
+# --- Who a customer is ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What a platform tells about a person who wrote to us (webhooks of some carry only an id)."""
+
+    name: str | None = None  # the person's own name ("Alice Liddell")
+    handle: str | None = None  # a username ("alice.l"), when the platform has one
+
+
+class ProfileSource(Protocol):
+    """Looks a channel identity's profile up. Raises the delivery errors above with the same meanings
+    (retry later, credentials invalid, anything else: this profile cannot be had); None when the
+    platform knows no name."""
+
+    async def profile(self, recipient: Recipient) -> Profile | None: ...
+
+
 # --- Kimmie --------------------------------------------------------------------------------------
 
 

@@ -16,6 +16,9 @@ With `META_HUMAN_AGENT_TAG` (the app passed Meta's App Review for it), a sender 
 24 h and 7 days after the person's last message `human_agent`, and they go out as
 `"messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"` (never an automated message).
 
+`profile()` looks a person's name up (`GET /{version}/{PSID}?fields=first_name,last_name` with the page
+token; `GET /{version}/{IGSID}?fields=name,username` with the Instagram token), mapping errors alike.
+
 A message becomes several Send API calls: images first, then the text split at the platform's limit
 (Messenger 2,000 characters, Instagram 1,000 bytes); quick replies (≤ 13, titles ≤ 20 characters)
 ride on the last call. Each call is one "part" of the `ChannelSender` contract: a retry resumes after
@@ -28,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from pydantic import SecretStr
@@ -36,6 +40,7 @@ from core.ports import (
     ChannelCredentialsError,
     PartSent,
     PermanentDeliveryError,
+    Profile,
     RecipientUnreachableError,
     RetryableDeliveryError,
     SendResult,
@@ -55,6 +60,8 @@ TRANSIENT_CODES = frozenset({1, 2, 1200})
 WINDOW_CLOSED = frozenset({(10, 2018278), (10, 2534022)})
 DEFAULT_THROTTLE_RETRY_S = 60.0
 HUMAN_AGENT_WINDOW_S = 7 * 24 * 3600.0
+# Profile fields per channel: Messenger's User Profile API, Instagram's user fields.
+PROFILE_FIELDS = {"messenger": "first_name,last_name", "instagram": "name,username"}
 
 
 def _chars(text: str) -> int:
@@ -154,7 +161,8 @@ class MetaSender:
         human_agent_window_s: float | None = None,
     ) -> None:
         self.channel = channel
-        self.url = f"{base_url.rstrip('/')}/{version}/me/messages"
+        self.api_root = f"{base_url.rstrip('/')}/{version}"
+        self.url = f"{self.api_root}/me/messages"
         # Read by core/delivery.py: set only when the app may use the HUMAN_AGENT tag.
         self.human_agent_window_s = human_agent_window_s
         self._token = token
@@ -215,10 +223,37 @@ class MetaSender:
             first_id = first_id or message_id
         return SendResult(platform_message_id=first_id)
 
+    async def profile(self, recipient: Recipient) -> Profile | None:
+        """The person's name (and Instagram username) as Meta gives it to this page/account."""
+        fields = PROFILE_FIELDS[self.channel.value]
+        url = f"{self.api_root}/{quote(recipient.external_id, safe='')}"
+        body = await self._call("GET", url, fields=fields)
+        if not isinstance(body, dict):
+            return None
+
+        def field(key: str) -> str:
+            value = body.get(key)
+            return value.strip() if isinstance(value, str) else ""
+
+        name = field("name") or " ".join(p for p in (field("first_name"), field("last_name")) if p)
+        handle = field("username")
+        if not name and not handle:
+            return None
+        return Profile(name=name[:200] or None, handle=handle[:200] or None)
+
     async def _post(self, data: dict[str, Any]) -> str | None:
+        body = await self._call("POST", self.url, json=data)
+        message_id = body.get("message_id") if isinstance(body, dict) else None
+        return str(message_id) if message_id is not None else None
+
+    async def _call(self, method: str, url: str, *, json: Any = None, fields: str | None = None) -> Any:
+        """One Graph API call; its JSON body, or one of core's delivery errors."""
         headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+        params = {"fields": fields} if fields is not None else None
         try:
-            async with self._http().post(self.url, json=data, headers=headers) as response:
+            async with self._http().request(
+                method, url, json=json, params=params, headers=headers
+            ) as response:
                 try:
                     body = await response.json(content_type=None)
                 except ValueError:
@@ -227,9 +262,11 @@ class MetaSender:
                     raise map_graph_error(response.status, body, response.headers.get("Retry-After"))
         except (TimeoutError, aiohttp.ClientError) as exc:
             # ClientError messages can include the URL (no token there: it is in a header).
-            raise RetryableDeliveryError(f"{self.channel.value} send failed: {type(exc).__name__}") from None
-        message_id = body.get("message_id") if isinstance(body, dict) else None
-        return str(message_id) if message_id is not None else None
+            what = "send" if method == "POST" else "profile lookup"
+            raise RetryableDeliveryError(
+                f"{self.channel.value} {what} failed: {type(exc).__name__}"
+            ) from None
+        return body
 
 
 class MetaSenders:

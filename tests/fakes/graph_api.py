@@ -9,6 +9,15 @@ Meta's error body `{"error": {"message", "type", "code", "error_subcode", "fbtra
     graph.fail_next(code=613, after=1)     # the send after next is throttled (part 2 of a reply)
     ...
     graph.sent   # [{"recipient": {"id": ...}, "message": {...}, "messaging_type": ...}, ...]
+
+Profiles (`GET /{version}/{PSID or IGSID}?fields=...`): answers the requested fields of
+`graph.profiles[user_id]`; an unknown id gets Meta's (#100) "does not exist" error.
+
+    graph.profiles["1122334455667788"] = {"name": "Alice Liddell", "username": "alice.l"}
+    graph.fail_profile_next(code=4, status=429)   # the next profile lookup is throttled
+    graph.profile_lookups  # [{"user_id", "fields", "token", "query"}, ...]
+
+A `MESSAGE_TAG` send must name its `tag` (HUMAN_AGENT is the one left), as the Send API insists.
 """
 
 from __future__ import annotations
@@ -39,6 +48,9 @@ class FakeGraphAPI:
     _errors: list[ScriptedError] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    profile_lookups: list[dict[str, Any]] = field(default_factory=list)
+    _profile_errors: list[ScriptedError] = field(default_factory=list)
 
     def fail_next(
         self,
@@ -56,12 +68,19 @@ class FakeGraphAPI:
             for n in range(times)
         )
 
+    def fail_profile_next(
+        self, code: int, subcode: int | None = None, *, status: int = 400, times: int = 1
+    ) -> None:
+        """Answer `times` coming profile lookups with this error."""
+        self._profile_errors.extend(ScriptedError(code, subcode, status) for _ in range(times))
+
     def texts(self) -> list[str]:
         return [m["message"].get("text", "") for m in self.sent]
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/{version}/me/messages", self._messages)
+        app.router.add_get("/{version}/{user_id}", self._profile)
         return app
 
     async def start(self) -> str:
@@ -76,14 +95,35 @@ class FakeGraphAPI:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def _messages(self, request: web.Request) -> web.Response:
-        self.calls += 1
+    @staticmethod
+    def _token(request: web.Request) -> str:
         auth = request.headers.get("Authorization", "")
-        token = (
+        return (
             auth.removeprefix("Bearer ")
             if auth.startswith("Bearer ")
             else request.query.get("access_token", "")
         )
+
+    async def _profile(self, request: web.Request) -> web.Response:
+        token = self._token(request)
+        user_id = request.match_info["user_id"]
+        fields = [f for f in request.query.get("fields", "").split(",") if f]
+        self.profile_lookups.append(
+            {"user_id": user_id, "fields": fields, "token": token, "query": dict(request.query)}
+        )
+        if token not in self.tokens:
+            return self._error(ScriptedError(190, 460, 400, "Error validating access token"))
+        if self._profile_errors:
+            return self._error(self._profile_errors.pop(0))
+        known = self.profiles.get(user_id)
+        if known is None:
+            missing = f"Unsupported get request. Object with ID '{user_id}' does not exist"
+            return self._error(ScriptedError(100, 33, 400, missing))
+        return web.json_response({**{f: known[f] for f in fields if f in known}, "id": user_id})
+
+    async def _messages(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        token = self._token(request)
         self.tokens_seen.append(token)
         if token not in self.tokens:
             return self._error(ScriptedError(190, 460, 400, "Error validating access token"))
