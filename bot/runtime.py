@@ -154,6 +154,7 @@ def _wire(rt: Runtime) -> None:
     from channels.web.sender import WebSender
     from channels.web.views import setup_routes as setup_web_routes
     from core.delivery import register_jobs as register_delivery_jobs
+    from core.profiles import register_jobs as register_profile_jobs
 
     meta = MetaSenders(rt.settings)  # a sender per configured token; HTTP session opened at start-up
     rt.senders.update(meta.senders)
@@ -164,6 +165,8 @@ def _wire(rt: Runtime) -> None:
     setup_web_routes(rt.app, db=rt.db, settings=rt.settings)
     # rt.senders is read at each delivery, so senders wired in other sections are routes too.
     register_delivery_jobs(rt.registry, db=rt.db, senders=rt.senders, settings=rt.settings)
+    # "fetch_profile": a new Messenger/Instagram customer's name, asked of the Graph API once.
+    register_profile_jobs(rt.registry, db=rt.db, sources=meta.senders)
 
     # --- Conversation engine (ENG-B, issue 3) --------------------------------------------------
     # "process_message": Claude -> OpenAI -> offline responder, tools on rt.booking. Needs rt.booking

@@ -55,6 +55,7 @@ from core.llm.types import (
     Usage,
 )
 from core.outbox import queue_outbound
+from core.profiles import queue_profile_lookup
 from core.settings import Settings
 from core.types import OutboundMessage, QuickReply
 
@@ -127,6 +128,7 @@ class ConversationEngine:
             conversation, inbound, client = found
             if int((conversation.state or {}).get(HANDLED_KEY, 0)) >= message_id:
                 return TurnResult("skipped")  # a re-run after the reply was already written
+            await queue_profile_lookup(session, conversation)  # a customer known by id only: core/profiles.py
             release_if_idle(conversation, idle_hours=self.settings.takeover_idle_hours)
             if conversation.human_takeover:
                 _mark(conversation, message_id)
