@@ -4,8 +4,9 @@ Ingest creates such an identity nameless (in one statement, on the webhook's hot
 cards and booking notifications would show "client #12". The `fetch_profile` job asks the platform once
 per identity and fills what is still empty:
 
-- `queue_profile_lookup(session, conversation)` is called by the engine in the read transaction it
-  opens for every turn anyway: for an identity on a nameless channel without a display name it queues
+- `queue_profile_lookup(session, conversation, display_name)` is called by the engine in the read
+  transaction it opens for every turn anyway, with the identity's name from the query it makes anyway
+  (no statement for a named identity): for an identity on a nameless channel without a name it queues
   the job under the idempotency key `profile:<identity id>`, so the job exists once per identity however
   many messages arrive (and a lookup that found nothing is not repeated).
 - The job reads the identity, asks the channel's `ProfileSource` outside any transaction, then in a
@@ -56,15 +57,13 @@ def profile_job_key(identity_id: int) -> str:
     return f"profile:{identity_id}"
 
 
-async def queue_profile_lookup(session: AsyncSession, conversation: Conversation) -> None:
-    """Queue the one `fetch_profile` job of this conversation's identity while it has no name."""
-    if conversation.channel not in NAMELESS_CHANNELS:
-        return  # no query at all for Telegram, the website chat, e-mail
-    name = await session.scalar(
-        select(ChannelIdentity.display_name).where(ChannelIdentity.id == conversation.identity_id)
-    )
-    if name:
-        return
+async def queue_profile_lookup(
+    session: AsyncSession, conversation: Conversation, display_name: str | None
+) -> None:
+    """Queue the one `fetch_profile` job of this conversation's identity while it has no name
+    (`display_name` is the identity's, read by the engine in the query it makes anyway)."""
+    if conversation.channel not in NAMELESS_CHANNELS or display_name:
+        return  # no statement at all for Telegram, the website chat, e-mail, or a known name
     await enqueue(
         session,
         PROFILE_JOB,

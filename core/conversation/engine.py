@@ -39,7 +39,7 @@ from core.conversation.summarize import register_summary_job
 from core.conversation.takeover import is_active, release_if_idle, takeover_active
 from core.conversation.tools import ToolBox, ToolContext
 from core.db.database import Database
-from core.db.models import Client, Conversation, Message, utcnow
+from core.db.models import ChannelIdentity, Client, Conversation, Message, utcnow
 from core.jobs.queue import ClaimedJob, PermanentJobError
 from core.jobs.worker import JobRegistry
 from core.llm.types import (
@@ -114,21 +114,23 @@ class ConversationEngine:
     # --- the job ----------------------------------------------------------------------------------
     async def process(self, message_id: int, conversation_id: int) -> TurnResult:
         async with self.db.transaction() as session:
-            # One round trip for the three rows every turn needs.
+            # One round trip for the rows every turn needs.
             query = (
-                select(Conversation, Message, Client)
+                select(Conversation, Message, Client, ChannelIdentity.display_name)
                 .join(Message, Message.conversation_id == Conversation.id)
                 .join(Client, Client.id == Conversation.client_id)
+                .join(ChannelIdentity, ChannelIdentity.id == Conversation.identity_id)
                 .where(Conversation.id == conversation_id, Message.id == message_id)
                 .options(joinedload(Client.pets))  # the dogs, in the same round trip
             )
             found = (await session.execute(query)).unique().one_or_none()
             if found is None:
                 return TurnResult("skipped")
-            conversation, inbound, client = found
+            conversation, inbound, client, display_name = found
             if int((conversation.state or {}).get(HANDLED_KEY, 0)) >= message_id:
                 return TurnResult("skipped")  # a re-run after the reply was already written
-            await queue_profile_lookup(session, conversation)  # a customer known by id only: core/profiles.py
+            # A customer known by id only (Messenger, Instagram): core/profiles.py asks for the name.
+            await queue_profile_lookup(session, conversation, display_name)
             release_if_idle(conversation, idle_hours=self.settings.takeover_idle_hours)
             if conversation.human_takeover:
                 _mark(conversation, message_id)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.meta.sender import MetaSenders
 from core.alerts import NOTIFY_ADMIN_JOB
@@ -65,8 +66,14 @@ async def first_message(db: Database, channel: Channel, external_id: str) -> int
             ),
         )
         conversation = await session.get_one(Conversation, result.conversation_id)
-        await queue_profile_lookup(session, conversation)
+        await lookup(session, conversation)
     return result.identity_id
+
+
+async def lookup(session: AsyncSession, conversation: Conversation) -> None:
+    """What the engine does on every turn: the identity's name comes from its own first query."""
+    identity = await session.get_one(ChannelIdentity, conversation.identity_id)
+    await queue_profile_lookup(session, conversation, identity.display_name)
 
 
 async def names(db: Database, identity_id: int) -> tuple[str | None, str | None]:
@@ -126,7 +133,7 @@ async def test_one_job_per_identity(db: Database, registry: JobRegistry, graph: 
             conversation = (
                 await session.execute(select(Conversation).where(Conversation.identity_id == identity_id))
             ).scalar_one()
-            await queue_profile_lookup(session, conversation)
+            await lookup(session, conversation)
     assert [job.idempotency_key for job in await profile_jobs(db)] == [f"profile:{identity_id}"]
 
 
@@ -144,7 +151,7 @@ async def test_named_or_other_channels_are_not_looked_up(db: Database) -> None:
                 display_name="Known Already",
             ),
         )
-        await queue_profile_lookup(session, await session.get_one(Conversation, result.conversation_id))
+        await lookup(session, await session.get_one(Conversation, result.conversation_id))
     assert await profile_jobs(db) == []
 
 
