@@ -49,7 +49,7 @@ PATH = "/webhook/facebook"
 def serve_cheshire(url: str, port: int, *, skip_ingest: bool = False) -> None:
     from aiohttp import web
 
-    from channels.app import create_app
+    from channels.app import create_app, freeze_startup_heap
     from channels.meta.views import setup_routes
     from core.db.database import Database
     from core.logging import configure_logging
@@ -76,6 +76,11 @@ def serve_cheshire(url: str, port: int, *, skip_ingest: bool = False) -> None:
             GroupCommit.ingest = no_ingest  # type: ignore[method-assign]
         app = create_app(settings, db)
         setup_routes(app, db=db, settings=settings)
+
+        async def like_production(_app: web.Application) -> None:
+            freeze_startup_heap()  # bot/runtime.py does this once the process has started
+
+        app.on_startup.append(like_production)
         web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from channels.app import create_app
+from channels.app import create_app, freeze_startup_heap
 from core.alerts import raise_alert
 from core.db.database import Database
 from core.db.migrate import upgrade_to_head
@@ -255,6 +255,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         for hook in rt.on_startup:
             await hook()
         await web.TCPSite(runner, settings.host, settings.port).start()
+        freeze_startup_heap()  # everything wired now lives as long as the process
         rt.worker.start()
         if _should_poll(rt):
             assert rt.bot is not None and rt.dispatcher is not None
