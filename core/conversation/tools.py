@@ -99,9 +99,7 @@ class SavePetArgs(_Args):
     temperament: str | None = Field(None, max_length=500)
     health_notes: str | None = Field(None, max_length=500)
     vaccination_expires_on: date | None = None
-    new_dog: bool = Field(
-        False, description="True only when this is another dog, not one already on file."
-    )
+    new_dog: bool = Field(False, description="True only when this is another dog, not one already on file.")
 
 
 # Syntax only (one @, no spaces, a dot in the domain): whether the mailbox exists, the SMTP server says.

@@ -20,9 +20,7 @@ from tests.fakes.telegram_api import FakeTelegramAPI
 
 
 @pytest.fixture
-async def linked_harness(
-    db: Database, database_url: str, fake_tg: FakeTelegramAPI
-) -> AsyncIterator[Harness]:
+async def linked_harness(db: Database, database_url: str, fake_tg: FakeTelegramAPI) -> AsyncIterator[Harness]:
     settings = make_settings(database_url, telegram_bot_username="LookingGlassBot")
     h = await build_harness(db, settings, fake_tg)
     try:
