@@ -109,7 +109,8 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
 def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a few KB of "[[[[..." nest deeper than the decoder's recursion limit.
         raise ApiError(400, "malformed JSON body") from None
 
 
