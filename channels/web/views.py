@@ -40,6 +40,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{8,128}$"
 POLL_INTERVAL_S = 0.1
 MAX_REPLIES_PER_ANSWER = 50
+MAX_MESSAGE_ID = 2**63 - 1  # message ids are BIGINT: a larger `after` cannot even be bound
 
 
 class ChatRequest(BaseModel):
@@ -58,6 +59,14 @@ class ChatRequest(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be blank")
+        return value
+
+    @field_validator("message", "name")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # PostgreSQL text cannot hold NUL (the INSERT would fail: a 500); no keyboard types one.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
         return value
 
 
@@ -146,7 +155,7 @@ class WebChat:
             raise _validation_error(exc) from None
         try:
             after = int(request.query.get("after", "0"))
-            if after < 0:
+            if not 0 <= after <= MAX_MESSAGE_ID:
                 raise ValueError
         except ValueError:
             raise ApiError(400, "after: must be a non-negative integer", field="after") from None
