@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import exc as sa_exc
 
 from channels.ratelimit import RateLimiter, build_rate_limiter
 from core.logging import request_id_var
@@ -40,6 +41,16 @@ CHAT_PREFIX = "/api/"
 WEBHOOK_PREFIX = "/webhook/"
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# A database that cannot be reached (refused, dropped, pool exhausted) is answered 503, not 500.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    ConnectionError,
+    OSError,
+)
+RETRY_AFTER_S = 5
 
 
 class ApiError(Exception):
@@ -143,6 +154,14 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except DATABASE_UNAVAILABLE as exc:
+        # Not a bug of the request: the database is down or overloaded. Say so, and when to retry
+        # (the widget and Meta both retry), rather than a 500.
+        status = 503
+        log.error("database unavailable in %s %s (%s)", request.method, request.path, type(exc).__name__)
+        return error_response(
+            503, "temporarily unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_S)}
+        )
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal error")

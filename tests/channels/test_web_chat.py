@@ -264,3 +264,20 @@ async def test_page_and_widget_are_served(client: Any) -> None:
     script = await client.get("/static/chat/widget.js")
     assert script.status == 200 and "/api/chat" in await script.text()
     assert (await client.get("/static/chat/widget.css")).status == 200
+
+
+async def test_database_down_is_a_503_with_retry_after(
+    aiohttp_client: Any, database_url: str, channel_settings: Settings
+) -> None:
+    """The widget retries a 503; a 500 would read as our bug."""
+    down = Database("postgresql+asyncpg://postgres@127.0.0.1:1/cheshire")  # nothing listens on port 1
+    try:
+        client = await aiohttp_client(build_app(down, channel_settings))
+        response = await client.post("/api/chat", json={"session_id": "s" * 16, "message": "hi"})
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "5"
+        assert "retry later" in (await response.json())["error"]
+        poll = await client.get(f"/api/chat/{'s' * 16}/messages")
+        assert poll.status == 503
+    finally:
+        await down.dispose()
