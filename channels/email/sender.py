@@ -97,36 +97,20 @@ class EmailSender:
         if "@" not in address:
             raise RecipientUnreachableError("not an e-mail address")
         mail = self.compose(address, message)
-        c = self.config
-        try:
-            await aiosmtplib.send(
-                mail,
-                hostname=c.host,
-                port=c.port,
-                username=c.username,
-                password=c.password,
-                use_tls=c.implicit_tls,
-                start_tls=False if c.implicit_tls else None,  # None: STARTTLS when offered
-                timeout=self.timeout_s,
-            )
-        except aiosmtplib.SMTPException as exc:
-            raise _map_error(exc) from None
-        except (OSError, TimeoutError) as exc:
-            raise RetryableDeliveryError(f"SMTP server unreachable ({type(exc).__name__})") from None
+        await send_mail(self.config, mail, timeout_s=self.timeout_s)
         log.info("e-mail sent", extra={"to_domain": address.rpartition("@")[2]})
         if on_part_sent is not None:
             await on_part_sent(0, str(mail["Message-ID"]))
         return SendResult(platform_message_id=str(mail["Message-ID"]))
 
     def compose(self, address: str, message: OutboundMessage) -> EmailMessage:
-        mail = EmailMessage()
-        mail["From"] = formataddr((self.business_name, self.config.sender))
-        mail["To"] = address
-        mail["Subject"] = self.subject(message)
-        mail["Date"] = formatdate(localtime=False)
-        mail["Message-ID"] = make_msgid(domain=self.config.sender.rpartition("@")[2] or None)
-        mail.set_content(self.body(message))
-        return mail
+        return build_mail(
+            self.config,
+            from_name=self.business_name,
+            to=address,
+            subject=self.subject(message),
+            body=self.body(message),
+        )
 
     def subject(self, message: OutboundMessage) -> str:
         first_line = next((line.strip() for line in message.text.splitlines() if line.strip()), "")
@@ -145,6 +129,43 @@ class EmailSender:
         footer = self.business_name + (f" · {self.business_phone}" if self.business_phone else "")
         parts.append(f"-- \n{footer}")
         return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def build_mail(
+    config: SmtpConfig, *, from_name: str, to: str, subject: str, body: str, message_id: str | None = None
+) -> EmailMessage:
+    """One plain-text mail from us. `message_id` (without <>) keeps a resent mail recognisable as the
+    same one (mailboxes such as Gmail show one copy); by default a fresh id."""
+    domain = config.sender.rpartition("@")[2] or None
+    mail = EmailMessage()
+    mail["From"] = formataddr((from_name, config.sender))
+    mail["To"] = to
+    mail["Subject"] = subject
+    mail["Date"] = formatdate(localtime=False)
+    stable_id = f"<{message_id}@{domain or 'localhost'}>" if message_id else None
+    mail["Message-ID"] = stable_id or make_msgid(domain=domain)
+    mail.set_content(body)
+    return mail
+
+
+async def send_mail(config: SmtpConfig, mail: EmailMessage, *, timeout_s: float) -> None:
+    """Hand one mail to the SMTP server; its refusals raise core's delivery errors (table above).
+    The one place that opens SMTP connections: the e-mail channel and Kimmie's e-mails share it."""
+    try:
+        await aiosmtplib.send(
+            mail,
+            hostname=config.host,
+            port=config.port,
+            username=config.username,
+            password=config.password,
+            use_tls=config.implicit_tls,
+            start_tls=False if config.implicit_tls else None,  # None: STARTTLS when offered
+            timeout=timeout_s,
+        )
+    except aiosmtplib.SMTPException as exc:
+        raise _map_error(exc) from None
+    except (OSError, TimeoutError) as exc:
+        raise RetryableDeliveryError(f"SMTP server unreachable ({type(exc).__name__})") from None
 
 
 def _map_error(exc: aiosmtplib.SMTPException) -> Exception:
