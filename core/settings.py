@@ -6,6 +6,7 @@ Every secret is a `SecretStr` so it never shows in `repr`, logs or tracebacks.
 
 from __future__ import annotations
 
+import re
 from datetime import time
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -27,6 +28,8 @@ DEFAULT_CORS_ORIGINS = (
     "https://lookingglassgroomery.com",
     "http://localhost:3000",
 )
+# One address, syntax only (whether the mailbox exists, the SMTP server says).
+_EMAIL = re.compile(r"^[^@\s<>(),;:\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
 # Values people paste from templates; refused outside development.
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "xxx", "your-key-here", "secret"})
 
@@ -183,7 +186,9 @@ class Settings(BaseSettings):
     # Sender address; None: the SMTP user when it is an address, else no-reply@<smtp host>.
     smtp_from: str | None = None
     smtp_timeout_s: float = Field(15.0, gt=0)
-    alert_email_to: str | None = None
+    # Kimmie's address: her notifications are e-mailed there (through SMTP_URL) when Telegram cannot
+    # take them. ALERT_EMAIL_TO is the earlier name, still read.
+    admin_email: str | None = Field(None, validation_alias=AliasChoices("ADMIN_EMAIL", "ALERT_EMAIL_TO"))
 
     # ----------------------------------------------------------------------------------------------
     @field_validator("telegram_admin_ids", "cors_allowed_origins", mode="before")
@@ -221,6 +226,16 @@ class Settings(BaseSettings):
             url = urlsplit(value.get_secret_value())
             if url.scheme not in {"smtp", "smtps"} or not url.hostname:
                 raise ValueError("must be smtp://user:password@host:port or smtps://...")
+        return value
+
+    @field_validator("admin_email")
+    @classmethod
+    def _one_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not _EMAIL.match(value):
+            raise ValueError("must be one e-mail address, such as kimmie@example.com")
         return value
 
     @field_validator("telegram_bot_username")
