@@ -22,31 +22,14 @@ from aiogram.exceptions import (
 from aiogram.types import InlineKeyboardMarkup, Message
 
 from bot import cards, views
-from bot.notify_jobs import NoAdminChatError
+from bot.notify_jobs import EVENT_LABEL, QUIET_EVENTS, AdminUnreachableError, NoAdminChatError
 from core.booking.api import BookingService, NotFoundError
 from core.db.database import Database
-from core.jobs.queue import PermanentJobError, RetryLater
+from core.jobs.queue import RetryLater
 from core.settings import Settings
 from core.storage import S3Storage, StorageError
 
 log = logging.getLogger(__name__)
-
-EVENT_LABEL = {
-    "confirmed": "confirmed ✅",
-    "declined": "declined ❌",
-    "cancelled_by_customer": "cancelled by the customer 🚫",
-    "cancelled_by_kimmie": "cancelled 🚫",
-    "rescheduled_by_customer": "moved to a new time by the customer 🔁",
-    "rescheduled_by_kimmie": "moved to a new time 🔁",
-    "expired": "expired before a decision ⌛",
-    "completed": "completed ✔",
-    "no_show": "marked no-show",
-    "payment_received": "deposit paid 💳",
-}
-# Changes Kimmie made herself (a button she just pressed): the card is refreshed, no extra message.
-QUIET_EVENTS = frozenset(
-    {"confirmed", "declined", "cancelled_by_kimmie", "rescheduled_by_kimmie", "completed", "no_show"}
-)
 
 
 @asynccontextmanager
@@ -58,9 +41,14 @@ async def telegram_errors() -> AsyncIterator[None]:
         raise RetryLater(float(exc.retry_after), "telegram rate limit") from None
     except TelegramForbiddenError as exc:
         log.error("telegram refuses to message the admin chat: it must open the bot and press Start")
-        raise PermanentJobError(f"admin chat refused the bot: {exc.message[:120]}") from None
+        raise AdminUnreachableError(f"admin chat refused the bot: {exc.message[:120]}") from None
     except TelegramUnauthorizedError:
-        raise PermanentJobError("TELEGRAM_BOT_TOKEN was rejected by Telegram") from None
+        raise AdminUnreachableError("TELEGRAM_BOT_TOKEN was rejected by Telegram") from None
+    except TelegramBadRequest as exc:
+        if "chat not found" not in exc.message.lower():
+            raise  # our request was wrong: retried, then dead (or e-mailed) like any other failure
+        log.error("telegram does not know the admin chat: check TELEGRAM_KIMMIE_CHAT_ID")
+        raise AdminUnreachableError("admin chat not found: check TELEGRAM_KIMMIE_CHAT_ID") from None
 
 
 class TelegramAdminNotifier:

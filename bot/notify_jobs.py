@@ -2,48 +2,174 @@
 
 Payloads (core/alerts.py): {"type": "alert", "text"}, {"type": "booking_request", "appointment_id"},
 {"type": "booking_changed", "appointment_id", "event"}, {"type": "handover", "conversation_id", "reason"}.
+
+E-mail fallback (ADMIN_EMAIL + SMTP_URL, `wire_email_fallback`): a notification Telegram cannot take
+is handed to one "notify_admin_email" job (bot/admin_email.py) and this job ends done. That happens
+when the bot is not configured, when Kimmie's chat is unreachable (bot blocked, chat not found, token
+refused, no chat id: `AdminUnreachableError`), or on the last attempt after transient failures. A
+transient failure before that retries Telegram. The e-mail job's idempotency key is this job's id,
+so a notification is handed over at most once, however often this job runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from core.alerts import NOTIFY_ADMIN_JOB
-from core.jobs.queue import ClaimedJob, PermanentJobError
+from core.db.database import Database
+from core.db.models import utcnow
+from core.jobs.queue import ClaimedJob, PermanentJobError, enqueue
 from core.jobs.worker import Handler, JobRegistry
 from core.ports import AdminNotifier
 
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+
 log = logging.getLogger(__name__)
 
+ADMIN_EMAIL_JOB = "notify_admin_email"
 
-class NoAdminChatError(Exception):
+# booking_changed events as Kimmie reads them (Telegram line and e-mail).
+EVENT_LABEL = {
+    "confirmed": "confirmed ✅",
+    "declined": "declined ❌",
+    "cancelled_by_customer": "cancelled by the customer 🚫",
+    "cancelled_by_kimmie": "cancelled 🚫",
+    "rescheduled_by_customer": "moved to a new time by the customer 🔁",
+    "rescheduled_by_kimmie": "moved to a new time 🔁",
+    "expired": "expired before a decision ⌛",
+    "completed": "completed ✔",
+    "no_show": "marked no-show",
+    "payment_received": "deposit paid 💳",
+}
+# Changes Kimmie made herself (a button she just pressed): the card is refreshed, no extra message.
+QUIET_EVENTS = frozenset(
+    {"confirmed", "declined", "cancelled_by_kimmie", "rescheduled_by_kimmie", "completed", "no_show"}
+)
+
+
+class AdminUnreachableError(PermanentJobError):
+    """Kimmie's Telegram chat cannot be reached (bot blocked, chat not found, token refused, no chat
+    configured): retrying Telegram cannot help, another channel can. The message is ours (Telegram's
+    description at most), never a token."""
+
+
+class NoAdminChatError(AdminUnreachableError):
     """No admin chat is configured: retrying cannot help."""
 
 
-def make_notify_handler(notifier: AdminNotifier) -> Handler:
+async def deliver(notifier: AdminNotifier, payload: dict[str, Any]) -> None:
+    """One notification through `notifier`; a malformed payload is a PermanentJobError."""
+    kind = payload.get("type")
+    try:
+        if kind == "alert":
+            await notifier.alert(str(payload.get("text", "")))
+        elif kind == "booking_request":
+            await notifier.booking_request(int(payload["appointment_id"]))
+        elif kind == "booking_changed":
+            await notifier.booking_changed(
+                int(payload["appointment_id"]), str(payload.get("event", "changed"))
+            )
+        elif kind == "handover":
+            await notifier.handover(int(payload["conversation_id"]), str(payload.get("reason", "")))
+        else:
+            raise PermanentJobError(f"unknown notify_admin type {kind!r}")
+    except (KeyError, ValueError) as exc:
+        raise PermanentJobError(f"bad notify_admin payload: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class EmailFallback:
+    """Hands a notification Telegram cannot take to the "notify_admin_email" job."""
+
+    db: Database
+    # A Telegram attempt is cut off after this, so even a hanging last attempt ends in the hand-over
+    # (the worker itself cancels a handler at 80 % of the lease, which would leave no time for it).
+    telegram_timeout_s: float
+
+    async def hand_over(self, job: ClaimedJob, reason: str) -> None:
+        payload = {
+            **job.payload,
+            "notify_job_id": job.id,
+            "fallback_reason": reason,
+            # Fixed when handed over: the mail's Message-ID, the same on every try of the e-mail job.
+            "handed_over_ms": int(utcnow().timestamp() * 1000),
+        }
+        async with self.db.transaction() as session:
+            email_job = await enqueue(
+                session, ADMIN_EMAIL_JOB, payload, idempotency_key=f"admin_email:{job.id}"
+            )
+        log.warning(
+            "notification for Kimmie goes by e-mail",
+            extra={"reason": reason, "email_job_id": email_job, "type": job.payload.get("type")},
+        )
+
+
+def make_notify_handler(
+    notifier: AdminNotifier, *, fallback: EmailFallback | None = None, telegram: bool = True
+) -> Handler:
+    """`telegram`: `notifier` is the Telegram one (False: the logging notifier, the bot is off)."""
+
     async def handle(job: ClaimedJob) -> None:
-        payload = job.payload
-        kind = payload.get("type")
+        if fallback is not None and not telegram:
+            await deliver(notifier, job.payload)  # the log line it always was
+            await fallback.hand_over(job, "Telegram is not configured")
+            return
         try:
-            if kind == "alert":
-                await notifier.alert(str(payload.get("text", "")))
-            elif kind == "booking_request":
-                await notifier.booking_request(int(payload["appointment_id"]))
-            elif kind == "booking_changed":
-                await notifier.booking_changed(
-                    int(payload["appointment_id"]), str(payload.get("event", "changed"))
-                )
-            elif kind == "handover":
-                await notifier.handover(int(payload["conversation_id"]), str(payload.get("reason", "")))
+            if fallback is None:
+                await deliver(notifier, job.payload)
             else:
-                raise PermanentJobError(f"unknown notify_admin type {kind!r}")
-        except (KeyError, ValueError) as exc:
-            raise PermanentJobError(f"bad notify_admin payload: {exc}") from None
-        except NoAdminChatError as exc:
-            raise PermanentJobError(str(exc)) from None
+                async with asyncio.timeout(fallback.telegram_timeout_s):
+                    await deliver(notifier, job.payload)
+        except AdminUnreachableError as exc:
+            if fallback is None:
+                raise
+            await fallback.hand_over(job, f"Telegram cannot reach your chat ({exc})")
+        except PermanentJobError:
+            raise  # a malformed payload: an e-mail could not render it either
+        except Exception as exc:  # rate limit, network, 5xx, time-out: Telegram again, until the last try
+            if fallback is None or job.attempts < job.max_attempts:
+                raise
+            await fallback.hand_over(
+                job, f"Telegram failed on all {job.attempts} attempts (last: {type(exc).__name__})"
+            )
 
     return handle
 
 
-def register_jobs(registry: JobRegistry, *, notifier: AdminNotifier) -> None:
-    registry.register(NOTIFY_ADMIN_JOB, make_notify_handler(notifier))
+def register_jobs(
+    registry: JobRegistry,
+    *,
+    notifier: AdminNotifier,
+    fallback: EmailFallback | None = None,
+    telegram: bool = True,
+) -> None:
+    registry.register(NOTIFY_ADMIN_JOB, make_notify_handler(notifier, fallback=fallback, telegram=telegram))
+
+
+def wire_email_fallback(rt: Runtime) -> EmailFallback | None:
+    """Register the "notify_admin_email" job when ADMIN_EMAIL and SMTP_URL are set, and say at
+    start-up either way whether Kimmie's notifications have a fallback."""
+    settings = rt.settings
+    missing = [
+        name
+        for name, value in (("ADMIN_EMAIL", settings.admin_email), ("SMTP_URL", settings.smtp_url))
+        if value is None
+    ]
+    if missing or rt.booking is None:
+        why = f"{' and '.join(missing)} not set" if missing else "no booking service wired"
+        log.warning(
+            "Kimmie's notifications have no fallback (%s): one Telegram cannot take is only logged, "
+            "its job ends dead",
+            why,
+        )
+        return None
+    from bot.admin_email import AdminMailer  # loads aiosmtplib only now
+
+    mailer = AdminMailer(db=rt.db, settings=settings, booking=rt.booking)
+    rt.registry.register(ADMIN_EMAIL_JOB, mailer.handle)
+    log.info("Kimmie's notifications fall back to e-mail (ADMIN_EMAIL) when Telegram cannot take them")
+    return EmailFallback(rt.db, telegram_timeout_s=settings.job_lease_s * 0.5)

@@ -134,19 +134,24 @@ def _wire(rt: Runtime) -> None:
     if google is not None:
         rt.on_shutdown.append(google.stop_warming)
 
+    # --- Kimmie's notifications by e-mail when Telegram cannot take them (ADMIN_EMAIL + SMTP_URL) ---
+    from bot.notify_jobs import wire_email_fallback
+
+    notify_fallback = wire_email_fallback(rt)  # None (and a warning) without them
+
     # --- Telegram: senders, Kimmie's notifier, routers (ENG-E, issue 6) -----------------------
     # Telegram sender, dispatcher (FSM storage, routers), "notify_admin" (logging notifier when the
     # bot is off), POST /webhook/telegram in webhook mode, command menus + setWebhook at start-up.
     if rt.bot is not None:
         from bot.setup import wire_telegram
 
-        wire_telegram(rt)
+        wire_telegram(rt, fallback=notify_fallback)
     else:  # what wire_telegram does without a bot, without loading aiogram (~1 s, ~90 MB at start-up)
         from bot.notify_jobs import register_jobs as register_notify_jobs
         from core.notify import LoggingNotifier
 
         rt.notifier = LoggingNotifier()
-        register_notify_jobs(rt.registry, notifier=rt.notifier)
+        register_notify_jobs(rt.registry, notifier=rt.notifier, fallback=notify_fallback, telegram=False)
 
     # --- Channels: Meta + website chat, delivery job (ENG-D, issue 5) --------------------------
     from channels.meta.sender import MetaSenders

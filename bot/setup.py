@@ -25,6 +25,7 @@ from aiohttp import web
 
 from bot import admin, customer
 from bot.notifier import TelegramAdminNotifier
+from bot.notify_jobs import EmailFallback
 from bot.notify_jobs import register_jobs as register_notify_jobs
 from bot.scope import UpdateScopeMiddleware, register_prune_job, schedule_prune
 from bot.sender import TelegramSender
@@ -128,18 +129,21 @@ def register_jobs(
     settings: Settings,
     booking: BookingService,
     photos: S3Storage | None = None,
+    fallback: EmailFallback | None = None,
 ) -> TelegramAdminNotifier:
-    """Register "notify_admin" with the Telegram notifier; returns the notifier for the runtime."""
+    """Register "notify_admin" with the Telegram notifier (and the e-mail fallback, when wired);
+    returns the notifier for the runtime."""
     notifier = TelegramAdminNotifier(bot=bot, db=db, settings=settings, booking=booking, photos=photos)
-    register_notify_jobs(registry, notifier=notifier)
+    register_notify_jobs(registry, notifier=notifier, fallback=fallback)
     register_prune_job(registry, db=db)
     return notifier
 
 
-def wire_telegram(rt: Runtime) -> None:
+def wire_telegram(rt: Runtime, *, fallback: EmailFallback | None = None) -> None:
     """The Telegram section of the composition root: sender, dispatcher, notifier, webhook, start-up.
 
-    Without a bot (TELEGRAM_BOT_TOKEN unset) Kimmie's notifications go to the log (core/notify.py).
+    Without a bot (TELEGRAM_BOT_TOKEN unset) Kimmie's notifications go to the log (core/notify.py),
+    and to ADMIN_EMAIL when `fallback` is wired (bot/notify_jobs.py).
     """
     from core.notify import LoggingNotifier
 
@@ -148,7 +152,7 @@ def wire_telegram(rt: Runtime) -> None:
         if rt.bot is not None:
             log.error("booking service not wired: Telegram bot disabled, notifications go to the log")
         rt.notifier = LoggingNotifier()
-        register_notify_jobs(rt.registry, notifier=rt.notifier)
+        register_notify_jobs(rt.registry, notifier=rt.notifier, fallback=fallback, telegram=False)
         return
     sender = TelegramSender(rt.bot)
     rt.senders["telegram"] = sender
@@ -158,7 +162,13 @@ def wire_telegram(rt: Runtime) -> None:
     )
     rt.dispatcher = dispatcher
     rt.notifier = register_jobs(
-        rt.registry, db=rt.db, bot=rt.bot, settings=settings, booking=rt.booking, photos=photos
+        rt.registry,
+        db=rt.db,
+        bot=rt.bot,
+        settings=settings,
+        booking=rt.booking,
+        photos=photos,
+        fallback=fallback,
     )
     if settings.telegram_mode == "webhook":
         setup_webhook(rt.app, dispatcher, rt.bot, settings)
