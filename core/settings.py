@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     assistant_name: str = "Cheshire"
     groomer_name: str = "Kimmie"
     catalog_file: str = "catalog.toml"
+    # Bearer token for GET /metrics (Prometheus); unset: the endpoint does not exist (404).
+    metrics_token: SecretStr | None = None
 
     # --- Database / cache --------------------------------------------------------------------
     database_url: str = DEFAULT_SQLITE_URL
