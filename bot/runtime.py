@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from channels.app import create_app, freeze_startup_heap
+from channels.metrics import METRICS_KEY
 from core.alerts import raise_alert
 from core.db.database import Database
 from core.db.migrate import upgrade_to_head
 from core.jobs.queue import ClaimedJob
 from core.jobs.worker import JobRegistry, Worker, WorkerConfig
+from core.metrics import Metrics
 from core.ports import AdminNotifier, CalendarProvider, ChannelSender
 from core.settings import Settings
 
@@ -74,6 +76,7 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     db = Database(settings.database_url)
     registry = JobRegistry()
+    metrics = Metrics()  # GET /metrics (channels/metrics.py); the worker counts job outcomes in it
     worker = Worker(
         db,
         registry,
@@ -82,13 +85,14 @@ def build_runtime(settings: Settings) -> Runtime:
             poll_interval_s=settings.job_poll_interval_s,
             lease_s=settings.job_lease_s,
         ),
+        on_outcome=metrics.job_outcome,
     )
     rt = Runtime(
         settings=settings,
         db=db,
         registry=registry,
         worker=worker,
-        app=create_app(settings, db),
+        app=create_app(settings, db, metrics),
     )
     if settings.telegram_mode != "off":
         rt.bot, rt.dispatcher = _build_telegram(settings)
@@ -187,6 +191,8 @@ def _wire(rt: Runtime) -> None:
 
             chat_model = build_chat_model(rt.settings)
             rt.on_shutdown.append(partial(close_chat_model, chat_model))
+            if chat_model is not None:  # LLM calls by provider and outcome, for GET /metrics
+                chat_model.on_call = rt.app[METRICS_KEY].llm_call
         engine = ConversationEngine(db=rt.db, settings=rt.settings, booking=rt.booking, model=chat_model)
         register_conversation_jobs(rt.registry, db=rt.db, engine=engine)
         rt.extras["conversation_engine"] = engine

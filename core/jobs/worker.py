@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[ClaimedJob], Awaitable[None]]
 DeadJobListener = Callable[[ClaimedJob, str], Awaitable[None]]
+# (kind, "completed" | "failed" | "dead") after each run is recorded: GET /metrics counts them.
+OutcomeListener = Callable[[str, str], None]
 
 
 class JobRegistry:
@@ -127,10 +129,18 @@ class Worker:
     `stop()` releases whatever is left there, so a restart never waits for leases to expire.
     """
 
-    def __init__(self, db: Database, registry: JobRegistry, config: WorkerConfig | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        registry: JobRegistry,
+        config: WorkerConfig | None = None,
+        *,
+        on_outcome: OutcomeListener | None = None,
+    ) -> None:
         self.db = db
         self.registry = registry
         self.config = config or WorkerConfig()
+        self.on_outcome = on_outcome
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
@@ -232,7 +242,8 @@ class Worker:
                 log.warning("job failed", exc_info=True)
                 await self._failed(books, job, f"{type(exc).__name__}: {exc}")
             else:
-                await books.complete(job.id, self.id)
+                if await books.complete(job.id, self.id) and self.on_outcome is not None:
+                    self.on_outcome(job.kind, "completed")
                 self._claimed.discard(job.id)
 
     async def _failed(
@@ -249,6 +260,8 @@ class Worker:
                 conn, job, worker_id=self.id, error=error, retry_in_s=retry_in_s, permanent=permanent
             )
         self._claimed.discard(job.id)
+        if self.on_outcome is not None and status != "lost":
+            self.on_outcome(job.kind, "dead" if status == "dead" else "failed")
         if status == "dead":
             log.error("job dead", extra={"error": error[:300]})
             for listener in self.registry.dead_listeners:

@@ -45,6 +45,8 @@ class FallbackChatModel:
     ) -> None:
         self.providers = list(providers)
         self.clock = clock
+        # (provider, "ok" | "transient" | "configuration") after each attempt: GET /metrics counts them.
+        self.on_call: Callable[[str, str], None] | None = None
         self._cooling_until: dict[str, float] = {}
 
     def _order(self) -> list[ChatModel]:
@@ -82,7 +84,11 @@ class FallbackChatModel:
                 fault = replace(exc.fault(), provider=provider.name)
             else:
                 self._cooling_until.pop(provider.name, None)
+                if self.on_call is not None:
+                    self.on_call(provider.name, "ok")
                 return replace(response, faults=tuple(faults)) if faults else response
             faults.append(fault)
             self._failed(fault)
+            if self.on_call is not None:
+                self.on_call(provider.name, fault.kind)
         raise AllProvidersFailedError(faults)
