@@ -200,8 +200,8 @@ async def _until_a_backend_waits_on_a_lock(db: Database) -> None:
         for _ in range(500):
             waiting = await conn.scalar(
                 text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database() AND query LIKE '%fresh_identity%'"
                 )
             )
             if waiting:
