@@ -183,8 +183,9 @@ async def test_a_first_contact_lost_to_a_concurrent_writer_lands_on_the_winners_
     try:
         async with db.transaction() as session:
             winner = await ingest(session, _inbound("m_1", user="newcomer", display_name="Nina"))
+            xid = await session.scalar(text("SELECT (pg_current_xact_id()::text::bigint % 4294967296)::text"))
             racing = asyncio.create_task(GroupCommit(other).ingest([_inbound("m_2", user="newcomer")]))
-            await _until_a_backend_waits_on_a_lock(db)
+            await _until_someone_waits_for(db, str(xid))
         loser = (await racing)[0]
     finally:
         await other.dispose()
@@ -195,16 +196,15 @@ async def test_a_first_contact_lost_to_a_concurrent_writer_lands_on_the_winners_
         assert await session.scalar(select(func.count()).select_from(Message)) == 2
 
 
-async def _until_a_backend_waits_on_a_lock(db: Database) -> None:
+async def _until_someone_waits_for(db: Database, xid: str) -> None:
+    """Until a backend waits for transaction `xid` to end (the racing insert on our identity row)."""
+    query = text(
+        "SELECT count(*) FROM pg_locks"
+        " WHERE locktype = 'transactionid' AND NOT granted AND transactionid::text = :xid"
+    )
     async with db.engine.connect() as conn:
-        for _ in range(500):
-            waiting = await conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND datname = current_database() AND query LIKE '%fresh_identity%'"
-                )
-            )
-            if waiting:
+        for _ in range(1000):
+            if await conn.scalar(query, {"xid": xid}):
                 return
             await asyncio.sleep(0.01)
     raise AssertionError("the racing writer never waited on our uncommitted identity")
