@@ -108,9 +108,10 @@ def _clean_text(value: Any, max_chars: int) -> str:
     """A string as PostgreSQL can store it: NUL dropped, lone surrogates replaced, clipped."""
     if not isinstance(value, str):
         return ""
-    if not _storable(value):
-        value = _LONE_SURROGATE.sub("\ufffd", value.replace("\x00", ""))
-    return value[:max_chars]
+    text: str = value
+    if not _storable(text):
+        text = _LONE_SURROGATE.sub("\ufffd", text.replace("\x00", ""))
+    return text[:max_chars]
 
 
 def _mid(value: str) -> str:
