@@ -21,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot import views
+from bot.facts import STATUS_WORDS, channel_label, fmt_money, pet_traits, vaccination
 from bot.notify_jobs import EVENT_LABEL, QUIET_EVENTS
 from channels.email.sender import SmtpConfig, build_mail, send_mail
 from core.booking.api import BookingService, NotFoundError
@@ -28,21 +29,10 @@ from core.db.database import Database
 from core.jobs.queue import ClaimedJob, PermanentJobError
 from core.ports import ChannelCredentialsError, PermanentDeliveryError, RecipientUnreachableError
 from core.settings import Settings
-from core.types import AppointmentStatus
 
 log = logging.getLogger(__name__)
 
 SUBJECT_CHARS = 120
-CHANNEL_LABEL = {"telegram": "Telegram", "instagram": "Instagram", "messenger": "Messenger", "web": "Website"}
-STATUS_LABEL = {
-    AppointmentStatus.REQUESTED: "waiting for your decision",
-    AppointmentStatus.CONFIRMED: "confirmed",
-    AppointmentStatus.DECLINED: "declined",
-    AppointmentStatus.CANCELLED: "cancelled",
-    AppointmentStatus.EXPIRED: "expired (not decided in time)",
-    AppointmentStatus.COMPLETED: "completed",
-    AppointmentStatus.NO_SHOW: "no-show",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,33 +42,18 @@ class AdminMail:
     body: str
 
 
-def channel_label(channel: str | None) -> str:
-    return CHANNEL_LABEL.get(channel, channel) if channel else "—"
-
-
 def fmt_slot(start: datetime, end: datetime, tz: ZoneInfo) -> str:
     local_start, local_end = start.astimezone(tz), end.astimezone(tz)
     return f"{local_start:%a %-d %b %Y}, {local_start:%H:%M}–{local_end:%H:%M} ({tz.key})"
 
 
-def fmt_money(low: int | None, high: int | None) -> str:
-    if low is None:
-        return "no quote"
-    if high is None or high == low:
-        return f"${low / 100:,.0f}"
-    return f"${low / 100:,.0f}–{high / 100:,.0f}"
-
-
 def pet_text(pet: views.PetView, today: date) -> str:
-    facts = [pet.breed, pet.size_class, f"{pet.coat_type} coat" if pet.coat_type else None]
-    line = pet.name + (" — " + ", ".join(f for f in facts if f) if any(facts) else "")
-    extra = [f"temperament: {pet.temperament}" if pet.temperament else ""]
-    if pet.vaccination_expires_on is None:
-        extra.append("vaccination: unknown")
-    elif pet.vaccination_expires_on < today:
-        extra.append(f"VACCINATION EXPIRED {pet.vaccination_expires_on:%-d %b %Y}")
-    else:
-        extra.append(f"vaccinated until {pet.vaccination_expires_on:%-d %b %Y}")
+    traits = pet_traits(pet)
+    line = pet.name + (" — " + ", ".join(traits) if traits else "")
+    shots, expired = vaccination(pet, today)
+    if expired:  # plain text has no ⚠: shout instead
+        shots = shots.replace("vaccination expired", "VACCINATION EXPIRED")
+    extra = [f"temperament: {pet.temperament}" if pet.temperament else "", shots]
     if pet.health_notes:
         extra.append(f"health: {pet.health_notes}")
     return line + "\n     " + "; ".join(x for x in extra if x)
@@ -107,7 +82,7 @@ def booking_lines(card: views.CardData, tz: ZoneInfo) -> list[str]:
         lines.append("Calendar not checked — make sure the slot is free.")
     if b.notes:
         lines.append(f"Notes:   {b.notes}")
-    lines.append(f"Status:  {STATUS_LABEL.get(b.status, str(b.status))}")
+    lines.append(f"Status:  {STATUS_WORDS.get(b.status, str(b.status))}")
     if card.conversation_id is not None:
         lines.append(f"Chat:    #{card.conversation_id} ({channel_label(channel)})")
     return lines

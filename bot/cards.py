@@ -14,19 +14,20 @@ from zoneinfo import ZoneInfo
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.callbacks import ApptAction, ChatAction
+from bot.facts import CHANNEL_LABEL, STATUS_WORDS, channel_label, fmt_money, pet_traits, vaccination
 from bot.views import CardData, ClientCard, ConversationView, PetView
 from core.types import AppointmentStatus, Booking, Slot
 
-STATUS_LABEL = {
-    AppointmentStatus.REQUESTED: "⏳ waiting for your decision",
-    AppointmentStatus.CONFIRMED: "✅ confirmed",
-    AppointmentStatus.DECLINED: "❌ declined",
-    AppointmentStatus.CANCELLED: "🚫 cancelled",
-    AppointmentStatus.EXPIRED: "⌛ expired (not decided in time)",
-    AppointmentStatus.COMPLETED: "✔ completed",
-    AppointmentStatus.NO_SHOW: "👻 no-show",
+STATUS_EMOJI = {
+    AppointmentStatus.REQUESTED: "⏳",
+    AppointmentStatus.CONFIRMED: "✅",
+    AppointmentStatus.DECLINED: "❌",
+    AppointmentStatus.CANCELLED: "🚫",
+    AppointmentStatus.EXPIRED: "⌛",
+    AppointmentStatus.COMPLETED: "✔",
+    AppointmentStatus.NO_SHOW: "👻",
 }
-CHANNEL_LABEL = {"telegram": "Telegram", "instagram": "Instagram", "messenger": "Messenger", "web": "Website"}
+STATUS_LABEL = {status: f"{STATUS_EMOJI[status]} {words}" for status, words in STATUS_WORDS.items()}
 
 
 def e(value: object) -> str:
@@ -42,32 +43,19 @@ def fmt_day(day: date) -> str:
     return f"{day:%A %-d %B}"
 
 
-def fmt_money(low: int | None, high: int | None, currency: str = "USD") -> str:
-    if low is None:
-        return "no quote"
-    symbol = "$" if currency.upper() == "USD" else f"{currency} "
-    if high is None or high == low:
-        return f"{symbol}{low / 100:,.0f}"
-    return f"{symbol}{low / 100:,.0f}–{high / 100:,.0f}"
-
-
-def vaccination(pet: PetView, today: date) -> str:
-    if pet.vaccination_expires_on is None:
-        return "vaccination: unknown"
-    if pet.vaccination_expires_on < today:
-        return f"⚠ vaccination expired {pet.vaccination_expires_on:%-d %b %Y}"
-    return f"vaccinated until {pet.vaccination_expires_on:%-d %b %Y}"
+def vaccination_text(pet: PetView, today: date) -> str:
+    text, expired = vaccination(pet, today)
+    return f"⚠ {text}" if expired else text
 
 
 def pet_line(pet: PetView, today: date, *, show_id: bool = False) -> str:
-    facts = [pet.breed, pet.size_class, f"{pet.coat_type} coat" if pet.coat_type else None]
-    details = ", ".join(e(f) for f in facts if f)
+    details = ", ".join(e(f) for f in pet_traits(pet))
     line = (
         f"🐾 <b>{e(pet.name)}</b>"
         + (f" (pet #{pet.id})" if show_id else "")
         + (f" — {details}" if details else "")
     )
-    extra = [e(f"temperament: {pet.temperament}") if pet.temperament else "", vaccination(pet, today)]
+    extra = [e(f"temperament: {pet.temperament}") if pet.temperament else "", vaccination_text(pet, today)]
     if pet.health_notes:
         extra.append(e(f"health: {pet.health_notes}"))
     return line + "\n    " + "; ".join(x for x in extra if x)
@@ -76,7 +64,7 @@ def pet_line(pet: PetView, today: date, *, show_id: bool = False) -> str:
 def booking_card_text(card: CardData, tz: ZoneInfo, *, note: str | None = None) -> str:
     b = card.booking
     today = datetime.now(tz).date()
-    channel = CHANNEL_LABEL.get(b.source_channel.value, b.source_channel.value) if b.source_channel else "—"
+    channel = channel_label(b.source_channel.value if b.source_channel else None)
     who = e(card.client.name or "(no name)")
     if card.client.phone:
         who += f" · {e(card.client.phone)}"

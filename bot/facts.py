@@ -1,0 +1,50 @@
+"""What Kimmie's cards say, without the format: the words shared by the Telegram card (HTML, emoji,
+bot/cards.py) and the e-mail she gets when Telegram cannot reach her (plain text, bot/admin_email.py).
+
+No aiogram here: the e-mail path must not load it.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from bot.views import PetView
+from core.types import AppointmentStatus
+
+CHANNEL_LABEL = {"telegram": "Telegram", "instagram": "Instagram", "messenger": "Messenger", "web": "Website"}
+STATUS_WORDS = {
+    AppointmentStatus.REQUESTED: "waiting for your decision",
+    AppointmentStatus.CONFIRMED: "confirmed",
+    AppointmentStatus.DECLINED: "declined",
+    AppointmentStatus.CANCELLED: "cancelled",
+    AppointmentStatus.EXPIRED: "expired (not decided in time)",
+    AppointmentStatus.COMPLETED: "completed",
+    AppointmentStatus.NO_SHOW: "no-show",
+}
+
+
+def channel_label(channel: str | None) -> str:
+    return CHANNEL_LABEL.get(channel, channel) if channel else "—"
+
+
+def fmt_money(low: int | None, high: int | None, currency: str = "USD") -> str:
+    if low is None:
+        return "no quote"
+    symbol = "$" if currency.upper() == "USD" else f"{currency} "
+    if high is None or high == low:
+        return f"{symbol}{low / 100:,.0f}"
+    return f"{symbol}{low / 100:,.0f}–{high / 100:,.0f}"
+
+
+def pet_traits(pet: PetView) -> list[str]:
+    """Breed, size and coat, those known."""
+    return [f for f in (pet.breed, pet.size_class, f"{pet.coat_type} coat" if pet.coat_type else None) if f]
+
+
+def vaccination(pet: PetView, today: date) -> tuple[str, bool]:
+    """The vaccination line, and whether it is a warning (expired)."""
+    if pet.vaccination_expires_on is None:
+        return "vaccination: unknown", False
+    if pet.vaccination_expires_on < today:
+        return f"vaccination expired {pet.vaccination_expires_on:%-d %b %Y}", True
+    return f"vaccinated until {pet.vaccination_expires_on:%-d %b %Y}", False
