@@ -66,3 +66,17 @@ async def resolve_alert(session: AsyncSession, fault_key: str) -> None:
 async def notify_admin(session: AsyncSession, kind: str, **data: object) -> None:
     """Queue a non-alert notification for Kimmie (booking_request, booking_changed, handover)."""
     await enqueue(session, NOTIFY_ADMIN_JOB, {"type": kind, **data})
+
+
+async def credentials_refused(
+    session: AsyncSession, channel: str, adapter: object | None, error: str
+) -> None:
+    """A channel's token was refused (delivery, profile look-ups): Kimmie hears once per token. The
+    adapter may name its fault key (`credentials_fault_key`) so every user of one token shares it."""
+    fault_key = getattr(adapter, "credentials_fault_key", None) or f"{channel}:token"
+    await raise_alert(
+        session,
+        str(fault_key),
+        f"The {channel} access token was refused ({error[:200]}). Replies on {channel} are "
+        "waiting: renew the token in the settings and restart Cheshire.",
+    )

@@ -55,7 +55,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.alerts import notify_admin, raise_alert, resolve_alert
+from core.alerts import credentials_refused, notify_admin, resolve_alert
 from core.db.database import Database
 from core.db.models import ChannelIdentity, Client, Conversation, Message, utcnow
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater, backoff_delay
@@ -282,15 +282,8 @@ class Delivery:
             )
 
     async def _credentials_fault(self, channel: str, error: str) -> None:
-        sender = self.senders.get(channel)
-        fault_key = getattr(sender, "credentials_fault_key", None) or f"{channel}:token"
         async with self.db.transaction() as session:
-            await raise_alert(
-                session,
-                str(fault_key),
-                f"The {channel} access token was refused ({error[:200]}). Replies on {channel} are "
-                "waiting: renew the token in the settings and restart Cheshire.",
-            )
+            await credentials_refused(session, channel, self.senders.get(channel), error)
 
     async def _dead(self, pending: _Pending, reason: str) -> None:
         snippet = pending.outbound.text[:ALERT_TEXT_CHARS]

@@ -29,7 +29,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from core.alerts import raise_alert
+from core.alerts import credentials_refused
 from core.db.database import Database
 from core.db.models import ChannelIdentity, Client, Conversation
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater, backoff_delay, enqueue
@@ -158,15 +158,9 @@ class ProfileJobs:
                 )
 
     async def _credentials_fault(self, source: ProfileSource, channel: str, error: str) -> None:
-        # The same fault key delivery uses: Kimmie hears of a refused token once, whoever met it.
-        fault_key = getattr(source, "credentials_fault_key", None) or f"{channel}:token"
+        # The same alert delivery raises: Kimmie hears of a refused token once, whoever met it.
         async with self.db.transaction() as session:
-            await raise_alert(
-                session,
-                str(fault_key),
-                f"The {channel} access token was refused ({error[:200]}). Replies on {channel} are "
-                "waiting: renew the token in the settings and restart Cheshire.",
-            )
+            await credentials_refused(session, channel, source, error)
 
 
 def _empty(column: InstrumentedAttribute[str | None]) -> ColumnElement[bool]:
