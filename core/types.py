@@ -104,6 +104,9 @@ class InboundMessage:
     display_name: str | None = None
     reply_to: str | None = None
     phone: str | None = None  # a shared contact (Telegram)
+    # False: store it (Kimmie sees it in the chat) but queue no assistant turn for it, e.g. the
+    # excess of a sender flooding a webhook, where an error answer would make Meta redeliver.
+    answer: bool = True
 
 
 @dataclass(frozen=True, slots=True)

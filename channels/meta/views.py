@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 from pydantic import SecretStr
@@ -95,6 +95,7 @@ class MetaWebhook:
             log.info("%s webhook: ignored object %r", self.name, result.unknown_object)
             return web.Response(text="EVENT_RECEIVED")
         messages = await self._within_sender_limits(request, result.messages)
+        unanswered = sum(not message.answer for message in messages)
         stored = 0
         if messages:
             # Database away: the middleware answers 503 and Meta redelivers, so nothing is lost.
@@ -102,6 +103,7 @@ class MetaWebhook:
         note_for_log(
             request,
             f"{self.name}: {len(messages)} message(s), {stored} new, {len(messages) - stored} redelivered"
+            + (f", {unanswered} unanswered (sender flood)" if unanswered else "")
             + (f", skipped {dict(result.skipped)}" if result.skipped else ""),
         )
         return web.Response(text="EVENT_RECEIVED")
@@ -109,19 +111,20 @@ class MetaWebhook:
     async def _within_sender_limits(
         self, request: web.Request, messages: list[InboundMessage]
     ) -> list[InboundMessage]:
-        """Drop events from a sender over RATE_LIMIT_PER_MINUTE (a flood), keeping the rest of the
-        batch: answering Meta with an error would make it redeliver everyone's messages and, after an
-        hour of failures, unsubscribe the app."""
-        kept = []
+        """Events from a sender over RATE_LIMIT_PER_MINUTE (a flood) are kept but not answered: stored
+        for Kimmie to see, with no assistant turn (no LLM spend, no reply storm). Refusing them is not
+        an option: an error answer would make Meta redeliver everyone's messages and, after an hour of
+        failures, unsubscribe the app."""
+        checked = []
         for message in messages:
             key = f"sender:{message.channel.value}:{message.external_user_id}"
             try:
                 await check_rate(request, key, self.settings.rate_limit_per_minute)
             except ApiError:
-                log.warning("%s webhook: sender over its rate limit, event dropped", self.name)
-                continue
-            kept.append(message)
-        return kept
+                log.warning("%s webhook: sender over its rate limit, event stored unanswered", self.name)
+                message = replace(message, answer=False)
+            checked.append(message)
+        return checked
 
 
 def setup_routes(

@@ -126,8 +126,8 @@ async def _store_portable(session: AsyncSession, inbounds: list[InboundMessage])
                 idempotency_key=f"process:{message_id}",
                 queue_key=conversation_queue_key(conversation_id),
             )
-            for message_id, conversation_id in message_ids
-            if message_id is not None
+            for inbound, (message_id, conversation_id) in zip(inbounds, message_ids, strict=True)
+            if message_id is not None and inbound.answer
         ],
     )
     results = []
@@ -372,8 +372,9 @@ WITH input AS (
     SELECT * FROM unnest(
         CAST(:channels AS text[]), CAST(:external_ids AS text[]), CAST(:names AS text[]),
         CAST(:mids AS text[]), CAST(:texts AS text[]), CAST(:payloads AS text[]),
-        CAST(:attachments AS text[]), CAST(:sent_at AS timestamptz[])
-    ) WITH ORDINALITY AS i(channel, external_id, name, mid, body, payload, attachments, sent_at, ord)
+        CAST(:attachments AS text[]), CAST(:sent_at AS timestamptz[]), CAST(:answer AS boolean[])
+    ) WITH ORDINALITY AS i(channel, external_id, name, mid, body, payload, attachments, sent_at, answer,
+                           ord)
 ),
 latest AS (
     SELECT channel, external_id, max(COALESCE(sent_at, :now)) AS at, max(name) AS name
@@ -444,11 +445,14 @@ stored AS (
 queued AS (
     INSERT INTO job (kind, payload, status, run_at, attempts, max_attempts, idempotency_key,
                      queue_key, created_at)
-    SELECT '{PROCESS_JOB}', jsonb_build_object('message_id', id, 'conversation_id', conversation_id),
-           'queued', :now, 0, {DEFAULT_MAX_ATTEMPTS}, 'process:' || id, 'conversation:' || conversation_id,
-           :now
+    SELECT '{PROCESS_JOB}',
+           jsonb_build_object('message_id', stored.id, 'conversation_id', stored.conversation_id),
+           'queued', :now, 0, {DEFAULT_MAX_ATTEMPTS}, 'process:' || stored.id,
+           'conversation:' || stored.conversation_id, :now
     FROM stored
-    ORDER BY id
+    JOIN input ON input.channel = stored.channel AND input.mid = stored.platform_message_id
+    WHERE input.answer
+    ORDER BY stored.id
     ON CONFLICT (idempotency_key) DO NOTHING
 )
 SELECT sender.id, sender.client_id, sender.chat_id, stored.id
@@ -496,6 +500,7 @@ async def _store_in_one_statement(
             "payloads": [m.payload for m in inbounds],
             "attachments": [json.dumps(_attachments(m)) for m in inbounds],
             "sent_at": [m.sent_at for m in inbounds],
+            "answer": [m.answer for m in inbounds],
             "now": utcnow(),
         },
     )

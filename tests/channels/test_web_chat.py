@@ -12,8 +12,9 @@ from sqlalchemy import func, select
 
 from channels.ratelimit import InMemoryRateLimiter, RedisRateLimiter
 from channels.web.sender import WebSender
+from core.conversation.ingest import PROCESS_JOB
 from core.db.database import Database
-from core.db.models import Message
+from core.db.models import Job, Message
 from core.delivery import register_jobs
 from core.jobs.worker import JobRegistry, Worker, WorkerConfig
 from core.settings import Settings
@@ -223,7 +224,7 @@ async def test_rate_limit_in_redis_is_shared_by_two_processes(
     assert statuses == [403, 403, 403, 429]
 
 
-async def test_webhook_sender_flood_is_dropped_but_others_kept(
+async def test_webhook_sender_flood_is_stored_unanswered_and_others_answered(
     aiohttp_client: Any, db: Database, database_url: str
 ) -> None:
     import json
@@ -252,8 +253,13 @@ async def test_webhook_sender_flood_is_dropped_but_others_kept(
     raw = json.dumps({"object": "page", "entry": [{"id": "PAGE", "time": 1, "messaging": events}]}).encode()
     assert (await post_signed(client, "/webhook/facebook", raw)).status == 200
     async with db.transaction() as session:
-        mids = sorted((await session.execute(select(Message.platform_message_id))).scalars())
-    assert mids == ["m_flood_0", "m_flood_1", "m_regular"]
+        stored = dict((await session.execute(select(Message.platform_message_id, Message.id))).all())
+        jobs = (await session.execute(select(Job.payload).where(Job.kind == PROCESS_JOB))).scalars().all()
+    # Nothing is lost: every event is stored for Kimmie to read...
+    assert sorted(stored) == [f"m_flood_{n}" for n in range(5)] + ["m_regular"]
+    # ...but only the flooder's first two (the limit) and the regular customer get an assistant turn.
+    answered = {message_id for message_id in (job["message_id"] for job in jobs)}
+    assert answered == {stored["m_flood_0"], stored["m_flood_1"], stored["m_regular"]}
 
 
 async def test_page_and_widget_are_served(client: Any) -> None:

@@ -1,6 +1,7 @@
 """Inbound messages are stored once per platform id and queued for processing in order."""
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -208,3 +209,18 @@ async def _until_someone_waits_for(db: Database, xid: str) -> None:
                 return
             await asyncio.sleep(0.01)
     raise AssertionError("the racing writer never waited on our uncommitted identity")
+
+
+async def test_a_message_stored_unanswered_gets_no_assistant_turn(db: Database) -> None:
+    """`answer=False` (a flooding sender's excess): stored and visible, no process_message job."""
+    async with db.transaction() as session:
+        results = await ingest_many(
+            session,
+            [_inbound("m_1", text="hello"), replace(_inbound("m_2", text="spam"), answer=False)],
+        )
+    assert [r.stored for r in results] == [True, True]
+    async with db.transaction() as session:
+        texts = (await session.execute(select(Message.text).order_by(Message.id))).scalars().all()
+        jobs = (await session.execute(select(Job.payload))).scalars().all()
+    assert texts == ["hello", "spam"]
+    assert [job["message_id"] for job in jobs] == [results[0].message_id]
