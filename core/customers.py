@@ -349,7 +349,9 @@ async def save_pet(
 
 
 def touch_inbound(identity: ChannelIdentity, conversation: Conversation, at: datetime | None) -> None:
-    """Remember the customer's last message time: Meta's 24-hour window is counted from it."""
+    """Remember the customer's last message time: Meta's 24-hour window is counted from it.
+    Ingest applies the same rule to whole batches in SQL (`_touch_inbound`, core/conversation/ingest.py).
+    """
     when = at or utcnow()
     if identity.last_inbound_at is None or when > identity.last_inbound_at:
         identity.last_inbound_at = when

@@ -168,7 +168,8 @@ async def _resolve_senders(
     senders = await _load_senders(session, keys)
     incomplete = [key for key in keys if key not in senders or senders[key].conversation_id is None]
     if incomplete:
-        await _create_senders(session, [i for i in inbounds if _key(i) in set(incomplete)])
+        missing = set(incomplete)
+        await _create_senders(session, [i for i in inbounds if _key(i) in missing])
         senders.update(await _load_senders(session, incomplete))
     return senders
 
