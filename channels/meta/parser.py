@@ -180,7 +180,7 @@ def _message(
     attachments = tuple(
         Attachment(kind=a["type"], url=_attachment_url(a))
         for a in _list(message.get("attachments"))
-        if isinstance(a, dict) and a.get("type") in KEPT_ATTACHMENT_KINDS
+        if isinstance(a, dict) and isinstance(a.get("type"), str) and a["type"] in KEPT_ATTACHMENT_KINDS
     )
     reply_to = message.get("reply_to")
     reply_mid = reply_to.get("mid") if isinstance(reply_to, dict) else None
