@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from core.alerts import resolve_alert
-from core.booking.service import CALENDAR_FAULT
+from core.booking.guard import CALENDAR_FAULT
 from core.calendar import oauth
 from core.calendar.oauth import REFRESH_TOKEN_NAME
 from core.db.database import Database

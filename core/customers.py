@@ -14,10 +14,36 @@ from sqlalchemy import func, inspect, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import types
+from core import events, types
 from core.db.models import Appointment, ChannelIdentity, Client, Conversation, Pet, utcnow
 
 _NON_DIGITS = re.compile(r"\D+")
+
+
+def client_facts(client: Client) -> dict[str, object]:
+    """A client as plain data for an event body (what a CRM keeps: who and how to reach them)."""
+    return {"id": client.id, "name": client.name, "email": client.email, "phone": client.phone}
+
+
+async def client_created(session: AsyncSession, client_id: int, *, name: str | None, channel: str) -> None:
+    """First contact made a client: the `client.created` event, in the caller's transaction."""
+    await events.emit(
+        session,
+        events.CLIENT_CREATED,
+        subject=f"client:{client_id}",
+        data={"client": {"id": client_id, "name": name, "email": None, "phone": None}, "channel": channel},
+    )
+
+
+async def client_updated(session: AsyncSession, client: Client, changed: Sequence[str]) -> None:
+    """The client's name, phone or e-mail changed: the `client.updated` event (only when it did)."""
+    if changed:
+        await events.emit(
+            session,
+            events.CLIENT_UPDATED,
+            subject=f"client:{client.id}",
+            data={"client": client_facts(client), "changed": sorted(set(changed))},
+        )
 
 
 def normalize_phone(phone: str) -> str:
@@ -97,6 +123,8 @@ async def get_or_create_identity(
         identity = await find_identity(session, channel, external_id)
         if identity is None:
             raise
+        return identity
+    await client_created(session, client.id, name=display_name, channel=channel)
     return identity
 
 
@@ -126,7 +154,9 @@ async def link_phone(session: AsyncSession, identity: ChannelIdentity, phone: st
     ).scalar_one_or_none()
     if existing is None or existing.id == identity.client_id:
         client = await session.get_one(Client, identity.client_id)
+        changed = client.phone != normalized
         client.phone = normalized
+        await client_updated(session, client, ["phone"] if changed else [])
         return client
     previous_client_id = identity.client_id
     identity.client_id = existing.id
@@ -176,12 +206,18 @@ async def save_contact(
         )
         if (owned is not None and owned.client_id != client_id) or on_record:
             raise ContactConflictError("e-mail address")
+    changed = [
+        k
+        for k, new, old in (("phone", number, client.phone), ("email", address, client.email))
+        if new and new != old
+    ]
     if number:
         client.phone = number
     if address:
         client.email = address
         await _set_email_identity(session, client, address, owned)
     await session.flush()
+    await client_updated(session, client, changed)
     return client
 
 

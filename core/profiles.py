@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from core.alerts import credentials_refused
+from core.customers import client_updated
 from core.db.database import Database
 from core.db.models import ChannelIdentity, Client, Conversation
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater, backoff_delay, enqueue
@@ -151,11 +152,15 @@ class ProfileJobs:
             # A handle is not a name to greet someone by: the client gets the person's name only.
             if profile.name:
                 client_id = select(ChannelIdentity.client_id).where(ChannelIdentity.id == identity_id)
-                await session.execute(
+                named = await session.execute(
                     update(Client)
                     .where(Client.id == client_id.scalar_subquery(), _empty(Client.name))
                     .values(name=profile.name[:200])
+                    .returning(Client.id)
                 )
+                named_id = named.scalar_one_or_none()
+                if named_id is not None:  # integrations (CRM) learn the person's name
+                    await client_updated(session, await session.get_one(Client, named_id), ["name"])
 
     async def _credentials_fault(self, source: ProfileSource, channel: str, error: str) -> None:
         # The same alert delivery raises: Kimmie hears of a refused token once, whoever met it.

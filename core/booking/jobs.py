@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 
 from core.booking.api import NotFoundError
-from core.booking.service import (
+from core.booking.followups import (
     CALENDAR_DELETE_JOB,
     CALENDAR_UPSERT_JOB,
     EXPIRE_HOLD_JOB,
     REBOOK_JOB,
     REMINDER_JOB,
-    DefaultBookingService,
 )
+from core.booking.service import DefaultBookingService
 from core.db.database import Database
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater
 from core.jobs.worker import JobRegistry

@@ -94,3 +94,61 @@ def rebooking(pet_names: str, weeks: int) -> str:
     return (
         f"It's been about {weeks} weeks since {pet_names}'s last groom. Would you like to book the next one?"
     )
+
+
+# --- Refusals (BookingError messages: shown to the customer, or to Kimmie on her buttons) ---------
+OUTSIDE_HOURS = "That time is outside Kimmie's working hours. Please pick an offered slot."
+JUST_TAKEN = "Sorry, that time was just taken. Please pick another slot."
+TAKEN = "Sorry, that time is taken. Please pick another slot."
+DAY_FULL = "Kimmie's schedule is full for that day. Please pick another day."
+NO_APPOINTMENT = "I can't find that appointment."
+NO_PET = "I can't find that pet on your profile."
+ALREADY_PASSED = "That appointment time has already passed."
+NEW_TIME_IN_PAST = "The new time is in the past."
+CALENDAR_BUSY_ON_APPROVE = "Your Google Calendar is busy at that time: the request was not approved."
+REQUEST_CHANGED = "The request was changed meanwhile: please look at it again."
+APPOINTMENT_CHANGED = "The appointment was changed meanwhile: please look at it again."
+OVERLAPS_CONFIRMED = "That time overlaps a confirmed appointment."
+CALENDAR_DOWN_ALERT = (
+    "Google Calendar could not be reached, so offered slots are checked against working hours "
+    "and bookings only (not your calendar). ({error})"
+)
+# Quick-reply titles that come with booking messages.
+PICK_ANOTHER_TIME = "Pick another time"
+BOOK_ANOTHER_TIME = "Book another time"
+BOOK_NOW = "Book now"
+CONFIRM = "Confirm"
+RESCHEDULE = "Reschedule"
+CANCEL = "Cancel"
+
+
+def no_service(code: str) -> str:
+    return f"There is no service called {code!r}."
+
+
+def no_addon(code: str) -> str:
+    return f"There is no add-on called {code!r}."
+
+
+def overlaps_confirmed_on_approve(appointment_id: int) -> str:
+    return f"That time overlaps a confirmed appointment (#{appointment_id}): the request was not approved."
+
+
+def not_now(verb: str, appointment_id: int, status: str) -> str:
+    return f"Can't {verb} appointment #{appointment_id}: it is already {status}."
+
+
+def notice_needed(hours: float) -> str:
+    return f"Bookings need at least {hours:g} hours' notice. Please pick a later time."
+
+
+def beyond_horizon(days: int) -> str:
+    return f"Bookings open {days} days ahead. Please pick an earlier date."
+
+
+def change_notice_needed(hours: float) -> str:
+    return f"Changes need {hours:g} hours' notice: please message Kimmie."
+
+
+def closures(days: list[str]) -> str:
+    return "Closed on " + ", ".join(days)

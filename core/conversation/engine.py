@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from core import customers
-from core.alerts import notify_admin, raise_alert
+from core.alerts import raise_alert
 from core.booking.api import BookingService
 from core.conversation import memory
 from core.conversation import payloads as pl
@@ -36,7 +36,7 @@ from core.conversation.ingest import PROCESS_JOB
 from core.conversation.offline import OfflineResponder
 from core.conversation.prompt import context_prompt, stable_prompt
 from core.conversation.summarize import register_summary_job
-from core.conversation.takeover import is_active, release_if_idle, takeover_active
+from core.conversation.takeover import handover_requested, is_active, release_if_idle, takeover_active
 from core.conversation.tools import ToolBox, ToolContext
 from core.db.database import Database
 from core.db.models import ChannelIdentity, Client, Conversation, Message, utcnow
@@ -177,11 +177,10 @@ class ConversationEngine:
                     .where(Conversation.id == conversation_id)
                     .values(needs_attention=True)
                 )
-                await notify_admin(
+                await handover_requested(
                     session,
-                    "handover",
-                    conversation_id=conversation_id,
-                    reason="assistant gave up (tool round limit or deadline)",
+                    conversation_id,
+                    "assistant gave up (tool round limit or deadline)",
                 )
             reply = self._reply(turn, prepared.ctx)
             usage = turn.usage
@@ -212,11 +211,10 @@ class ConversationEngine:
         outcome = await self.offline.on_text(session, conversation, prepared.inbound_text)
         if not conversation.needs_attention:
             conversation.needs_attention = True
-            await notify_admin(
+            await handover_requested(
                 session,
-                "handover",
-                conversation_id=conversation.id,
-                reason="assistant unavailable (every LLM provider failed)",
+                conversation.id,
+                "assistant unavailable (every LLM provider failed)",
             )
         ids = await self._store(session, conversation.id, conversation.channel, outcome.messages)
         return TurnResult("fallback", ids)

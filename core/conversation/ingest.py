@@ -27,8 +27,9 @@ from sqlalchemy import Table, bindparam, case, delete, select, text, tuple_, upd
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from core import customers
-from core.db.database import ENQUEUED_FLAG, Database, dialect_name, insert_for
+from core.db.database import ENQUEUED_FLAG, SUBSCRIBERS_KEY, Database, dialect_name, insert_for
 from core.db.models import ChannelIdentity, Client, Conversation, Message, UtcDateTime, utcnow
+from core.events import CLIENT_CREATED, DISPATCH_JOB, FollowUps
 from core.jobs.queue import DEFAULT_MAX_ATTEMPTS, NewJob, enqueue_many
 from core.types import Author, DeliveryStatus, Direction, InboundMessage
 
@@ -230,6 +231,9 @@ async def _create_identities(session: AsyncSession, names: dict[_SenderKey, str 
     orphans = [client_id for key, client_id in zip(keys, client_ids, strict=True) if key not in won]
     if orphans:
         await session.execute(delete(_client).where(_client.c.id.in_(orphans)))
+    for key, client_id in zip(keys, client_ids, strict=True):
+        if key in won:
+            await customers.client_created(session, client_id, name=names[key], channel=key[0])
 
 
 async def _create_conversations(session: AsyncSession, senders: list[tuple[_SenderKey, _Sender]]) -> None:
@@ -417,6 +421,22 @@ fresh_client AS (
     INSERT INTO client (id, name, created_at, updated_at)
     SELECT client_id, display_name, :now, :now FROM fresh_identity
 ),
+fresh_event AS (
+    INSERT INTO domain_event (id, type, subject, occurred_at, data)
+    SELECT CAST(gen_random_uuid() AS text), '{CLIENT_CREATED}', 'client:' || client_id, :now,
+           jsonb_build_object('client', jsonb_build_object('id', client_id, 'name', display_name,
+                                                           'email', NULL, 'phone', NULL),
+                              'channel', channel)
+    FROM fresh_identity
+    RETURNING id
+),
+fresh_event_dispatch AS (
+    INSERT INTO job (kind, payload, status, run_at, attempts, max_attempts, idempotency_key, created_at)
+    SELECT '{DISPATCH_JOB}', jsonb_build_object('event_id', fresh_event.id), 'queued', :now, 0,
+           {DEFAULT_MAX_ATTEMPTS}, '{DISPATCH_JOB}:' || fresh_event.id, :now
+    FROM fresh_event
+    WHERE CAST(:dispatch_client_created AS boolean)
+),
 fresh_chat AS (
     INSERT INTO conversation (client_id, identity_id, channel, state, last_inbound_at, created_at,
                               updated_at)
@@ -486,10 +506,15 @@ async def _store_unresolved(session: AsyncSession, inbounds: list[InboundMessage
 
 
 async def _store_in_one_statement(
-    executor: AsyncSession | AsyncConnection, inbounds: list[InboundMessage]
+    executor: AsyncSession | AsyncConnection,
+    inbounds: list[InboundMessage],
+    subscribers: object | None = None,
 ) -> list[IngestResult | None]:
     """One statement; None for a message it could not place (a lost first-contact race, or an
     identity without a conversation)."""
+    if isinstance(executor, AsyncSession):
+        subscribers = executor.info.get(SUBSCRIBERS_KEY)
+    wants_client_created = isinstance(subscribers, FollowUps) and bool(subscribers.for_type(CLIENT_CREATED))
     rows = await executor.execute(
         _STORE_MESSAGES,
         {
@@ -503,6 +528,9 @@ async def _store_in_one_statement(
             "sent_at": [m.sent_at for m in inbounds],
             "answer": [m.answer for m in inbounds],
             "now": utcnow(),
+            # The process's integrations hear of first contacts through a dispatch job (the event row
+            # is written by the statement itself; subscribers are Python, so they run in that job).
+            "dispatch_client_created": wants_client_created,
         },
     )
     results: list[IngestResult | None] = []
@@ -599,7 +627,7 @@ class GroupCommit:
         redeliveries."""
         unique, slots = _dedupe(inbounds)
         async with self._db.bookkeeping() as connection:
-            found = await _store_in_one_statement(connection, unique)
+            found = await _store_in_one_statement(connection, unique, self._db.subscribers)
         if any(result is not None and result.stored for result in found):
             self._db.jobs_committed()
         unresolved = [index for index, result in enumerate(found) if result is None]

@@ -21,9 +21,9 @@ from datetime import date, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import customers
-from core.alerts import notify_admin
 from core.booking.api import BookingError, BookingService
 from core.conversation import payloads as pl
+from core.conversation.takeover import handover_requested
 from core.db.models import Client, Conversation, utcnow
 from core.settings import Settings
 from core.types import Booking, Channel, CoatType, OutboundMessage, QuickReply, SizeClass, Slot
@@ -216,7 +216,7 @@ class OfflineResponder:
         """Flag the chat for Kimmie and notify her, once until she deals with it."""
         if not conversation.needs_attention:
             conversation.needs_attention = True
-            await notify_admin(session, "handover", conversation_id=conversation.id, reason=reason)
+            await handover_requested(session, conversation.id, reason)
         outcome = Outcome(handed_over=True)
         return outcome.say(
             f"Thanks! {self.groomer} will answer you personally as soon as possible. "

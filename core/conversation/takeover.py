@@ -14,9 +14,24 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import events
+from core.alerts import notify_admin
 from core.db.models import Conversation, Message, utcnow
+from core.events import emit
 from core.outbox import queue_outbound
 from core.types import Author, OutboundMessage, QuickReply
+
+
+async def handover_requested(session: AsyncSession, conversation_id: int, reason: str) -> None:
+    """The chat needs Kimmie: her notification and the `conversation.handover` event, in the caller's
+    transaction (the caller has just flagged the conversation, once until she deals with it)."""
+    await notify_admin(session, "handover", conversation_id=conversation_id, reason=reason)
+    await emit(
+        session,
+        events.CONVERSATION_HANDOVER,
+        subject=f"conversation:{conversation_id}",
+        data={"conversation_id": conversation_id, "reason": reason},
+    )
 
 
 class ConversationNotFoundError(LookupError):

@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import customers
-from core.alerts import notify_admin
 from core.booking.api import BookingError, BookingService
+from core.conversation.takeover import handover_requested
 from core.db.models import Client, Conversation, Pet
 from core.llm.types import ToolCall, ToolResult, ToolSpec
 from core.types import Booking, Channel, CoatType, Quote, SizeClass, Slot
@@ -603,7 +603,7 @@ async def _flag_for_groomer(session: AsyncSession, ctx: ToolContext, reason: str
     conversation = await session.get_one(Conversation, ctx.conversation_id)
     if not conversation.needs_attention:
         conversation.needs_attention = True
-        await notify_admin(session, "handover", conversation_id=ctx.conversation_id, reason=reason)
+        await handover_requested(session, ctx.conversation_id, reason)
 
 
 def _channel(value: str) -> Channel | None:

@@ -33,11 +33,17 @@ from sqlalchemy.ext.asyncio import (
 log = logging.getLogger(__name__)
 
 ENQUEUED_FLAG = "cheshire.jobs_enqueued"
+# session.info key of the process's event subscribers (a core.events.FollowUps), set on every unit of
+# work so that an event emitted anywhere reaches the integrations the composition root subscribed.
+SUBSCRIBERS_KEY = "cheshire.event_subscribers"
 
 
 class Database:
-    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, pool_size: int = 10, subscribers: object | None = None
+    ) -> None:
         self.url = url
+        self.subscribers = subscribers
         self.is_sqlite = url.startswith("sqlite")
         self.engine: AsyncEngine = self._create_engine(url, echo=echo, pool_size=pool_size)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
@@ -94,6 +100,8 @@ class Database:
     @asynccontextmanager
     async def _unit_of_work(self) -> AsyncIterator[AsyncSession]:
         session = self.sessionmaker()
+        if self.subscribers is not None:
+            session.info[SUBSCRIBERS_KEY] = self.subscribers
         try:
             async with session.begin():
                 yield session

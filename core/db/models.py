@@ -342,6 +342,22 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class DomainEvent(Base):
+    """Something that happened to the business (a booking confirmed, a client created), stored in the
+    transaction that made it happen. Follow-up jobs and integrations (n8n, Twenty, Stripe) start from
+    these rows (core/events.py); `data` holds plain JSON facts, never secrets."""
+
+    __tablename__ = "domain_event"
+    __table_args__ = (Index("ix_domain_event_subject_occurred_at", "subject", "occurred_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # a UUID: the id integrations see
+    type: Mapped[str] = mapped_column(String(60), index=True)
+    # What the event is about, as "<kind>:<id>" ("appointment:12", "client:3"): per-subject order.
+    subject: Mapped[str] = mapped_column(String(80))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+
+
 class ProcessedEvent(Base):
     """Inbound events seen once (Telegram update_id, Stripe event id...): redeliveries are no-ops."""
 

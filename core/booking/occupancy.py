@@ -1,0 +1,210 @@
+"""What is already booked in a time range: the live appointments' spans and what they use up per
+local day (count, and pets per size class), read with Core statements (thousands of rows over a
+60-day horizon, no ORM identity map needed).
+
+"Live" is confirmed, or requested with a hold that has not run out (its expiry job may lag).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, Float, and_, cast, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.booking.availability import Seconds, Span, from_seconds, local_to_utc
+from core.booking.catalog import Rules
+from core.booking.quotes import breed_hint, traits
+from core.booking.records import CONFIRMED, LIVE, REQUESTED
+from core.db.database import dialect_name
+from core.db.models import Appointment, AppointmentPet, Pet
+from core.types import SizeClass
+
+
+@dataclass(slots=True)
+class Occupancy:
+    """Live appointments in a time range: their spans and what they use up per local day."""
+
+    spans: list[Span] = field(default_factory=list)
+    seconds: list[Seconds] = field(default_factory=list)  # the same spans as POSIX seconds (find_slots)
+    per_day: Counter[date] = field(default_factory=Counter)
+    sizes_per_day: dict[date, Counter[str]] = field(default_factory=dict)
+
+
+def live_condition(now: datetime) -> ColumnElement[bool]:
+    """Confirmed, or requested with a hold that has not run out (its expiry job may lag)."""
+    return or_(
+        Appointment.status == CONFIRMED,
+        and_(
+            Appointment.status == REQUESTED,
+            or_(Appointment.hold_expires_at.is_(None), Appointment.hold_expires_at > now),
+        ),
+    )
+
+
+def utc_span(first: date, last: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """From local midnight of `first` to local midnight after `last`, in UTC (DST-aware)."""
+    return local_to_utc(first, time(0), tz), local_to_utc(last + timedelta(days=1), time(0), tz)
+
+
+def local_day_edges(start: datetime, end: datetime, tz: ZoneInfo) -> tuple[list[date], list[float]]:
+    """Local dates around [start, end) and the POSIX second each one begins (sorted)."""
+    day = start.astimezone(tz).date() - timedelta(days=1)
+    last = end.astimezone(tz).date() + timedelta(days=1)
+    days: list[date] = []
+    edges: list[float] = []
+    while day <= last:
+        days.append(day)
+        edges.append(local_to_utc(day, time(0), tz).timestamp())
+        day += timedelta(days=1)
+    return days, edges
+
+
+def local_day_lookup(start: datetime, end: datetime, tz: ZoneInfo) -> Callable[[datetime], date]:
+    """Local business date of a UTC instant in [start, end) by bisecting precomputed local
+    midnights: one zone conversion per day instead of one per appointment."""
+    days, edges = local_day_edges(start, end, tz)
+
+    def day_of(instant: datetime) -> date:
+        n = bisect_right(edges, instant.timestamp()) - 1
+        return days[n] if 0 <= n < len(days) else instant.astimezone(tz).date()
+
+    return day_of
+
+
+def day_has_room(rules: Rules, occupancy: Occupancy, day: date, sizes: Counter[str]) -> bool:
+    """The per-day limits: appointments per day, and pets per size class per day."""
+    if (
+        rules.max_appointments_per_day is not None
+        and occupancy.per_day[day] >= rules.max_appointments_per_day
+    ):
+        return False
+    used = occupancy.sizes_per_day.get(day, Counter())
+    for size, n in sizes.items():
+        limit = rules.max_pets_per_day_by_size.get(size)
+        if limit is not None and used[size] + n > limit:
+            return False
+    return True
+
+
+async def read_occupancy(
+    session: AsyncSession,
+    start: datetime,
+    end: datetime,
+    *,
+    rules: Rules,
+    now: datetime,
+    tz: ZoneInfo,
+    sizes_needed: Counter[str],
+    exclude: int | None = None,
+    as_seconds: bool = False,
+) -> Occupancy:
+    conditions: list[ColumnElement[bool]] = [
+        Appointment.status.in_(LIVE),
+        Appointment.start_at < end,
+        Appointment.end_at > start,
+        live_condition(now),
+    ]
+    if exclude is not None:
+        conditions.append(Appointment.id != exclude)
+    if sizes_needed:
+        return await _with_sizes(session, conditions, start, end, rules=rules, tz=tz, as_seconds=as_seconds)
+    if as_seconds:
+        return await _as_seconds(session, conditions, start, end, rules=rules, tz=tz)
+    occupancy = Occupancy()
+    conn = await session.connection()
+    rows = (await conn.execute(select(Appointment.start_at, Appointment.end_at).where(*conditions))).all()
+    occupancy.spans.extend((s, e) for s, e in rows)
+    if rules.max_appointments_per_day is not None:
+        day_of = local_day_lookup(start, end, tz)
+        for s, _ in occupancy.spans:
+            occupancy.per_day[day_of(s)] += 1
+    return occupancy
+
+
+async def _as_seconds(
+    session: AsyncSession,
+    conditions: list[ColumnElement[bool]],
+    start: datetime,
+    end: datetime,
+    *,
+    rules: Rules,
+    tz: ZoneInfo,
+) -> Occupancy:
+    """The find_slots hot path: spans as POSIX seconds, no datetime objects on PostgreSQL."""
+    occupancy = Occupancy()
+    conn = await session.connection()
+    if dialect_name(session) == "postgresql":
+        columns: tuple[Any, Any] = (
+            cast(func.extract("epoch", Appointment.start_at), Float),
+            cast(func.extract("epoch", Appointment.end_at), Float),
+        )
+        result = (await conn.execute(select(*columns).where(*conditions))).all()
+        occupancy.seconds = [(r[0], r[1]) for r in result]
+    else:
+        result = (
+            await conn.execute(select(Appointment.start_at, Appointment.end_at).where(*conditions))
+        ).all()
+        occupancy.seconds = [(r[0].timestamp(), r[1].timestamp()) for r in result]
+    if rules.max_appointments_per_day is not None:
+        days, edges = local_day_edges(start, end, tz)
+        for begin, _ in occupancy.seconds:
+            n = bisect_right(edges, begin) - 1
+            occupancy.per_day[days[n] if 0 <= n < len(days) else from_seconds(begin).date()] += 1
+    return occupancy
+
+
+async def _with_sizes(
+    session: AsyncSession,
+    conditions: list[ColumnElement[bool]],
+    start: datetime,
+    end: datetime,
+    *,
+    rules: Rules,
+    tz: ZoneInfo,
+    as_seconds: bool,
+) -> Occupancy:
+    """Spans plus the pets per size class each day already holds (the size limits need them)."""
+    occupancy = Occupancy()
+    day_of = local_day_lookup(start, end, tz)
+    conn = await session.connection()
+    rows = (
+        await conn.execute(
+            select(
+                Appointment.id,
+                Appointment.start_at,
+                Appointment.end_at,
+                Pet.size_class,
+                Pet.breed,
+                Pet.weight_kg,
+            )
+            .outerjoin(AppointmentPet, AppointmentPet.appointment_id == Appointment.id)
+            .outerjoin(Pet, Pet.id == AppointmentPet.pet_id)
+            .where(*conditions)
+        )
+    ).all()
+    seen: set[int] = set()
+    hints: dict[str | None, SizeClass | None] = {}
+    for appt_id, s, e, size_class, breed, weight in rows:
+        day = day_of(s)
+        if appt_id not in seen:
+            seen.add(appt_id)
+            occupancy.spans.append((s, e))
+            if as_seconds:
+                occupancy.seconds.append((s.timestamp(), e.timestamp()))
+            occupancy.per_day[day] += 1
+        size = size_class
+        if size is None and (breed or weight):
+            if breed not in hints:
+                hints[breed] = breed_hint(rules, breed)[0]
+            t = traits(rules, breed=None, size_class=hints[breed], coat_type=None, weight_kg=weight)
+            size = t.size.value if t.size else None
+        if size is not None:
+            occupancy.sizes_per_day.setdefault(day, Counter())[size] += 1
+    return occupancy

@@ -1,0 +1,142 @@
+"""Reading the booking domain's rows: appointments (with pets and service), services, add-ons, a
+client's pets, the conversation to tell a customer in, and the `Booking` DTO that leaves the domain.
+
+Kept apart from the rules so every part (search, guard, lifecycle, follow-ups) loads rows one way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from core.booking import texts
+from core.booking.api import NotFoundError
+from core.booking.quotes import PriceSpec
+from core.db.database import dialect_name
+from core.db.models import Appointment, Conversation, Pet, Service
+from core.types import AppointmentStatus, Booking, Channel
+
+REQUESTED = AppointmentStatus.REQUESTED.value
+CONFIRMED = AppointmentStatus.CONFIRMED.value
+LIVE = (REQUESTED, CONFIRMED)
+
+
+def appointment_query() -> Select[Appointment]:
+    return select(Appointment).options(selectinload(Appointment.pets), selectinload(Appointment.service))
+
+
+async def find_appointment(
+    session: AsyncSession, appointment_id: int, *, for_update: bool = False
+) -> Appointment | None:
+    """The appointment with its pets and service, fresh from the database (a row lock on PostgreSQL
+    with `for_update`: the caller is about to change it)."""
+    query = appointment_query().where(Appointment.id == appointment_id)
+    if for_update and dialect_name(session) == "postgresql":
+        query = query.with_for_update(of=Appointment)
+    query = query.execution_options(populate_existing=True)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def load_appointment(
+    session: AsyncSession, appointment_id: int, *, for_update: bool = False
+) -> Appointment:
+    appt = await find_appointment(session, appointment_id, for_update=for_update)
+    if appt is None:
+        raise NotFoundError(texts.NO_APPOINTMENT)
+    return appt
+
+
+async def load_service(session: AsyncSession, code: str) -> Service:
+    row = (
+        await session.execute(
+            select(Service).where(Service.code == code, Service.active.is_(True), Service.is_addon.is_(False))
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError(texts.no_service(code))
+    return row
+
+
+async def load_addons(session: AsyncSession, codes: Sequence[str]) -> list[PriceSpec]:
+    if not codes:
+        return []
+    rows = await session.execute(
+        select(Service).where(
+            Service.code.in_(list(codes)), Service.active.is_(True), Service.is_addon.is_(True)
+        )
+    )
+    found = {s.code: PriceSpec.of(s) for s in rows.scalars()}
+    missing = [c for c in codes if c not in found]
+    if missing:
+        raise NotFoundError(texts.no_addon(missing[0]))
+    return [found[c] for c in dict.fromkeys(codes)]
+
+
+async def load_pets(session: AsyncSession, pet_ids: Sequence[int], client_id: int | None) -> list[Pet]:
+    """The pets by id; with a client id, only that client's (another client's pet is "not found")."""
+    if not pet_ids:
+        return []
+    query = select(Pet).where(Pet.id.in_(list(pet_ids)))
+    if client_id is not None:
+        query = query.where(Pet.client_id == client_id)
+    pets = list((await session.execute(query.order_by(Pet.id))).scalars())
+    if len(pets) != len(set(pet_ids)):
+        raise NotFoundError(texts.NO_PET)
+    return pets
+
+
+def owned(appt: Appointment, client_id: int | None) -> None:
+    """A customer sees only their own appointments (`client_id=None` is Kimmie: any)."""
+    if client_id is not None and appt.client_id != client_id:
+        raise NotFoundError(texts.NO_APPOINTMENT)
+
+
+def to_booking(
+    appt: Appointment, *, service: Service | None = None, pets: Sequence[Pet] | None = None
+) -> Booking:
+    """The DTO. `service`/`pets` given for a row just inserted (no relationship reload)."""
+    pets = list(appt.pets) if pets is None else list(pets)
+    service = service or appt.service
+    return Booking(
+        id=appt.id,
+        client_id=appt.client_id,
+        status=AppointmentStatus(appt.status),
+        start=appt.start_at,
+        end=appt.end_at,
+        service_code=service.code,
+        service_name=service.name,
+        pet_ids=tuple(p.id for p in pets),
+        pet_names=tuple(p.name for p in pets),
+        source_channel=Channel(appt.source_channel) if appt.source_channel else None,
+        availability_verified=appt.availability_verified,
+        price_min_cents=appt.price_min_cents,
+        price_max_cents=appt.price_max_cents,
+        hold_expires_at=appt.hold_expires_at,
+        notes=appt.notes,
+    )
+
+
+async def customer_conversation(
+    session: AsyncSession, client_id: int, channel: str | None
+) -> Conversation | None:
+    """The client's conversation on the channel they booked from, else their most recent one."""
+    order = (Conversation.last_inbound_at.desc().nulls_last(), Conversation.id.desc())
+    if channel:
+        found = (
+            await session.execute(
+                select(Conversation)
+                .where(Conversation.client_id == client_id, Conversation.channel == channel)
+                .order_by(*order)
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        if found is not None:
+            return found
+    return (
+        await session.execute(
+            select(Conversation).where(Conversation.client_id == client_id).order_by(*order).limit(1)
+        )
+    ).scalar_one_or_none()
