@@ -145,7 +145,7 @@ async def test_constraint_violation_surfaces_as_slot_unavailable(
     async def no_check(*args: object, **kwargs: object) -> None:  # as if the check had a bug
         return None
 
-    monkeypatch.setattr(service, "_confirmed_clash", no_check)
+    monkeypatch.setattr(service.guard, "_confirmed_clash", no_check)  # the slot guard's check
     async with db.transaction() as session:
         jobs_before = await session.scalar(select(func.count()).select_from(Job))
         messages_before = await session.scalar(select(func.count()).select_from(Message))
