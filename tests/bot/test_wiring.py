@@ -10,12 +10,12 @@ import socket
 from sqlalchemy import func, select
 
 from bot.notifier import TelegramAdminNotifier
-from bot.runtime import build_runtime, run
 from bot.sender import TelegramSender
 from bot.setup import WEBHOOK_PATH, on_startup
+from cheshire.runtime import build_runtime, run
 from core.db.database import Database
 from core.db.models import Job
-from core.notify import LoggingNotifier
+from core.notify.log_notifier import LoggingNotifier
 from tests.bot.conftest import CUSTOMER, KIMMIE, STAFF, make_settings
 from tests.fakes.telegram_api import FakeTelegramAPI
 

@@ -1,0 +1,253 @@
+"""The composition root: the one place where the process is assembled and run.
+
+`build_runtime(settings)` creates the long-lived objects every domain shares (database, job registry
+and worker, metrics, the aiohttp app) and calls each domain's wiring function (cheshire/wiring.py) in
+dependency order; `run(settings)` upgrades the database, starts the HTTP server, the workers and the
+bot in one event loop, and stops them gracefully on SIGTERM/SIGINT. Nothing here runs at import time.
+
+Adapters (bot/, channels/) never import this package: they are handed what they need. Only the entry
+point `python -m bot` (bot/__main__.py) does, to run it (tests/test_import_rules.py checks both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from channels.app import create_app, freeze_startup_heap
+from cheshire.wiring import (
+    Hook,
+    telegram_contact_links,
+    wire_booking,
+    wire_channels,
+    wire_conversation,
+    wire_notify,
+    wire_telegram,
+)
+from core.alerts import raise_alert
+from core.db.database import Database
+from core.db.migrate import upgrade_to_head
+from core.jobs.queue import ClaimedJob
+from core.jobs.worker import JobRegistry, Worker, WorkerConfig
+from core.metrics import Metrics
+from core.ports import AdminNotifier, CalendarProvider, ChannelSender
+from core.settings import Settings
+
+if TYPE_CHECKING:
+    from aiogram import Bot, Dispatcher
+
+    from core.booking.api import BookingService
+    from core.conversation.engine import ConversationEngine
+
+log = logging.getLogger(__name__)
+
+# Budget for a graceful stop; systemd's default TimeoutStopSec is 90 s, our promise is 10 s.
+STOP_WORKERS_S = 6.0
+STOP_HTTP_S = 2.0
+STOP_TOTAL_S = 9.0
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Everything the process holds. Built by `build_runtime`, run by `run`."""
+
+    settings: Settings
+    db: Database
+    registry: JobRegistry
+    worker: Worker
+    app: web.Application
+    # Channel value ("telegram", "messenger", "instagram", "web", "email") -> its sender (core/delivery.py).
+    senders: Mapping[str, ChannelSender]
+    notifier: AdminNotifier
+    booking: BookingService
+    calendar: CalendarProvider | None
+    engine: ConversationEngine
+    # The aiogram bot and dispatcher, None when TELEGRAM_BOT_TOKEN is not set.
+    bot: Bot | None
+    dispatcher: Dispatcher | None
+    on_startup: tuple[Hook, ...]
+    on_shutdown: tuple[Hook, ...]
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    db = Database(settings.database_url)
+    registry = JobRegistry()
+    metrics = Metrics()  # GET /metrics (channels/metrics.py); the worker counts job outcomes in it
+    worker = Worker(
+        db,
+        registry,
+        WorkerConfig(
+            concurrency=settings.job_workers,
+            poll_interval_s=settings.job_poll_interval_s,
+            lease_s=settings.job_lease_s,
+        ),
+        on_outcome=metrics.job_outcome,
+    )
+    registry.dead_listeners.append(_alert_on_dead_job(db))
+    app = create_app(settings, db, metrics)
+    booking = wire_booking(settings=settings, db=db, registry=registry, app=app)
+    telegram = wire_telegram(settings=settings, db=db, registry=registry, app=app, booking=booking.service)
+    notify = wire_notify(
+        settings=settings,
+        db=db,
+        registry=registry,
+        booking=booking.service,
+        telegram_notifier=telegram.notifier if telegram else None,
+    )
+    channels = wire_channels(
+        settings=settings, db=db, registry=registry, app=app, telegram=telegram.sender if telegram else None
+    )
+    conversation = wire_conversation(
+        settings=settings,
+        db=db,
+        registry=registry,
+        booking=booking.service,
+        on_llm_call=metrics.llm_call,
+        contact_links=telegram_contact_links(settings, telegram),
+    )
+    return Runtime(
+        settings=settings,
+        db=db,
+        registry=registry,
+        worker=worker,
+        app=app,
+        senders=channels.senders,
+        notifier=notify.notifier,
+        booking=booking.service,
+        calendar=booking.calendar,
+        engine=conversation.engine,
+        bot=telegram.bot if telegram else None,
+        dispatcher=telegram.dispatcher if telegram else None,
+        # The catalog first: searches need it. Shutdown runs these in reverse.
+        on_startup=(*booking.on_startup, *(telegram.on_startup if telegram else ()), *channels.on_startup),
+        on_shutdown=(
+            *booking.on_shutdown,
+            *(telegram.on_shutdown if telegram else ()),
+            *channels.on_shutdown,
+            *conversation.on_shutdown,
+        ),
+    )
+
+
+def _alert_on_dead_job(db: Database) -> Callable[[ClaimedJob, str], Awaitable[None]]:
+    """Tell Kimmie once per job kind that jobs are dying (not once per job)."""
+
+    async def on_dead(job: ClaimedJob, error: str) -> None:
+        text = (
+            f"A background job of kind '{job.kind}' failed for good (job {job.id}): {error[:300]}\n"
+            "See `python -m core.jobs dead`; `python -m core.jobs retry <id>` runs one again."
+        )
+        async with db.transaction() as session:
+            await raise_alert(session, f"job_dead:{job.kind}", text)
+
+    return on_dead
+
+
+# --- Running ----------------------------------------------------------------------------------------
+
+
+async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or `stop` is set), then shut down within ~10 s."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    await upgrade_to_head(settings.database_url)
+    rt = build_runtime(settings)
+    _log_integrations(settings)
+
+    runner = web.AppRunner(rt.app, access_log=None, shutdown_timeout=STOP_HTTP_S)
+    polling: asyncio.Task[None] | None = None
+    try:
+        await runner.setup()
+        for hook in rt.on_startup:
+            await hook()
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        freeze_startup_heap()  # everything wired now lives as long as the process
+        rt.worker.start()
+        if _should_poll(rt):
+            assert rt.bot is not None and rt.dispatcher is not None
+            polling = asyncio.create_task(_poll(rt.dispatcher, rt.bot), name="telegram-polling")
+        log.info(
+            "cheshire started",
+            extra={
+                "listen": f"http://{settings.host}:{settings.port}",
+                "database": rt.db.dialect,
+                "telegram": settings.telegram_mode,
+                "job_kinds": sorted(rt.registry.kinds),
+            },
+        )
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        try:
+            async with asyncio.timeout(STOP_TOTAL_S):
+                await _shutdown(rt, runner, polling)
+        except TimeoutError:
+            log.error("shutdown did not finish in time; exiting anyway")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("stopped")
+
+
+def _should_poll(rt: Runtime) -> bool:
+    if rt.bot is None or rt.dispatcher is None or rt.settings.telegram_mode != "polling":
+        return False
+    if not rt.dispatcher.resolve_used_update_types():
+        # Polling with no handlers would confirm (and so discard) every update Telegram holds.
+        log.error("telegram: no handlers are wired, so the bot does not poll; updates wait at Telegram")
+        return False
+    return True
+
+
+async def _poll(dispatcher: Dispatcher, bot: Bot) -> None:
+    try:
+        await dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # A revoked token or an unreachable API must not take the channels and workers down with it.
+        log.exception("telegram polling stopped with an error; the rest of the service keeps running")
+
+
+async def _shutdown(rt: Runtime, runner: web.AppRunner, polling: asyncio.Task[None] | None) -> None:
+    if polling is not None and rt.dispatcher is not None:
+        if not polling.done():
+            with contextlib.suppress(RuntimeError):  # polling had not started yet
+                await rt.dispatcher.stop_polling()
+            polling.cancel()
+        await asyncio.gather(polling, return_exceptions=True)
+    # Stop claiming and finish/release in-flight jobs while HTTP drains; both still need the DB.
+    await asyncio.gather(rt.worker.stop(timeout_s=STOP_WORKERS_S), runner.cleanup(), return_exceptions=True)
+    for hook in reversed(rt.on_shutdown):
+        try:
+            await hook()
+        except Exception:
+            log.exception("shutdown hook failed")
+    if rt.bot is not None:
+        with contextlib.suppress(Exception):
+            await rt.bot.session.close()
+    await rt.db.dispose()
+
+
+def _log_integrations(settings: Settings) -> None:
+    states = settings.integrations()
+    enabled = sorted(name for name, on in states.items() if on)
+    disabled = sorted(name for name, on in states.items() if not on)
+    log.info(
+        "integrations: enabled=%s disabled=%s",
+        ",".join(enabled) or "none",
+        ",".join(disabled) or "none",
+    )
+    if settings.telegram_mode == "off":
+        log.info("telegram bot is off: TELEGRAM_BOT_TOKEN is not set")
+    else:
+        log.info("telegram bot runs in %s mode", settings.telegram_mode)
