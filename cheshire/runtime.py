@@ -12,7 +12,6 @@ point `python -m bot` (bot/__main__.py) does, to run it (tests/test_import_rules
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,8 +40,7 @@ from core.ports import AdminNotifier, CalendarProvider, ChannelSender
 from core.settings import Settings
 
 if TYPE_CHECKING:
-    from aiogram import Bot, Dispatcher
-
+    from bot.wiring import TelegramWiring
     from core.booking.api import BookingService
     from core.conversation.engine import ConversationEngine
 
@@ -69,9 +67,8 @@ class Runtime:
     booking: BookingService
     calendar: CalendarProvider | None
     engine: ConversationEngine
-    # The aiogram bot and dispatcher, None when TELEGRAM_BOT_TOKEN is not set.
-    bot: Bot | None
-    dispatcher: Dispatcher | None
+    # The bot, its dispatcher, sender and notifier; None when TELEGRAM_BOT_TOKEN is not set.
+    telegram: TelegramWiring | None
     on_startup: tuple[Hook, ...]
     on_shutdown: tuple[Hook, ...]
 
@@ -123,8 +120,7 @@ def build_runtime(settings: Settings) -> Runtime:
         booking=booking.service,
         calendar=booking.calendar,
         engine=conversation.engine,
-        bot=telegram.bot if telegram else None,
-        dispatcher=telegram.dispatcher if telegram else None,
+        telegram=telegram,
         # The catalog first: searches need it. Shutdown runs these in reverse.
         on_startup=(*booking.on_startup, *(telegram.on_startup if telegram else ()), *channels.on_startup),
         on_shutdown=(
@@ -173,9 +169,8 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         await web.TCPSite(runner, settings.host, settings.port).start()
         freeze_startup_heap()  # everything wired now lives as long as the process
         rt.worker.start()
-        if _should_poll(rt):
-            assert rt.bot is not None and rt.dispatcher is not None
-            polling = asyncio.create_task(_poll(rt.dispatcher, rt.bot), name="telegram-polling")
+        if rt.telegram is not None:
+            polling = rt.telegram.start_polling()
         log.info(
             "cheshire started",
             extra={
@@ -198,33 +193,9 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     log.info("stopped")
 
 
-def _should_poll(rt: Runtime) -> bool:
-    if rt.bot is None or rt.dispatcher is None or rt.settings.telegram_mode != "polling":
-        return False
-    if not rt.dispatcher.resolve_used_update_types():
-        # Polling with no handlers would confirm (and so discard) every update Telegram holds.
-        log.error("telegram: no handlers are wired, so the bot does not poll; updates wait at Telegram")
-        return False
-    return True
-
-
-async def _poll(dispatcher: Dispatcher, bot: Bot) -> None:
-    try:
-        await dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        # A revoked token or an unreachable API must not take the channels and workers down with it.
-        log.exception("telegram polling stopped with an error; the rest of the service keeps running")
-
-
 async def _shutdown(rt: Runtime, runner: web.AppRunner, polling: asyncio.Task[None] | None) -> None:
-    if polling is not None and rt.dispatcher is not None:
-        if not polling.done():
-            with contextlib.suppress(RuntimeError):  # polling had not started yet
-                await rt.dispatcher.stop_polling()
-            polling.cancel()
-        await asyncio.gather(polling, return_exceptions=True)
+    if polling is not None and rt.telegram is not None:
+        await rt.telegram.stop_polling(polling)
     # Stop claiming and finish/release in-flight jobs while HTTP drains; both still need the DB.
     await asyncio.gather(rt.worker.stop(timeout_s=STOP_WORKERS_S), runner.cleanup(), return_exceptions=True)
     for hook in reversed(rt.on_shutdown):
@@ -232,9 +203,8 @@ async def _shutdown(rt: Runtime, runner: web.AppRunner, polling: asyncio.Task[No
             await hook()
         except Exception:
             log.exception("shutdown hook failed")
-    if rt.bot is not None:
-        with contextlib.suppress(Exception):
-            await rt.bot.session.close()
+    if rt.telegram is not None:
+        await rt.telegram.close()
     await rt.db.dispose()
 
 

@@ -9,7 +9,8 @@ is patched onto an object after it was built.
 
 A vendor SDK is imported only when its integration is configured (start-up time and memory are
 measured, and a test checks that an empty environment loads none): aiogram alone costs ~1 s and
-~90 MB.
+~90 MB. The composition root never names an aiogram type (tests/test_import_rules.py): the Telegram
+section's objects come in bot/wiring.py's `TelegramWiring`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ from core.ports import AdminNotifier, CalendarProvider, ChannelSender
 from core.settings import Settings
 
 if TYPE_CHECKING:
-    from aiogram import Bot, Dispatcher
-
+    from bot.wiring import TelegramWiring
     from core.booking.service import DefaultBookingService
     from core.conversation.engine import ConversationEngine
 
@@ -90,17 +90,7 @@ def wire_booking(
     )
 
 
-# --- Telegram (the bot, its sender, Kimmie's notifier) --------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TelegramWiring:
-    bot: Bot
-    dispatcher: Dispatcher
-    sender: ChannelSender
-    notifier: AdminNotifier
-    on_startup: tuple[Hook, ...]
-    on_shutdown: tuple[Hook, ...]
+# --- Telegram (the bot, its sender, Kimmie's notifier): bot/wiring.py -----------------------------
 
 
 def wire_telegram(
@@ -111,38 +101,12 @@ def wire_telegram(
     app: web.Application,
     booking: DefaultBookingService,
 ) -> TelegramWiring | None:
-    """Bot, sender, dispatcher (FSM storage, routers), Kimmie's Telegram notifier, POST
-    /webhook/telegram in webhook mode, command menus + setWebhook at start-up. None without
-    TELEGRAM_BOT_TOKEN, and then aiogram is never imported."""
+    """None without TELEGRAM_BOT_TOKEN, and then aiogram is never imported."""
     if settings.telegram_mode == "off":
         return None
-    from bot.notifier import TelegramAdminNotifier
-    from bot.scope import register_prune_job, schedule_prune
-    from bot.sender import TelegramSender
-    from bot.setup import build_bot, build_dispatcher, on_startup, setup_webhook
-    from core.storage import S3Storage
+    from bot.wiring import wire_telegram as wire_the_bot
 
-    bot = build_bot(settings)
-    sender = TelegramSender(bot)
-    photos = S3Storage(settings)
-    dispatcher = build_dispatcher(db=db, settings=settings, booking=booking, sender=sender, photos=photos)
-    notifier = TelegramAdminNotifier(bot=bot, db=db, settings=settings, booking=booking, photos=photos)
-    register_prune_job(registry, db=db)
-    if settings.telegram_mode == "webhook":
-        setup_webhook(app, dispatcher, bot, settings)
-
-    async def schedule_pruning() -> None:
-        async with db.transaction() as session:
-            await schedule_prune(session)
-
-    return TelegramWiring(
-        bot=bot,
-        dispatcher=dispatcher,
-        sender=sender,
-        notifier=notifier,
-        on_startup=(partial(on_startup, bot, dispatcher, settings), schedule_pruning),
-        on_shutdown=(dispatcher.storage.close,),
-    )
+    return wire_the_bot(settings=settings, db=db, registry=registry, app=app, booking=booking)
 
 
 # --- Kimmie's notifications: the "notify_admin" job and its e-mail fallback ----------------------

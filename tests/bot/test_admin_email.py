@@ -75,8 +75,8 @@ class Salon:
 
     async def close(self) -> None:
         if self.rt is not None:
-            if self.rt.bot is not None:
-                await self.rt.bot.session.close()
+            if self.rt.telegram is not None:
+                await self.rt.telegram.close()
             await self.rt.db.dispose()
 
     async def run_jobs(self) -> None:

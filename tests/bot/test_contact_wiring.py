@@ -17,8 +17,8 @@ async def _built(database_url: str, **overrides: object) -> Runtime:
 
 
 async def _close(rt: Runtime) -> None:
-    if rt.bot is not None:
-        await rt.bot.session.close()
+    if rt.telegram is not None:
+        await rt.telegram.close()
     await rt.db.dispose()
 
 
