@@ -79,7 +79,7 @@ def serve_cheshire(url: str, port: int, *, skip_ingest: bool = False) -> None:
         setup_routes(app, db=db, settings=settings)
 
         async def like_production(_app: web.Application) -> None:
-            freeze_startup_heap()  # bot/runtime.py does this once the process has started
+            freeze_startup_heap()  # cheshire/runtime.py does this once the process has started
 
         app.on_startup.append(like_production)
         web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)

@@ -43,7 +43,7 @@ def main() -> int:
         return 2
     configure_logging(level=settings.log_level, json_lines=settings.log_json, secrets=secret_values(settings))
 
-    from bot.runtime import run  # after logging, so import-time warnings are formatted
+    from cheshire.runtime import run  # after logging, so import-time warnings are formatted
 
     try:
         asyncio.run(run(settings))

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.callbacks import ApptAction, ChatAction
-from bot.facts import CHANNEL_LABEL, STATUS_WORDS, channel_label, fmt_money, pet_traits, vaccination
 from bot.views import CardData, ClientCard, ConversationView, PetView
+from core.notify.facts import CHANNEL_LABEL, STATUS_WORDS, channel_label, fmt_money, pet_traits, vaccination
 from core.types import AppointmentStatus, Booking, Slot
 
 STATUS_EMOJI = {

@@ -22,10 +22,11 @@ from aiogram.exceptions import (
 from aiogram.types import InlineKeyboardMarkup, Message
 
 from bot import cards, views
-from bot.notify_jobs import EVENT_LABEL, QUIET_EVENTS, AdminUnreachableError, NoAdminChatError
 from core.booking.api import BookingService, NotFoundError
 from core.db.database import Database
 from core.jobs.queue import RetryLater
+from core.notify.errors import AdminUnreachableError, NoAdminChatError
+from core.notify.facts import EVENT_LABEL, QUIET_EVENTS
 from core.settings import Settings
 from core.storage import S3Storage, StorageError
 

@@ -40,6 +40,7 @@ from aiogram.exceptions import (
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from core.ports import (
+    ChannelCapabilities,
     ChannelCredentialsError,
     PartSent,
     PermanentDeliveryError,
@@ -143,7 +144,11 @@ class SendLimiter:
 
 
 class TelegramSender:
-    """core.ports.ChannelSender for channel "telegram"."""
+    """core.ports.ChannelSender for channel "telegram": no messaging window, resumable parts."""
+
+    capabilities = ChannelCapabilities()
+    # A refused token is alerted under core's default key ("telegram:token").
+    credentials_fault_key: str | None = None
 
     def __init__(self, bot: Bot, *, limiter: SendLimiter | None = None) -> None:
         self.bot = bot

@@ -1,4 +1,4 @@
-"""Assembling the Telegram side; called from the composition root (bot/runtime.py).
+"""Assembling the Telegram side; called from the composition root's Telegram section (cheshire/wiring.py).
 
 - `build_dispatcher(...)`: routers (admin, guard, customer), the per-update scope middleware, FSM
   storage (Redis when REDIS_URL is set, else memory: only short UI steps live there) and the
@@ -7,14 +7,15 @@
   checking X-Telegram-Bot-Api-Secret-Token (401 otherwise). Updates are handled before the 200 goes
   back (`handle_in_background=False`): the update is in the database before Telegram stops retrying.
 - `on_startup(bot, dispatcher, settings)`: command menus per scope, and setWebhook / deleteWebhook.
-- `register_jobs(registry, *, notifier)`: the "notify_admin" job (bot/notify_jobs.py).
+- `build_bot(settings)`: the aiogram Bot (pointed at TELEGRAM_API_BASE when set).
+- `register_jobs(registry, ...)`: the Telegram notifier on the "notify_admin" job (core/notify/jobs.py)
+  and the update-id pruning job, for a process assembled without the composition root (tests, bench).
 """
 
 from __future__ import annotations
 
 import logging
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.fsm.storage.base import BaseStorage
@@ -25,22 +26,33 @@ from aiohttp import web
 
 from bot import admin, customer
 from bot.notifier import TelegramAdminNotifier
-from bot.notify_jobs import EmailFallback
-from bot.notify_jobs import register_jobs as register_notify_jobs
-from bot.scope import UpdateScopeMiddleware, register_prune_job, schedule_prune
+from bot.scope import UpdateScopeMiddleware, register_prune_job
 from bot.sender import TelegramSender
 from core.booking.api import BookingService
 from core.db.database import Database
 from core.jobs.worker import JobRegistry
+from core.notify.jobs import EmailFallback
+from core.notify.jobs import register_jobs as register_notify_jobs
 from core.settings import Settings
 from core.storage import ObjectStorage, S3Storage
-
-if TYPE_CHECKING:
-    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhook/telegram"
+
+
+def build_bot(settings: Settings) -> Bot:
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+
+    if settings.telegram_bot_token is None:
+        raise ValueError("TELEGRAM_BOT_TOKEN is not set")
+    session = (
+        AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+        if settings.telegram_api_base
+        else AiohttpSession()
+    )
+    return Bot(settings.telegram_bot_token.get_secret_value(), session=session)
 
 
 def fsm_storage_for(settings: Settings) -> BaseStorage:
@@ -131,52 +143,9 @@ def register_jobs(
     photos: S3Storage | None = None,
     fallback: EmailFallback | None = None,
 ) -> TelegramAdminNotifier:
-    """Register "notify_admin" with the Telegram notifier (and the e-mail fallback, when wired);
-    returns the notifier for the runtime."""
+    """Register "notify_admin" with the Telegram notifier (and the e-mail fallback, when given) and
+    the pruning job; returns the notifier."""
     notifier = TelegramAdminNotifier(bot=bot, db=db, settings=settings, booking=booking, photos=photos)
     register_notify_jobs(registry, notifier=notifier, fallback=fallback)
     register_prune_job(registry, db=db)
     return notifier
-
-
-def wire_telegram(rt: Runtime, *, fallback: EmailFallback | None = None) -> None:
-    """The Telegram section of the composition root: sender, dispatcher, notifier, webhook, start-up.
-
-    Without a bot (TELEGRAM_BOT_TOKEN unset) Kimmie's notifications go to the log (core/notify.py),
-    and to ADMIN_EMAIL when `fallback` is wired (bot/notify_jobs.py).
-    """
-    from core.notify import LoggingNotifier
-
-    settings = rt.settings
-    if rt.bot is None or rt.booking is None:
-        if rt.bot is not None:
-            log.error("booking service not wired: Telegram bot disabled, notifications go to the log")
-        rt.notifier = LoggingNotifier()
-        register_notify_jobs(rt.registry, notifier=rt.notifier, fallback=fallback, telegram=False)
-        return
-    sender = TelegramSender(rt.bot)
-    rt.senders["telegram"] = sender
-    photos = S3Storage(settings)
-    dispatcher = build_dispatcher(
-        db=rt.db, settings=settings, booking=rt.booking, sender=sender, photos=photos
-    )
-    rt.dispatcher = dispatcher
-    rt.notifier = register_jobs(
-        rt.registry,
-        db=rt.db,
-        bot=rt.bot,
-        settings=settings,
-        booking=rt.booking,
-        photos=photos,
-        fallback=fallback,
-    )
-    if settings.telegram_mode == "webhook":
-        setup_webhook(rt.app, dispatcher, rt.bot, settings)
-    rt.on_startup.append(partial(on_startup, rt.bot, dispatcher, settings))
-
-    async def _schedule_prune() -> None:
-        async with rt.db.transaction() as session:
-            await schedule_prune(session)
-
-    rt.on_startup.append(_schedule_prune)
-    rt.on_shutdown.append(dispatcher.storage.close)

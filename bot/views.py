@@ -1,69 +1,26 @@
 """Read models for the bot: plain dataclasses built from the database inside a unit of work, so
-handlers and renderers never touch ORM rows or SQL."""
+handlers and renderers never touch ORM rows or SQL. Those Kimmie's e-mail shows too (a booking's card,
+a conversation) live in core/notify/views.py and are re-exported here for the handlers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import customers
 from core.booking.api import BookingService
-from core.db.models import Appointment, ChannelIdentity, Client, Conversation, Pet
+from core.db.models import Appointment, Conversation, Pet
+from core.notify.views import CardData as CardData
+from core.notify.views import ClientView as ClientView
+from core.notify.views import ConversationView as ConversationView
+from core.notify.views import PetView as PetView
+from core.notify.views import client_view as client_view
+from core.notify.views import conversation_for_client as conversation_for_client
+from core.notify.views import conversation_view as conversation_view
+from core.notify.views import load_card as load_card
 from core.types import Booking, Channel
-
-
-@dataclass(frozen=True, slots=True)
-class PetView:
-    id: int
-    name: str
-    breed: str | None
-    size_class: str | None
-    coat_type: str | None
-    temperament: str | None
-    health_notes: str | None
-    vaccination_expires_on: date | None
-    photo_url: str | None
-    photo_key: str | None = None
-
-    @classmethod
-    def of(cls, pet: Pet) -> PetView:
-        photos = [p for p in (pet.photos or []) if p.get("url")]
-        preferred = [p for p in photos if p.get("kind") in (None, "photo")] or photos
-        return cls(
-            id=pet.id,
-            name=pet.name,
-            breed=pet.breed,
-            size_class=pet.size_class,
-            coat_type=pet.coat_type,
-            temperament=pet.temperament,
-            health_notes=pet.health_notes,
-            vaccination_expires_on=pet.vaccination_expires_on,
-            photo_url=str(preferred[-1]["url"]) if preferred else None,
-            photo_key=str(preferred[-1]["key"]) if preferred and preferred[-1].get("key") else None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ClientView:
-    id: int
-    name: str | None
-    phone: str | None
-    email: str | None
-    notes: str | None
-    channels: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class CardData:
-    booking: Booking
-    client: ClientView
-    pets: tuple[PetView, ...]
-    conversation_id: int | None
-    card_chat_id: int | None
-    card_message_id: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,61 +30,6 @@ class ClientCard:
     history: tuple[Booking, ...] = field(default=())
 
 
-async def client_view(session: AsyncSession, client_id: int) -> ClientView:
-    client = await session.get_one(Client, client_id)
-    rows = await session.execute(
-        select(ChannelIdentity.channel)
-        .where(ChannelIdentity.client_id == client_id)
-        .order_by(ChannelIdentity.id)
-    )
-    return ClientView(
-        id=client.id,
-        name=client.name,
-        phone=client.phone,
-        email=client.email,
-        notes=client.notes,
-        channels=tuple(dict.fromkeys(rows.scalars())),
-    )
-
-
-async def conversation_for_client(session: AsyncSession, client_id: int, channel: str | None) -> int | None:
-    """The client's conversation on `channel` (else their most recently active one)."""
-    query = select(Conversation.id).where(Conversation.client_id == client_id)
-    if channel:
-        found = (
-            (
-                await session.execute(
-                    query.where(Conversation.channel == channel).order_by(Conversation.id.desc())
-                )
-            )
-            .scalars()
-            .first()
-        )
-        if found is not None:
-            return found
-    rows = await session.execute(
-        query.order_by(Conversation.last_inbound_at.desc().nulls_last(), Conversation.id.desc())
-    )
-    return rows.scalars().first()
-
-
-async def load_card(session: AsyncSession, booking_service: BookingService, appointment_id: int) -> CardData:
-    booking = await booking_service.get_booking(session, appointment_id)
-    appointment = await session.get_one(Appointment, appointment_id)
-    pets = [
-        PetView.of(p) for p in await customers.pets_of(session, booking.client_id) if p.id in booking.pet_ids
-    ]
-    channel = booking.source_channel.value if booking.source_channel else None
-    return CardData(
-        booking=booking,
-        client=await client_view(session, booking.client_id),
-        pets=tuple(pets),
-        conversation_id=await conversation_for_client(session, booking.client_id, channel),
-        card_chat_id=appointment.admin_card_chat_id,
-        card_message_id=appointment.admin_card_message_id,
-    )
-
-
 async def set_card_location(
     session: AsyncSession, appointment_id: int, chat_id: int, message_id: int
 ) -> None:
@@ -135,26 +37,6 @@ async def set_card_location(
         update(Appointment)
         .where(Appointment.id == appointment_id)
         .values(admin_card_chat_id=chat_id, admin_card_message_id=message_id)
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ConversationView:
-    id: int
-    client: ClientView
-    channel: str
-    human_takeover: bool
-
-
-async def conversation_view(session: AsyncSession, conversation_id: int) -> ConversationView | None:
-    conversation = await session.get(Conversation, conversation_id)
-    if conversation is None:
-        return None
-    return ConversationView(
-        id=conversation.id,
-        client=await client_view(session, conversation.client_id),
-        channel=conversation.channel,
-        human_takeover=conversation.human_takeover,
     )
 
 

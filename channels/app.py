@@ -3,7 +3,7 @@
 `create_app(settings, db)` returns an app with `GET /healthz`, `GET /metrics` (with `METRICS_TOKEN`) and
 the request-id middleware, which also counts every request for /metrics. Channel
 packages add their routes with their own `setup_routes(app, ...deps)`, called from the composition
-root (bot/runtime.py) before the app starts. State lives under typed `web.AppKey`s, never string keys.
+root (cheshire/runtime.py) before the app starts. State lives under typed `web.AppKey`s, never string keys.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 def freeze_startup_heap() -> None:
     """Take what start-up built out of the garbage collector's sight (the process calls it once,
-    when it has started: bot/runtime.py).
+    when it has started: cheshire/runtime.py).
 
     By the time the server starts, modules, ORM metadata, compiled statements and wiring are in place
     and live as long as the process. Left tracked, every full collection rescans them: ~45 ms with the

@@ -69,14 +69,13 @@ async def notify_admin(session: AsyncSession, kind: str, **data: object) -> None
 
 
 async def credentials_refused(
-    session: AsyncSession, channel: str, adapter: object | None, error: str
+    session: AsyncSession, channel: str, fault_key: str | None, error: str
 ) -> None:
     """A channel's token was refused (delivery, profile look-ups): Kimmie hears once per token. The
-    adapter may name its fault key (`credentials_fault_key`) so every user of one token shares it."""
-    fault_key = getattr(adapter, "credentials_fault_key", None) or f"{channel}:token"
+    adapter names its `credentials_fault_key` so every user of one token shares it."""
     await raise_alert(
         session,
-        str(fault_key),
+        fault_key or f"{channel}:token",
         f"The {channel} access token was refused ({error[:200]}). Replies on {channel} are "
         "waiting: renew the token in the settings and restart Cheshire.",
     )

@@ -4,13 +4,13 @@ twice once a platform accepted it.
 Per attempt:
 1. Load the message and its recipient (the conversation's channel identity) in a short transaction.
    A message no longer `pending` (sent, or dead) is left alone: a retried job never sends twice.
-2. Pick the route. Senders may declare `messaging_window_s` (Meta: 24 h): automated messages (author
-   assistant/system) go there only inside that window after the person's last message, checked
-   before calling the API. Kimmie's own messages are tried and the platform decides, unless the sender
-   declares `human_agent_window_s` (Meta's HUMAN_AGENT tag, when approved): past the standard window
-   and inside that one they go out marked `human_agent`; past it, they take the fallback route. A
-   sender may declare `push_capable = False` (the website chat, which the
-   browser polls): it is never used as a fallback.
+2. Pick the route, by what each sender declares (`ChannelSender.capabilities`, core/ports.py). A
+   `messaging_window_s` (Meta: 24 h): automated messages (author assistant/system) go there only
+   inside that window after the person's last message, checked before calling the API. Kimmie's own
+   messages are tried and the platform decides, unless the sender declares `human_agent_window_s`
+   (Meta's HUMAN_AGENT tag, when approved): past the standard window and inside that one they go out
+   marked `human_agent`; past it, they take the fallback route. A channel that cannot push
+   (`can_push=False`: the website chat, which the browser polls) is never used as a fallback.
 3. Send, outside any transaction, resuming after the parts already accepted (below). Then, in a new
    transaction:
    - accepted → `delivery_status=sent`, the platform's id, `delivered_via`;
@@ -209,24 +209,27 @@ class Delivery:
         sender = self.senders.get(route.channel)
         if sender is None:
             raise _NotDelivered("no sender configured for this channel")
-        if not is_primary and not getattr(sender, "push_capable", True):
+        capabilities = sender.capabilities
+        if not is_primary and not capabilities.can_push:
             raise _NotDelivered("cannot push to this channel")
         if route.unreachable:
             raise _NotDelivered("the person is unreachable here")
-        window_s: float | None = getattr(sender, "messaging_window_s", None)
+        window_s = capabilities.messaging_window_s
         outbound = pending.outbound
         if window_s is not None and pending.author in AUTOMATED_AUTHORS:
             opened = route.last_inbound_at
             if opened is None or utcnow() > opened + timedelta(seconds=window_s) - WINDOW_MARGIN:
                 raise _NotDelivered("outside the 24-hour messaging window")
         elif window_s is not None and pending.author == Author.KIMMIE.value:
-            outbound = _as_human_agent(sender, route, outbound, window_s)
+            outbound = _as_human_agent(capabilities.human_agent_window_s, route, outbound, window_s)
         try:
             channel = Channel(route.channel)
         except ValueError:
             raise _NotDelivered("unknown channel") from None
         recipient = Recipient(channel=channel, external_id=route.external_id, identity_id=route.identity_id)
         try:
+            if not capabilities.parts:  # nothing reaches a platform: no progress to resume or record
+                return await sender.send(recipient, outbound)
             return await sender.send(
                 recipient,
                 outbound,
@@ -269,9 +272,9 @@ class Delivery:
                     f"{route.channel}:{route.external_id}:{result.platform_message_id}"[:255]
                 )
                 await session.execute(update(Message).where(*where).values(**values))
-            fault_key = getattr(self.senders.get(route.channel), "credentials_fault_key", None)
-            if isinstance(fault_key, str):
-                await resolve_alert(session, fault_key)
+            sender = self.senders.get(route.channel)
+            if sender is not None and sender.credentials_fault_key is not None:
+                await resolve_alert(session, sender.credentials_fault_key)
 
     async def _mark_unreachable(self, identity_id: int) -> None:
         async with self.db.transaction() as session:
@@ -283,7 +286,9 @@ class Delivery:
 
     async def _credentials_fault(self, channel: str, error: str) -> None:
         async with self.db.transaction() as session:
-            await credentials_refused(session, channel, self.senders.get(channel), error)
+            sender = self.senders.get(channel)
+            fault_key = sender.credentials_fault_key if sender is not None else None
+            await credentials_refused(session, channel, fault_key, error)
 
     async def _dead(self, pending: _Pending, reason: str) -> None:
         snippet = pending.outbound.text[:ALERT_TEXT_CHARS]
@@ -308,12 +313,11 @@ class Delivery:
 
 
 def _as_human_agent(
-    sender: ChannelSender, route: _Route, outbound: OutboundMessage, window_s: float
+    human_s: float | None, route: _Route, outbound: OutboundMessage, window_s: float
 ) -> OutboundMessage:
     """Kimmie's message past the standard window but inside the sender's human-agent one goes out
     marked `human_agent`; past that too, the fallback route. Without a declared human-agent window (or
     a known last message) nothing changes: the platform decides."""
-    human_s: float | None = getattr(sender, "human_agent_window_s", None)
     opened = route.last_inbound_at
     if human_s is None or opened is None:
         return outbound

@@ -51,6 +51,25 @@ PartSent = Callable[[int, str | None], Awaitable[None]]
 """`on_part_sent(index, platform_message_id)`: the platform accepted part `index` (0-based)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelCapabilities:
+    """What a channel's platform allows, declared by its sender and read by core/delivery.py (which
+    never probes a sender for attributes). The defaults describe a channel with no limits."""
+
+    # Can reach a person who did not just write (False: the website chat, which the browser polls):
+    # only such a channel is a fallback route for a message another channel could not take.
+    can_push: bool = True
+    # Automated messages (assistant, system) go out only this long after the person's last message
+    # (Meta: 24 h); None: any time.
+    messaging_window_s: float | None = None
+    # Kimmie's own replies may go out this long after the person's last message, marked
+    # `human_agent` past the standard window (Meta's HUMAN_AGENT tag, 7 days, when approved).
+    human_agent_window_s: float | None = None
+    # Sends a message as parts it reports to `on_part_sent` and resumes after `resume_from` (False:
+    # nothing reaches a platform, so there is no progress to record).
+    parts: bool = True
+
+
 class ChannelSender(Protocol):
     """Delivers one outbound message, which a platform may take as several calls ("parts": images,
     a long text cut at the platform's limit, ...).
@@ -63,10 +82,19 @@ class ChannelSender(Protocol):
     propagate. The result describes the parts sent by this call (`platform_message_id` may be None,
     e.g. when `resume_from` already covered every part).
 
-    A sender whose platform lets a person's own replies through for a while after its standard window
-    declares `human_agent_window_s` (Meta: 7 days, only with the HUMAN_AGENT permission); delivery then
-    sends Kimmie's replies in that band with `message.human_agent` set, and the sender tags them.
+    `capabilities` declares what the platform allows (push, messaging windows, parts): a sender whose
+    platform lets a person's own replies through for a while after its standard window declares
+    `human_agent_window_s` (Meta: 7 days, only with the HUMAN_AGENT permission); delivery then sends
+    Kimmie's replies in that band with `message.human_agent` set, and the sender tags them.
+    `credentials_fault_key` names the alert Kimmie gets (once) when the sender's token is refused,
+    shared by every user of that token (None: "<channel>:token").
     """
+
+    @property
+    def capabilities(self) -> ChannelCapabilities: ...
+
+    @property
+    def credentials_fault_key(self) -> str | None: ...
 
     async def send(
         self,
@@ -92,7 +120,11 @@ class Profile:
 class ProfileSource(Protocol):
     """Looks a channel identity's profile up. Raises the delivery errors above with the same meanings
     (retry later, credentials invalid, anything else: this profile cannot be had); None when the
-    platform knows no name."""
+    platform knows no name. `credentials_fault_key`: as ChannelSender's (the same token, the same
+    alert)."""
+
+    @property
+    def credentials_fault_key(self) -> str | None: ...
 
     async def profile(self, recipient: Recipient) -> Profile | None: ...
 

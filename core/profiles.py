@@ -165,7 +165,7 @@ class ProfileJobs:
     async def _credentials_fault(self, source: ProfileSource, channel: str, error: str) -> None:
         # The same alert delivery raises: Kimmie hears of a refused token once, whoever met it.
         async with self.db.transaction() as session:
-            await credentials_refused(session, channel, source, error)
+            await credentials_refused(session, channel, source.credentials_fault_key, error)
 
 
 def _empty(column: InstrumentedAttribute[str | None]) -> ColumnElement[bool]:

@@ -131,7 +131,7 @@ def test_disabled_integrations_load_no_vendor_sdk(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from core.settings import Settings\n"
-        "from bot.runtime import build_runtime\n"
+        "from cheshire.runtime import build_runtime\n"
         "build_runtime(Settings.load())\n"
         "sdks = ['aiogram', 'anthropic', 'openai', 'googleapiclient', 'aioboto3', 'stripe', 'fal_client',\n"
         "        'aiosmtplib']\n"

@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 
 from core.ports import (
+    ChannelCapabilities,
     ChannelCredentialsError,
     PartSent,
     PermanentDeliveryError,
@@ -73,8 +74,10 @@ class SmtpConfig:
 
 
 class EmailSender:
-    """`ChannelSender` for "email". No messaging window: mail reaches a person at any time."""
+    """`ChannelSender` for "email". No messaging window: mail reaches a person at any time. One part
+    (the mail), resumed after if an earlier attempt got it accepted."""
 
+    capabilities = ChannelCapabilities()
     credentials_fault_key = "email:smtp"
 
     def __init__(self, settings: Settings) -> None:

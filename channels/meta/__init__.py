@@ -1,2 +1,2 @@
 """Messenger and Instagram: the webhook (views.py), the payload parser (parser.py), the Send API
-adapter (sender.py). Wired by bot/runtime.py through `setup_routes` and `MetaSenders`."""
+adapter (sender.py). Wired by cheshire/wiring.py through `setup_routes` and `MetaSenders`."""

@@ -11,9 +11,10 @@ retry, fall back to another channel or alert Kimmie without knowing anything abo
     190 (any subcode)                            token invalid  → ChannelCredentialsError
     anything else                                               → PermanentDeliveryError
 
-With `META_HUMAN_AGENT_TAG` (the app passed Meta's App Review for it), a sender declares
-`human_agent_window_s` (7 days): core/delivery.py then marks Kimmie's own replies in the band between
-24 h and 7 days after the person's last message `human_agent`, and they go out as
+Each sender declares Meta's 24-hour messaging window in its `capabilities`. With
+`META_HUMAN_AGENT_TAG` (the app passed Meta's App Review for it), it declares `human_agent_window_s`
+(7 days) there too: core/delivery.py then marks Kimmie's own replies in the band between 24 h and
+7 days after the person's last message `human_agent`, and they go out as
 `"messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"` (never an automated message).
 
 `profile()` looks a person's name up (`GET /{version}/{PSID}?fields=first_name,last_name` with the page
@@ -37,6 +38,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from core.ports import (
+    ChannelCapabilities,
     ChannelCredentialsError,
     PartSent,
     PermanentDeliveryError,
@@ -51,6 +53,7 @@ from core.types import Channel, OutboundMessage, QuickReply, Recipient
 
 log = logging.getLogger(__name__)
 
+MESSAGING_WINDOW_S = 24 * 3600.0
 MESSENGER_TEXT_LIMIT_CHARS = 2000
 INSTAGRAM_TEXT_LIMIT_BYTES = 1000
 MAX_QUICK_REPLIES = 13
@@ -145,11 +148,6 @@ def map_graph_error(status: int, body: Any, retry_after: str | None = None) -> E
 class MetaSender:
     """One channel (Messenger or Instagram) of the Send API."""
 
-    # Read by core/delivery.py: automated messages only inside Meta's 24 h window, and the fault key
-    # under which Kimmie is alerted (once) about an invalid token.
-    messaging_window_s = 24 * 3600.0
-    push_capable = True
-
     def __init__(
         self,
         channel: Channel,
@@ -163,10 +161,14 @@ class MetaSender:
         self.channel = channel
         self.api_root = f"{base_url.rstrip('/')}/{version}"
         self.url = f"{self.api_root}/me/messages"
-        # Read by core/delivery.py: set only when the app may use the HUMAN_AGENT tag.
-        self.human_agent_window_s = human_agent_window_s
+        # Read by core/delivery.py: automated messages only inside Meta's 24 h window; Kimmie's replies
+        # up to 7 days only when the app may use the HUMAN_AGENT tag.
+        self.capabilities = ChannelCapabilities(
+            messaging_window_s=MESSAGING_WINDOW_S, human_agent_window_s=human_agent_window_s
+        )
         self._token = token
         self._http = http
+        # The alert Kimmie gets (once) about an invalid token, shared with the profile look-ups.
         self.credentials_fault_key = "meta:token" if channel is Channel.MESSENGER else "meta:instagram_token"
         if channel is Channel.INSTAGRAM:
             self._limit, self._measure = INSTAGRAM_TEXT_LIMIT_BYTES, _utf8_bytes

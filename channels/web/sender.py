@@ -1,15 +1,16 @@
 """The website chat's `ChannelSender`: the browser polls for replies, so "delivering" one only marks it
-sent. It cannot push, so core/delivery.py never picks it as a fallback route for another channel.
-Nothing goes to a platform, so there are no parts to report or to resume after."""
+sent. It cannot push (`can_push=False`), so core/delivery.py never picks it as a fallback route for
+another channel. Nothing goes to a platform, so there are no parts to report or to resume after."""
 
 from __future__ import annotations
 
-from core.ports import PartSent, SendResult
+from core.ports import ChannelCapabilities, PartSent, SendResult
 from core.types import OutboundMessage, Recipient
 
 
 class WebSender:
-    push_capable = False
+    capabilities = ChannelCapabilities(can_push=False, parts=False)
+    credentials_fault_key: str | None = None  # no token
 
     async def send(
         self,

@@ -37,7 +37,7 @@ from core.conversation.offline import OfflineResponder
 from core.conversation.prompt import context_prompt, stable_prompt
 from core.conversation.summarize import register_summary_job
 from core.conversation.takeover import handover_requested, is_active, release_if_idle, takeover_active
-from core.conversation.tools import ToolBox, ToolContext
+from core.conversation.tools import ContactLinks, ToolBox, ToolContext
 from core.db.database import Database
 from core.db.models import ChannelIdentity, Client, Conversation, Message, utcnow
 from core.jobs.queue import ClaimedJob, PermanentJobError
@@ -99,6 +99,7 @@ class ConversationEngine:
         booking: BookingService,
         model: ChatModel | None,
         offline: OfflineResponder | None = None,
+        contact_links: ContactLinks | None = None,
         now: Callable[[], Any] = utcnow,
     ) -> None:
         self.db = db
@@ -107,7 +108,7 @@ class ConversationEngine:
         self.model = model
         self.now = now
         self.offline = offline or OfflineResponder(booking, settings, now=now)
-        self.toolbox = ToolBox(booking, settings.tz)
+        self.toolbox = ToolBox(booking, settings.tz, contact_links=contact_links)
         self._stable: tuple[float, str] | None = None
         self.gave_up_text = GAVE_UP_TEXT.format(groomer=settings.groomer_name)
 

@@ -159,7 +159,7 @@ class ToolRefusedError(Exception):
 
 
 # The client id → ways to reach the customer outside Meta's window that a tool may share, by name
-# ({"telegram": "https://t.me/...?start=..."}); wired by the entry point when configured.
+# ({"telegram": "https://t.me/...?start=..."}); wired by the composition root when configured.
 ContactLinks = Callable[[int], Mapping[str, str]]
 
 
@@ -196,7 +196,7 @@ class ToolBox:
     ) -> None:
         self.booking = booking
         self.tz = tz
-        # Settable after construction: the entry point adds it when the Telegram bot is configured.
+        # Given by the composition root when the Telegram bot (and its username) is configured.
         self.contact_links = contact_links
         self.tools = {
             t.name: t

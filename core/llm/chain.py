@@ -41,12 +41,16 @@ class FallbackChatModel:
     name = "fallback"
 
     def __init__(
-        self, providers: Sequence[ChatModel], *, clock: Callable[[], float] = time.monotonic
+        self,
+        providers: Sequence[ChatModel],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_call: Callable[[str, str], None] | None = None,
     ) -> None:
         self.providers = list(providers)
         self.clock = clock
         # (provider, "ok" | "transient" | "configuration") after each attempt: GET /metrics counts them.
-        self.on_call: Callable[[str, str], None] | None = None
+        self.on_call = on_call
         self._cooling_until: dict[str, float] = {}
 
     def _order(self) -> list[ChatModel]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from core.llm.anthropic_provider import AnthropicChatModel
 from core.llm.chain import FallbackChatModel
 from core.llm.openai_provider import OpenAIChatModel
@@ -9,7 +11,10 @@ from core.llm.types import ChatModel
 from core.settings import Settings
 
 
-def build_chat_model(settings: Settings) -> FallbackChatModel | None:
+def build_chat_model(
+    settings: Settings, *, on_call: Callable[[str, str], None] | None = None
+) -> FallbackChatModel | None:
+    """`on_call(provider, outcome)` after each provider attempt (GET /metrics counts them)."""
     providers: list[ChatModel] = []
     claude = AnthropicChatModel.from_settings(settings)
     if claude is not None:
@@ -17,7 +22,7 @@ def build_chat_model(settings: Settings) -> FallbackChatModel | None:
     gpt = OpenAIChatModel.from_settings(settings)
     if gpt is not None:
         providers.append(gpt)
-    return FallbackChatModel(providers) if providers else None
+    return FallbackChatModel(providers, on_call=on_call) if providers else None
 
 
 async def close_chat_model(model: ChatModel | None) -> None:

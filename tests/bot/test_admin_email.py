@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from bot.notify_jobs import ADMIN_EMAIL_JOB
-from bot.runtime import Runtime, build_runtime
+from cheshire.runtime import Runtime, build_runtime
 from core import customers
 from core.alerts import NOTIFY_ADMIN_JOB, notify_admin, raise_alert
 from core.booking.catalog import load_catalog
 from core.conversation.ingest import ingest
 from core.db.database import Database
 from core.db.models import Job, utcnow
+from core.notify.jobs import ADMIN_EMAIL_JOB
 from core.settings import Settings, SettingsError
 from core.types import Booking, Channel, InboundMessage, SizeClass
 from tests.bot.conftest import CUSTOMER, KIMMIE, TOKEN, make_settings
@@ -75,8 +75,8 @@ class Salon:
 
     async def close(self) -> None:
         if self.rt is not None:
-            if self.rt.bot is not None:
-                await self.rt.bot.session.close()
+            if self.rt.telegram is not None:
+                await self.rt.telegram.close()
             await self.rt.db.dispose()
 
     async def run_jobs(self) -> None:
@@ -289,7 +289,7 @@ async def test_an_email_refused_for_good_is_a_dead_job_kimmie_is_alerted_about(s
 async def test_without_smtp_or_admin_email_nothing_changes_and_startup_says_so(
     salon: Salon, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="bot.notify_jobs"):
+    with caplog.at_level(logging.WARNING, logger="cheshire.wiring"):
         rt = await salon.start(admin_email=None)
     assert ADMIN_EMAIL_JOB not in rt.registry.kinds
     [line] = [r.getMessage() for r in caplog.records if "no fallback" in r.getMessage()]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from bot import links
-from bot.runtime import Runtime, build_runtime
 from channels.email.sender import EmailSender
+from cheshire.runtime import Runtime, build_runtime
 from core.settings import Settings, SettingsError
 from tests.bot.conftest import make_settings
 
@@ -17,8 +17,8 @@ async def _built(database_url: str, **overrides: object) -> Runtime:
 
 
 async def _close(rt: Runtime) -> None:
-    if rt.bot is not None:
-        await rt.bot.session.close()
+    if rt.telegram is not None:
+        await rt.telegram.close()
     await rt.db.dispose()
 
 
@@ -34,7 +34,7 @@ async def test_email_sender_and_telegram_link_are_wired_when_configured(database
         config = sender.config
         assert (config.host, config.port, config.implicit_tls) == ("mail.salon.test", 465, True)
         assert (config.username, config.sender) == ("cheshire@salon.test", "cheshire@salon.test")
-        toolbox = rt.extras["conversation_engine"].toolbox
+        toolbox = rt.engine.toolbox
         assert toolbox.contact_links is not None
         link = toolbox.contact_links(42)["telegram"]
         assert link.startswith("https://t.me/LookingGlassBot?start=")
@@ -47,7 +47,7 @@ async def test_nothing_is_wired_without_the_settings(database_url: str) -> None:
     rt = await _built(database_url)
     try:
         assert "email" not in rt.senders
-        assert rt.extras["conversation_engine"].toolbox.contact_links is None
+        assert rt.engine.toolbox.contact_links is None
     finally:
         await _close(rt)
 

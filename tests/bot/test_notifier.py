@@ -11,7 +11,7 @@ from sqlalchemy import update
 from bot.callbacks import ApptAction, ChatAction
 from core.alerts import notify_admin, raise_alert
 from core.db.models import Appointment, Pet
-from core.notify import LoggingNotifier
+from core.notify.log_notifier import LoggingNotifier
 from tests.bot.conftest import KIMMIE, Harness
 
 

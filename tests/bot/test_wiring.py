@@ -10,12 +10,12 @@ import socket
 from sqlalchemy import func, select
 
 from bot.notifier import TelegramAdminNotifier
-from bot.runtime import build_runtime, run
 from bot.sender import TelegramSender
 from bot.setup import WEBHOOK_PATH, on_startup
+from cheshire.runtime import build_runtime, run
 from core.db.database import Database
 from core.db.models import Job
-from core.notify import LoggingNotifier
+from core.notify.log_notifier import LoggingNotifier
 from tests.bot.conftest import CUSTOMER, KIMMIE, STAFF, make_settings
 from tests.fakes.telegram_api import FakeTelegramAPI
 
@@ -92,8 +92,8 @@ async def test_webhook_mode_mounts_the_route_and_registers_the_secret(
             r.method == "POST" and r.resource is not None and r.resource.canonical == WEBHOOK_PATH
             for r in rt.app.router.routes()
         )
-        assert rt.bot is not None and rt.dispatcher is not None
-        await on_startup(rt.bot, rt.dispatcher, settings)
+        assert rt.telegram is not None
+        await on_startup(rt.telegram.bot, rt.telegram.dispatcher, settings)
         hook = fake_tg.last("setWebhook")
         assert hook.data["url"] == "https://cheshire.example/webhook/telegram"
         assert hook.data["secret_token"] == "hook-secret_1"
@@ -101,15 +101,15 @@ async def test_webhook_mode_mounts_the_route_and_registers_the_secret(
         chats = {c.data["scope"].get("chat_id") for c in fake_tg.calls_to("setMyCommands")}
         assert {KIMMIE, STAFF} <= chats
     finally:
-        if rt.bot is not None:
-            await rt.bot.session.close()
+        if rt.telegram is not None:
+            await rt.telegram.close()
         await rt.db.dispose()
 
 
 async def test_without_a_token_kimmie_hears_through_the_log(database_url: str) -> None:
     rt = build_runtime(make_settings(database_url, telegram_bot_token=None))
     try:
-        assert rt.bot is None and "telegram" not in rt.senders
+        assert rt.telegram is None and "telegram" not in rt.senders
         assert isinstance(rt.notifier, LoggingNotifier) and "notify_admin" in rt.registry.kinds
     finally:
         await rt.db.dispose()

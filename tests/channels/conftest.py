@@ -13,12 +13,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.runtime import Runtime, build_runtime
 from channels.app import create_app
 from channels.meta import views as meta_views
 from channels.meta.views import sign
 from channels.ratelimit import InMemoryRateLimiter, RateLimiter
 from channels.web import views as web_views
+from cheshire.runtime import Runtime, build_runtime
 from core.conversation.ingest import PROCESS_JOB
 from core.db.database import Database
 from core.settings import Settings
@@ -131,7 +131,7 @@ def register_echo_engine(registry: Any, db: Database) -> None:
     registry.register(PROCESS_JOB, process)
 
 
-# --- The whole service, as bot/runtime.py builds it, on a real port ----------------------------------
+# --- The whole service, as cheshire/runtime.py builds it, on a real port ----------------------------------
 
 ServiceT = tuple[str, Runtime, bool]
 

@@ -21,7 +21,7 @@ from core.db.models import AdminAlert, ChannelIdentity, Job, Message, utcnow
 from core.delivery import Delivery
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater
 from core.outbox import DELIVER_JOB, queue_outbound
-from core.ports import ChannelSender, PartSent, SendResult
+from core.ports import ChannelCapabilities, ChannelSender, PartSent, SendResult
 from core.types import Author, Channel, InboundMessage, OutboundMessage, QuickReply, Recipient
 from tests.channels.conftest import make_settings
 from tests.fakes.graph_api import FakeGraphAPI
@@ -29,6 +29,9 @@ from tests.fakes.graph_api import FakeGraphAPI
 
 class RecordingSender:
     """A Telegram-like route: accepts everything (as one part) and remembers it."""
+
+    capabilities = ChannelCapabilities()
+    credentials_fault_key: str | None = None
 
     def __init__(self) -> None:
         self.sent: list[tuple[Recipient, OutboundMessage]] = []
@@ -296,6 +299,9 @@ async def test_worker_dead_job_listener_marks_message_dead(db: Database, databas
     from core.jobs.worker import JobRegistry, Worker, WorkerConfig
 
     class Exploding:
+        capabilities = ChannelCapabilities()
+        credentials_fault_key: str | None = None
+
         async def send(
             self,
             recipient: Recipient,

@@ -1,8 +1,8 @@
-"""End to end, as in production: the runtime built by bot/runtime.py (routes, middlewares, senders,
+"""End to end, as in production: the runtime built by cheshire/runtime.py (routes, middlewares, senders,
 jobs), served on a real port, with its Worker running. A signed Instagram / Messenger event goes in;
 the reply comes out at the fake Graph API server.
 
-The conversation engine is ENG-B's when bot/runtime.py registers one (with no LLM key configured it
+The conversation engine is ENG-B's when cheshire/runtime.py registers one (with no LLM key configured it
 answers through its offline responder); otherwise a stand-in engine replying through the outbox.
 """
 

@@ -12,11 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
-from bot.runtime import build_runtime
 from channels.app import create_app
 from channels.meta import views as meta_views
 from channels.ratelimit import InMemoryRateLimiter
 from channels.web import views as web_views
+from cheshire.runtime import build_runtime
 from core.db.database import Database
 from core.db.models import Job, utcnow
 from core.jobs.queue import ClaimedJob, PermanentJobError, enqueue
@@ -250,7 +250,7 @@ async def test_no_secret_in_the_scrape(aiohttp_client: Any, db: Database, metric
     assert "test-app-secret" not in text
 
 
-# --- the process as bot/runtime.py builds it -----------------------------------------------------------
+# --- the process as cheshire/runtime.py builds it -----------------------------------------------------------
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from core.booking.catalog import load_catalog
 from core.booking.service import DefaultBookingService
 from core.conversation.engine import ConversationEngine
 from core.conversation.ingest import ingest
+from core.conversation.tools import ContactLinks
 from core.db.database import Database
 from core.db.models import Message
 from core.llm.types import ChatModel
@@ -49,9 +50,18 @@ def booking(settings: Settings) -> DefaultBookingService:
 def make_engine(
     catalog_db: Database, settings: Settings, booking: DefaultBookingService
 ) -> Callable[..., ConversationEngine]:
-    def _make(model: ChatModel | None, **overrides: object) -> ConversationEngine:
+    def _make(
+        model: ChatModel | None, *, contact_links: ContactLinks | None = None, **overrides: object
+    ) -> ConversationEngine:
         tuned = settings.model_copy(update=overrides) if overrides else settings
-        return ConversationEngine(db=catalog_db, settings=tuned, booking=booking, model=model, now=lambda: T0)
+        return ConversationEngine(
+            db=catalog_db,
+            settings=tuned,
+            booking=booking,
+            model=model,
+            contact_links=contact_links,
+            now=lambda: T0,
+        )
 
     return _make
 

@@ -162,8 +162,7 @@ async def test_contact_options_shares_a_signed_telegram_link_for_the_own_client(
         return Say(f"So reminders reach you, you can also get them on Telegram: {link}")
 
     model = ScriptedChatModel([Say(calls=(("contact_options", {}),)), offer])
-    engine = make_engine(model)
-    engine.toolbox.contact_links = partial(links.contact_links, tg)
+    engine = make_engine(model, contact_links=partial(links.contact_links, tg))
     sent = await send(catalog_db, "hi", channel=Channel.INSTAGRAM, user="ig-ann")
     await engine.process(sent.message_id, sent.conversation_id)
 

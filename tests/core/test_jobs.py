@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from bot.runtime import _alert_on_dead_job
+from cheshire.runtime import _alert_on_dead_job
 from core.db.database import Database
 from core.db.models import AdminAlert, Job, utcnow
 from core.jobs import __main__ as jobs_cli

@@ -35,9 +35,7 @@ def chain(
         max_retries=0,
         reasoning_effort="low",
     )
-    model = FallbackChatModel([claude, gpt])
-    model.on_call = metrics.llm_call
-    return model
+    return FallbackChatModel([claude, gpt], on_call=metrics.llm_call)
 
 
 def ask() -> ChatRequest:

@@ -1,9 +1,10 @@
 """The "notify_admin_email" job: a notification Telegram could not take, e-mailed to ADMIN_EMAIL.
 
-bot/notify_jobs.py hands it over (with the notify_admin payload, the reason and the notifying job's
-id); this renders the same facts as the Telegram card as plain text (client, dog, service, time, chat
-id; no tokens, no buttons), reading in a short transaction, and sends one mail through the e-mail
-channel's SMTP code (channels/email/sender.py) outside it. Wired only with ADMIN_EMAIL and SMTP_URL.
+core/notify/jobs.py hands it over (with the notify_admin payload, the reason and the notifying job's
+id); this renders the same facts as the Telegram card (core/notify/facts.py, views.py) as plain text
+(client, dog, service, time, chat id; no tokens, no buttons), reading in a short transaction, and sends
+one mail through the e-mail channel's SMTP code (channels/email/sender.py) outside it. Wired only with
+ADMIN_EMAIL and SMTP_URL.
 
 Outcomes: sent → done. The SMTP server unreachable, deferring (4xx) or refusing our login → the job
 retries with backoff and ends dead, listed by `python -m core.jobs dead` and alerted like any dead job.
@@ -20,13 +21,20 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot import views
-from bot.facts import STATUS_WORDS, channel_label, fmt_money, pet_traits, vaccination
-from bot.notify_jobs import EVENT_LABEL, QUIET_EVENTS
 from channels.email.sender import SmtpConfig, build_mail, send_mail
 from core.booking.api import BookingService, NotFoundError
 from core.db.database import Database
 from core.jobs.queue import ClaimedJob, PermanentJobError
+from core.notify import views
+from core.notify.facts import (
+    EVENT_LABEL,
+    QUIET_EVENTS,
+    STATUS_WORDS,
+    channel_label,
+    fmt_money,
+    pet_traits,
+    vaccination,
+)
 from core.ports import ChannelCredentialsError, PermanentDeliveryError, RecipientUnreachableError
 from core.settings import Settings
 

@@ -1,15 +1,32 @@
 """What Kimmie's cards say, without the format: the words shared by the Telegram card (HTML, emoji,
-bot/cards.py) and the e-mail she gets when Telegram cannot reach her (plain text, bot/admin_email.py).
-
-No aiogram here: the e-mail path must not load it.
+bot/cards.py) and the e-mail she gets when Telegram cannot reach her (plain text,
+channels/email/admin_mail.py). In core so neither adapter imports the other.
 """
 
 from __future__ import annotations
 
 from datetime import date
 
-from bot.views import PetView
+from core.notify.views import PetView
 from core.types import AppointmentStatus
+
+# booking_changed events as Kimmie reads them (Telegram line and e-mail).
+EVENT_LABEL = {
+    "confirmed": "confirmed ✅",
+    "declined": "declined ❌",
+    "cancelled_by_customer": "cancelled by the customer 🚫",
+    "cancelled_by_kimmie": "cancelled 🚫",
+    "rescheduled_by_customer": "moved to a new time by the customer 🔁",
+    "rescheduled_by_kimmie": "moved to a new time 🔁",
+    "expired": "expired before a decision ⌛",
+    "completed": "completed ✔",
+    "no_show": "marked no-show",
+    "payment_received": "deposit paid 💳",
+}
+# Changes Kimmie made herself (a button she just pressed): the card is refreshed, no extra message.
+QUIET_EVENTS = frozenset(
+    {"confirmed", "declined", "cancelled_by_kimmie", "rescheduled_by_kimmie", "completed", "no_show"}
+)
 
 CHANNEL_LABEL = {"telegram": "Telegram", "instagram": "Instagram", "messenger": "Messenger", "web": "Website"}
 STATUS_WORDS = {

@@ -3,8 +3,9 @@
 Payloads (core/alerts.py): {"type": "alert", "text"}, {"type": "booking_request", "appointment_id"},
 {"type": "booking_changed", "appointment_id", "event"}, {"type": "handover", "conversation_id", "reason"}.
 
-E-mail fallback (ADMIN_EMAIL + SMTP_URL, `wire_email_fallback`): a notification Telegram cannot take
-is handed to one "notify_admin_email" job (bot/admin_email.py) and this job ends done. That happens
+E-mail fallback (ADMIN_EMAIL + SMTP_URL, wired by the composition root's notify section): a notification
+Telegram cannot take is handed to one "notify_admin_email" job (channels/email/admin_mail.py) and this
+job ends done. That happens
 when the bot is not configured, when Kimmie's chat is unreachable (bot blocked, chat not found, token
 refused, no chat id: `AdminUnreachableError`), or on the last attempt after transient failures. A
 transient failure before that retries Telegram. The e-mail job's idempotency key is this job's id,
@@ -16,49 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.alerts import NOTIFY_ADMIN_JOB
 from core.db.database import Database
 from core.db.models import utcnow
 from core.jobs.queue import ClaimedJob, PermanentJobError, enqueue
 from core.jobs.worker import Handler, JobRegistry
+from core.notify.errors import AdminUnreachableError
 from core.ports import AdminNotifier
-
-if TYPE_CHECKING:
-    from bot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 ADMIN_EMAIL_JOB = "notify_admin_email"
-
-# booking_changed events as Kimmie reads them (Telegram line and e-mail).
-EVENT_LABEL = {
-    "confirmed": "confirmed ✅",
-    "declined": "declined ❌",
-    "cancelled_by_customer": "cancelled by the customer 🚫",
-    "cancelled_by_kimmie": "cancelled 🚫",
-    "rescheduled_by_customer": "moved to a new time by the customer 🔁",
-    "rescheduled_by_kimmie": "moved to a new time 🔁",
-    "expired": "expired before a decision ⌛",
-    "completed": "completed ✔",
-    "no_show": "marked no-show",
-    "payment_received": "deposit paid 💳",
-}
-# Changes Kimmie made herself (a button she just pressed): the card is refreshed, no extra message.
-QUIET_EVENTS = frozenset(
-    {"confirmed", "declined", "cancelled_by_kimmie", "rescheduled_by_kimmie", "completed", "no_show"}
-)
-
-
-class AdminUnreachableError(PermanentJobError):
-    """Kimmie's Telegram chat cannot be reached (bot blocked, chat not found, token refused, no chat
-    configured): retrying Telegram cannot help, another channel can. The message is ours (Telegram's
-    description at most), never a token."""
-
-
-class NoAdminChatError(AdminUnreachableError):
-    """No admin chat is configured: retrying cannot help."""
 
 
 async def deliver(notifier: AdminNotifier, payload: dict[str, Any]) -> None:
@@ -148,28 +119,3 @@ def register_jobs(
     telegram: bool = True,
 ) -> None:
     registry.register(NOTIFY_ADMIN_JOB, make_notify_handler(notifier, fallback=fallback, telegram=telegram))
-
-
-def wire_email_fallback(rt: Runtime) -> EmailFallback | None:
-    """Register the "notify_admin_email" job when ADMIN_EMAIL and SMTP_URL are set, and say at
-    start-up either way whether Kimmie's notifications have a fallback."""
-    settings = rt.settings
-    missing = [
-        name
-        for name, value in (("ADMIN_EMAIL", settings.admin_email), ("SMTP_URL", settings.smtp_url))
-        if value is None
-    ]
-    if missing or rt.booking is None:
-        why = f"{' and '.join(missing)} not set" if missing else "no booking service wired"
-        log.warning(
-            "Kimmie's notifications have no fallback (%s): one Telegram cannot take is only logged, "
-            "its job ends dead",
-            why,
-        )
-        return None
-    from bot.admin_email import AdminMailer  # loads aiosmtplib only now
-
-    mailer = AdminMailer(db=rt.db, settings=settings, booking=rt.booking)
-    rt.registry.register(ADMIN_EMAIL_JOB, mailer.handle)
-    log.info("Kimmie's notifications fall back to e-mail (ADMIN_EMAIL) when Telegram cannot take them")
-    return EmailFallback(rt.db, telegram_timeout_s=settings.job_lease_s * 0.5)
