@@ -5,7 +5,8 @@
 - Quick replies become inline keyboard buttons whose callback_data is the payload (ASCII, <= 64 bytes).
 - Images go out with sendPhoto (by URL).
 - A token-bucket limiter keeps sends under Telegram's limits: ~30 messages/s overall, ~1/s per chat
-  (with a small burst, so a three-part reply is not slowed down).
+  (with a small burst, so a three-part reply is not slowed down). Telegram counts per bot, not per
+  process: with REDIS_URL set the buckets live in Redis (`RedisSendLimiter`), shared by every process.
 - Errors map to core.ports delivery errors: 429 → RetryableDeliveryError(retry_after) (aiogram does not
   retry; the deliver job reschedules), 403 → RecipientUnreachableError, 401 → ChannelCredentialsError.
 
@@ -38,6 +39,7 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from redis.exceptions import RedisError
 
 from core.ports import (
     ChannelCapabilities,
@@ -142,6 +144,88 @@ class SendLimiter:
         if wait > 0:
             await asyncio.sleep(wait)
 
+    async def close(self) -> None:
+        return None
+
+
+# KEYS: the global bucket, the chat's bucket. ARGV: global rate and burst, chat rate and burst (rates in
+# tokens per ms). Takes one token from each (possibly ahead of time) and returns the wait in ms. Time is
+# the Redis server's own clock, so processes on different hosts agree on it.
+_RESERVE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wait = 0
+for i = 1, 2 do
+  local rate = tonumber(ARGV[i * 2 - 1])
+  local burst = tonumber(ARGV[i * 2])
+  local state = redis.call('HMGET', KEYS[i], 't', 's')
+  local tokens = tonumber(state[1])
+  local stamp = tonumber(state[2])
+  if tokens == nil then tokens = burst; stamp = now end
+  if now > stamp then tokens = math.min(burst, tokens + (now - stamp) * rate) end
+  tokens = tokens - 1
+  if tokens < 0 and -tokens / rate > wait then wait = -tokens / rate end
+  redis.call('HSET', KEYS[i], 't', tostring(tokens), 's', tostring(now))
+  redis.call('PEXPIRE', KEYS[i], math.ceil((burst - tokens) / rate) + 1000)
+end
+return math.ceil(wait)
+"""
+
+
+class RedisSendLimiter:
+    """`SendLimiter`'s buckets in Redis, reserved atomically by one script: every process sending as
+    this bot draws on one budget. If Redis is unreachable, this process falls back to its own buckets
+    (and says so once): sending a little too fast beats not sending."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "cheshire:tg-send:",
+        global_rate: float = 28.0,
+        global_burst: float = 28.0,
+        chat_rate: float = 1.0,
+        chat_burst: float = 3.0,
+    ) -> None:
+        import redis.asyncio as redis_asyncio  # only loaded when REDIS_URL is set
+
+        self._redis: Any = redis_asyncio.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self._script: Any = self._redis.register_script(_RESERVE_LUA)
+        self._prefix = prefix
+        self._args = [global_rate / 1000.0, global_burst, chat_rate / 1000.0, chat_burst]
+        self._local = SendLimiter(
+            global_rate=global_rate, global_burst=global_burst, chat_rate=chat_rate, chat_burst=chat_burst
+        )
+        self._warned = False
+
+    async def reserve(self, chat: str) -> float | None:
+        """Take a send slot for `chat`: seconds until it is due, or None when Redis cannot say."""
+        try:
+            wait_ms = await self._script(keys=[self._prefix + "global", self._prefix + chat], args=self._args)
+        except (RedisError, OSError) as exc:
+            if not self._warned:
+                log.warning(
+                    "telegram send limiter: redis unavailable, limiting per process (%s)", type(exc).__name__
+                )
+                self._warned = True
+            return None
+        self._warned = False
+        return int(wait_ms) / 1000.0
+
+    async def acquire(self, chat: str) -> None:
+        wait = await self.reserve(chat)
+        if wait is None:
+            await self._local.acquire(chat)
+        elif wait > 0:
+            await asyncio.sleep(wait)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def build_send_limiter(redis_url: str | None) -> SendLimiter | RedisSendLimiter:
+    return RedisSendLimiter(redis_url) if redis_url else SendLimiter()
+
 
 class TelegramSender:
     """core.ports.ChannelSender for channel "telegram": no messaging window, resumable parts."""
@@ -150,7 +234,7 @@ class TelegramSender:
     # A refused token is alerted under core's default key ("telegram:token").
     credentials_fault_key: str | None = None
 
-    def __init__(self, bot: Bot, *, limiter: SendLimiter | None = None) -> None:
+    def __init__(self, bot: Bot, *, limiter: SendLimiter | RedisSendLimiter | None = None) -> None:
         self.bot = bot
         self.limiter = limiter or SendLimiter()
 

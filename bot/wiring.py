@@ -2,6 +2,10 @@
 builds the bot, its sender, the dispatcher and Kimmie's Telegram notifier from explicit arguments and
 returns them in a `TelegramWiring`, which also starts, stops and closes the bot for the process.
 
+Several processes may share one PostgreSQL database; Telegram allows one getUpdates poller per bot, so
+polling runs only in the process that holds the bot's advisory lock (core/db/leader.py), and another
+process takes it over when that one dies. Webhook mode needs no lock: Telegram picks one process.
+
 cheshire/wiring.py calls it only when TELEGRAM_BOT_TOKEN is set, so a process without a token never
 imports aiogram, and the composition root never names an aiogram type: what it holds is this.
 """
@@ -20,10 +24,11 @@ from aiohttp import web
 
 from bot.notifier import TelegramAdminNotifier
 from bot.scope import register_prune_job, schedule_prune
-from bot.sender import TelegramSender
+from bot.sender import TelegramSender, build_send_limiter
 from bot.setup import build_bot, build_dispatcher, on_startup, setup_webhook
 from core.booking.api import BookingService
 from core.db.database import Database
+from core.db.leader import Leadership, leadership_for, run_while_leader
 from core.jobs.worker import JobRegistry
 from core.settings import Settings
 from core.storage import S3Storage
@@ -40,6 +45,8 @@ class TelegramWiring:
     dispatcher: Dispatcher
     sender: TelegramSender
     notifier: TelegramAdminNotifier
+    # Who polls getUpdates when several processes share the database (always this one on SQLite).
+    polling_lock: Leadership
     on_startup: tuple[Hook, ...]
     on_shutdown: tuple[Hook, ...]
 
@@ -51,7 +58,9 @@ class TelegramWiring:
             # Polling with no handlers would confirm (and so discard) every update Telegram holds.
             log.error("telegram: no handlers are wired, so the bot does not poll; updates wait at Telegram")
             return None
-        return asyncio.create_task(self._poll(), name="telegram-polling")
+        return asyncio.create_task(
+            run_while_leader(self.polling_lock, self._poll, name="telegram polling"), name="telegram-polling"
+        )
 
     async def _poll(self) -> None:
         try:
@@ -64,7 +73,7 @@ class TelegramWiring:
 
     async def stop_polling(self, polling: asyncio.Task[None]) -> None:
         if not polling.done():
-            with contextlib.suppress(RuntimeError):  # polling had not started yet
+            with contextlib.suppress(RuntimeError):  # polling had not started (another process holds it)
                 await self.dispatcher.stop_polling()
             polling.cancel()
         await asyncio.gather(polling, return_exceptions=True)
@@ -87,7 +96,8 @@ def wire_telegram(
     root's notify section puts it on "notify_admin"), the pruning job, POST /webhook/telegram in
     webhook mode, command menus + setWebhook at start-up."""
     bot = build_bot(settings)
-    sender = TelegramSender(bot)
+    limiter = build_send_limiter(settings.redis_url)
+    sender = TelegramSender(bot, limiter=limiter)
     photos = S3Storage(settings)
     dispatcher = build_dispatcher(db=db, settings=settings, booking=booking, sender=sender, photos=photos)
     notifier = TelegramAdminNotifier(bot=bot, db=db, settings=settings, booking=booking, photos=photos)
@@ -105,6 +115,14 @@ def wire_telegram(
         dispatcher=dispatcher,
         sender=sender,
         notifier=notifier,
+        polling_lock=leadership_for(settings.database_url, f"telegram-polling:{_bot_id(settings)}"),
         on_startup=(partial(on_startup, bot, dispatcher, settings), schedule_pruning),
-        on_shutdown=(dispatcher.storage.close,),
+        on_shutdown=(dispatcher.storage.close, limiter.close),
     )
+
+
+def _bot_id(settings: Settings) -> str:
+    """The bot's numeric id, the token's public part before the colon: two bots on one database each
+    get their own polling lock. Never the secret part."""
+    token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else ""
+    return token.split(":", 1)[0]
