@@ -25,6 +25,7 @@ from aiohttp import web
 
 from core.conversation.tools import ContactLinks
 from core.db.database import Database
+from core.db.leader import one_process_at_a_time
 from core.jobs.worker import JobRegistry
 from core.notify.jobs import ADMIN_EMAIL_JOB, EmailFallback
 from core.ports import AdminNotifier, CalendarProvider, ChannelSender
@@ -72,6 +73,8 @@ def wire_booking(
 
     async def load_catalog() -> None:  # catalog.toml -> DB (when the file changed); stored Google token
         async with db.transaction() as session:
+            # Processes starting together would both insert the services (a unique violation).
+            await one_process_at_a_time(session, "catalog")
             await apply_catalog_file(session, settings.catalog_file)
             if google is not None:
                 await google.load_stored_credentials(session)
@@ -126,7 +129,7 @@ def wire_notify(
     booking: DefaultBookingService,
     telegram_notifier: AdminNotifier | None,
 ) -> NotifyWiring:
-    """"notify_admin" through the Telegram notifier, or the logging one when the bot is off
+    """ "notify_admin" through the Telegram notifier, or the logging one when the bot is off
     (core/notify/log_notifier.py); "notify_admin_email" with ADMIN_EMAIL and SMTP_URL."""
     from core.notify.jobs import register_jobs as register_notify_jobs
     from core.notify.log_notifier import LoggingNotifier
@@ -227,7 +230,7 @@ def wire_conversation(
     on_llm_call: Callable[[str, str], None] | None,
     contact_links: ContactLinks | None,
 ) -> ConversationWiring:
-    """"process_message": Claude -> OpenAI -> offline responder, tools on `booking`. `on_llm_call`
+    """ "process_message": Claude -> OpenAI -> offline responder, tools on `booking`. `on_llm_call`
     counts LLM calls by provider and outcome (GET /metrics); `contact_links` lets the assistant share
     a Telegram link (None: not offered)."""
     from core.conversation.engine import ConversationEngine

@@ -10,6 +10,9 @@ process may already hold the lock. `idle_session_timeout` makes the server end a
 vanished without closing its socket (a cut network), so the lock cannot stay with a dead process.
 
 SQLite is one process by nature: there the lock is always held and the work just runs.
+
+`one_process_at_a_time(session, name)` is the short form, for a start-up step every process runs
+(loading the catalog): a transaction-level lock, so the second process waits, then sees the first's work.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Protocol
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
 log = logging.getLogger(__name__)
@@ -141,6 +144,13 @@ async def _close_quietly(conn: AsyncConnection) -> None:
             await conn.invalidate()  # terminate the session: a broken one cannot be closed politely
     with contextlib.suppress(Exception):
         await conn.close()
+
+
+async def one_process_at_a_time(session: AsyncSession, name: str) -> None:
+    """Until this transaction ends, another process reaching the same `name` waits here (PostgreSQL;
+    SQLite serializes write transactions anyway)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
 
 
 def leadership_for(database_url: str, name: str) -> Leadership:

@@ -11,7 +11,10 @@ nested fields (`reply_markup`...), answers `{"ok": true, "result": ...}` or the 
 - `push_update(update)` queues an update for `getUpdates`, which long-polls (blocks until an update or
   its timeout, like the real server);
 - `add_file(file_id, data, path)` makes `getFile` and `/file/bot{token}/{path}` serve bytes;
-- `wait_for(method, count)` waits (no sleeping) until that many calls of a method arrived.
+- `wait_for(method, count)` waits (no sleeping) until that many calls of a method arrived;
+- several processes can share it, each with its own base URL `via(name)` (`{base}/via/{name}`): every
+  call records which one made it (`Call.via`), and `polls` lists who called getUpdates, in order, with
+  `max_open_polls` the most long polls ever open at once (Telegram allows one poller per bot).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Call:
     data: dict[str, Any]
     token: str
     refused: bool = False  # answered with a scripted error
+    via: str = ""  # which client (process) made the call, when it used a `via(name)` base URL
 
     @property
     def text(self) -> str:
@@ -95,11 +99,15 @@ class FakeTelegramAPI:
         self.base_url = ""
         self.call_times: list[tuple[str, float]] = []  # (method, monotonic time): for benches
         self._photo_messages: set[tuple[int, int]] = set()  # (chat, message id): no text to edit
+        self.polls: list[str] = []  # `via` of every getUpdates call
+        self.open_polls = 0
+        self.max_open_polls = 0
 
     # --- control -------------------------------------------------------------------------------
     async def start(self) -> str:
         app = web.Application(client_max_size=20 * 1024 * 1024)
         app.router.add_post("/bot{token}/{method}", self._method)
+        app.router.add_post("/via/{via}/bot{token}/{method}", self._method)
         app.router.add_get("/file/bot{token}/{path:.+}", self._file)
         # A poller that went away (stop_polling) must not leave a long poll behind that eats updates.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
@@ -113,6 +121,10 @@ class FakeTelegramAPI:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def via(self, name: str) -> str:
+        """The base URL for one of several clients (processes) of this fake."""
+        return f"{self.base_url}/via/{name}"
 
     def fail_next(
         self,
@@ -154,6 +166,11 @@ class FakeTelegramAPI:
     def clear(self) -> None:
         self.calls.clear()
 
+    async def wait_for_poll(self, predicate: Any, timeout: float = 10.0) -> None:
+        """Wait until `predicate(polls)` holds (checked at every getUpdates call)."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: predicate(self.polls))
+
     async def wait_for(self, method: str, count: int = 1, timeout: float = 10.0) -> list[Call]:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.calls_to(method)) >= count)
@@ -172,8 +189,12 @@ class FakeTelegramAPI:
                 with contextlib.suppress(ValueError):
                     value = json.loads(value)
             data[key] = value
-        call = Call(method, data, request.match_info["token"])
-        if method != "getUpdates":
+        call = Call(method, data, request.match_info["token"], via=request.match_info.get("via", ""))
+        if method == "getUpdates":
+            self.polls.append(call.via)
+            async with self._changed:
+                self._changed.notify_all()
+        else:
             self.calls.append(call)
             self.call_times.append((method, time.monotonic()))
             async with self._changed:
@@ -193,7 +214,12 @@ class FakeTelegramAPI:
                 body["parameters"] = {"retry_after": failure.retry_after}
             return web.json_response(body, status=failure.status)
         if method == "getUpdates":
-            return web.json_response({"ok": True, "result": await self._get_updates(data)})
+            self.open_polls += 1
+            self.max_open_polls = max(self.max_open_polls, self.open_polls)
+            try:
+                return web.json_response({"ok": True, "result": await self._get_updates(data)})
+            finally:
+                self.open_polls -= 1
         target = (int(data.get("chat_id") or 0), int(data.get("message_id") or 0))
         if method == "editMessageText" and target in self._photo_messages:
             return web.json_response(
