@@ -32,9 +32,9 @@ def free_port() -> int:
 class ServiceProcess:
     """One `python -m bot`, its log in `log_path` (JSON lines), listening on `port`."""
 
-    def __init__(self, name: str, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(self, name: str, workdir: Path, env: dict[str, str], *, port: int | None = None) -> None:
         self.name = name
-        self.port = free_port()
+        self.port = port or free_port()
         self.workdir = workdir
         self.log_path = workdir / f"{name}.log"
         self._env = {
