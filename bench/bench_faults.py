@@ -20,7 +20,8 @@ Then it waits (bounded by `--drain-s`) until every stored message is answered an
 running, and prints: stored, answered, replies sent, lost (acknowledged but not stored, or stored and
 never answered), doubled (senders answered more than once), non-2xx by code, time to drain (from the
 last acknowledged POST), and the worst reply latency (first POST of a message → its reply at the Graph
-API). Every loop has a deadline; a deadline that passes is reported, not waited out.
+API). Every loop has a deadline; a deadline that passes is reported, not waited out. `--reference`
+first runs the same load without faults and prints it beside (drain time and latency in calm weather).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import random
 import sys
 import tempfile
@@ -381,14 +383,22 @@ def _errors_logged(service: Service) -> dict[str, int]:
     return dict(seen.most_common(12))
 
 
-def report(result: dict[str, Any]) -> None:
+def report(result: dict[str, Any], reference: dict[str, Any] | None) -> None:
     print("fault bench (python -m bot on PostgreSQL behind a TCP proxy; fake Graph API and Claude)")
     for line in result.pop("faults"):
         print(f"  fault: {line}")
+    if reference is not None:
+        reference.pop("faults")
+        print(f"  {'':<26}  {'with faults':<14}  reference (same load, no faults)")
     width = max(len(k) for k in result)
     for key, value in result.items():
-        shown = json.dumps(value) if isinstance(value, dict) else value
-        print(f"  {key:<{width}}  {shown}")
+        shown = json.dumps(value) if isinstance(value, dict) else str(value)
+        if reference is None:
+            print(f"  {key:<{width}}  {shown}")
+        else:
+            other = reference.get(key)
+            other_shown = json.dumps(other) if isinstance(other, dict) else str(other)
+            print(f"  {key:<{width}}  {shown:<14}  {other_shown}")
 
 
 def main() -> None:
@@ -406,8 +416,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument(
+        "--reference", action="store_true", help="first run the same load without faults, and print both"
+    )
     args = parser.parse_args()
-    report(asyncio.run(run(args)))
+    # The fakes' servers log a reset connection each time the killed service drops a request: noise.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+    reference = None
+    if args.reference:
+        reference = asyncio.run(run(argparse.Namespace(**{**vars(args), "kills": 0, "cut_s": 0.0})))
+    report(asyncio.run(run(args)), reference)
 
 
 if __name__ == "__main__":
