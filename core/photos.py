@@ -90,7 +90,7 @@ def parse_caption(caption: str | None) -> CaptionTarget | None:
     if match is None:
         return None
     target_id = int(match["id"])
-    is_appointment = match["what"].lower().startswith("appt")
+    is_appointment = match["what"].lower() != "pet"  # "appt" or "appointment"
     kind = (match["kind"] or "").lower()
     kind = "style_reference" if kind == "style" else kind
     if not kind and not is_appointment:
