@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import customers
 from core.booking.api import BookingService
 from core.db.models import Appointment, ChannelIdentity, Client, Conversation, Pet
-from core.types import Booking, Channel
+from core.types import Booking
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +156,6 @@ async def conversation_view(session: AsyncSession, conversation_id: int) -> Conv
         channel=conversation.channel,
         human_takeover=conversation.human_takeover,
     )
-
-
-async def telegram_client_id(session: AsyncSession, chat_id: int) -> int | None:
-    """The client behind a Telegram chat, if they have written before."""
-    identity = await customers.find_identity(session, Channel.TELEGRAM.value, str(chat_id))
-    return identity.client_id if identity is not None else None
 
 
 async def client_card(session: AsyncSession, booking_service: BookingService, client_id: int) -> ClientCard:

@@ -147,4 +147,3 @@ async def request_my_bookings(session: AsyncSession, inbound: InboundMessage) ->
     ingested = await ingest(session, replace(inbound, payload=pl.MY_BOOKINGS))
     client = await session.get(Client, ingested.client_id)
     return MyBookingsRequest(ingested=ingested, phone_on_file=bool(client is not None and client.phone))
-

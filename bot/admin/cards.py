@@ -18,7 +18,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import cards, keyboards, views
-from bot.callbacks import ApptAction
+from bot.callbacks import ApptAction, CardVerb
 from bot.notifier import edit_card
 from bot.routing import RouterSpec
 from bot.scope import UpdateScope
@@ -77,92 +77,73 @@ async def _refuse_stale(
     await query.answer(note, show_alert=True)
 
 
-# One decision in the update's unit of work; returns what to tell Kimmie.
-Decision = Callable[[AsyncSession], Awaitable[str]]
+# A decision on a request, in the update's unit of work; returns what to tell Kimmie.
+Decision = Callable[[BookingService, AsyncSession, ApptAction, Settings], Awaitable[str]]
 
 
-async def _decide(
-    query: CallbackQuery,
-    bot: Bot,
-    scope: UpdateScope,
-    booking: BookingService,
-    settings: Settings,
-    appointment_id: int,
-    decision: Decision,
-) -> None:
-    try:
-        async with scope.transaction() as session:
-            outcome = await decision(session)
-            card = await views.load_card(session, booking, appointment_id)
-    except (InvalidTransitionError, SlotUnavailableError) as exc:
-        await _refuse_stale(bot, query, await _load(scope, booking, appointment_id), settings, exc)
-        return
-    except NotFoundError:
-        await query.answer("This booking no longer exists.", show_alert=True)
-        return
-    except BookingError as exc:
-        await query.answer(str(exc)[:190], show_alert=True)
-        return
-    await _show_card(bot, query, card, settings, note=outcome)
-    await query.answer(outcome[:190])
+def decision(action: CardVerb) -> Callable[[Decision], Decision]:
+    """Register the handler of one card button: run `decide`, then show the card with its outcome,
+    or say why nothing changed (already decided, slot taken, booking gone)."""
+
+    def register(decide: Decision) -> Decision:
+        async def handler(
+            query: CallbackQuery,
+            callback_data: ApptAction,
+            bot: Bot,
+            scope: UpdateScope,
+            booking: BookingService,
+            settings: Settings,
+        ) -> None:
+            appointment_id = callback_data.appointment_id
+            try:
+                async with scope.transaction() as session:
+                    outcome = await decide(booking, session, callback_data, settings)
+                    card = await views.load_card(session, booking, appointment_id)
+            except (InvalidTransitionError, SlotUnavailableError) as exc:
+                await _refuse_stale(bot, query, await _load(scope, booking, appointment_id), settings, exc)
+                return
+            except NotFoundError:
+                await query.answer("This booking no longer exists.", show_alert=True)
+                return
+            except BookingError as exc:
+                await query.answer(str(exc)[:190], show_alert=True)
+                return
+            await _show_card(bot, query, card, settings, note=outcome)
+            await query.answer(outcome[:190])
+
+        handler.__name__ = handler.__qualname__ = decide.__name__
+        router.callback_query(ApptAction.filter(F.action == action))(handler)
+        return decide
+
+    return register
 
 
-@router.callback_query(ApptAction.filter(F.action == "approve"))
+@decision("approve")
 async def approve(
-    query: CallbackQuery,
-    callback_data: ApptAction,
-    bot: Bot,
-    scope: UpdateScope,
-    booking: BookingService,
-    settings: Settings,
-) -> None:
-    appointment_id = callback_data.appointment_id
-
-    async def decision(session: AsyncSession) -> str:
-        await booking.approve(session, appointment_id=appointment_id)
-        return "Approved: the customer is being told."
-
-    await _decide(query, bot, scope, booking, settings, appointment_id, decision)
+    booking: BookingService, session: AsyncSession, data: ApptAction, settings: Settings
+) -> str:
+    await booking.approve(session, appointment_id=data.appointment_id)
+    return "Approved: the customer is being told."
 
 
-@router.callback_query(ApptAction.filter(F.action == "decline"))
+@decision("decline")
 async def decline(
-    query: CallbackQuery,
-    callback_data: ApptAction,
-    bot: Bot,
-    scope: UpdateScope,
-    booking: BookingService,
-    settings: Settings,
-) -> None:
-    appointment_id = callback_data.appointment_id
-
-    async def decision(session: AsyncSession) -> str:
-        await booking.decline(session, appointment_id=appointment_id)
-        return "Declined: the customer is being told."
-
-    await _decide(query, bot, scope, booking, settings, appointment_id, decision)
+    booking: BookingService, session: AsyncSession, data: ApptAction, settings: Settings
+) -> str:
+    await booking.decline(session, appointment_id=data.appointment_id)
+    return "Declined: the customer is being told."
 
 
-@router.callback_query(ApptAction.filter(F.action == "alt"))
+@decision("alt")
 async def decline_offering(
-    query: CallbackQuery,
-    callback_data: ApptAction,
-    bot: Bot,
-    scope: UpdateScope,
-    booking: BookingService,
-    settings: Settings,
-) -> None:
+    booking: BookingService, session: AsyncSession, data: ApptAction, settings: Settings
+) -> str:
     """Decline the request, offering the customer the alternative start Kimmie picked."""
-    appointment_id = callback_data.appointment_id
-
-    async def decision(session: AsyncSession) -> str:
-        current = await booking.get_booking(session, appointment_id)
-        start = datetime.fromtimestamp(callback_data.ts, UTC)
-        offered = Slot(start=start, end=start + (current.end - current.start))
-        await booking.decline(session, appointment_id=appointment_id, alternatives=[offered])
-        return f"Declined; {cards.fmt_slot(offered.start, offered.end, settings.tz)} offered instead."
-
-    await _decide(query, bot, scope, booking, settings, appointment_id, decision)
+    current = await booking.get_booking(session, data.appointment_id)
+    start = datetime.fromtimestamp(data.ts, UTC)
+    offered = Slot(start=start, end=start + (current.end - current.start))
+    await booking.decline(session, appointment_id=data.appointment_id, alternatives=[offered])
+    return f"Declined; {cards.fmt_slot(offered.start, offered.end, settings.tz)} offered instead."
 
 
 @router.callback_query(ApptAction.filter(F.action == "offer"))
