@@ -85,7 +85,7 @@ def build_dispatcher(
     dp.update.outer_middleware(UpdateScopeMiddleware())
     # Order matters: Kimmie's routers first (filtered by IsAdmin), then the guard that refuses her
     # buttons to anyone else, then everything customers do.
-    dp.include_routers(admin.router.build(), admin.guard_router.build(), customer.router.build())
+    dp.include_routers(admin.build_router(), admin.build_guard_router(), customer.build_router())
     return dp
 
 
