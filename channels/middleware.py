@@ -4,8 +4,9 @@ Installed once per app by `install(app, settings=..., limiter=...)` (the channel
 functions call it). They run inside channels/app.py's request-id middleware, so every log line
 here carries the request id and every response (errors too) has an `X-Request-Id` header.
 
-- Errors: handlers raise `ApiError` for a clear 4xx; anything unexpected is logged with its traceback
-  and answered as a JSON 500 with the request id (never an HTML page or a traceback).
+- Errors: handlers raise `ApiError` for a clear 4xx; a database that is unavailable is a 503 with
+  Retry-After; anything else unexpected is logged with its traceback and answered as a JSON 500 with
+  the request id (never an HTML page or a traceback).
 - Body size: a declared Content-Length over `MAX_BODY_BYTES` is refused before reading (413);
   `read_body()` enforces the same limit on chunked bodies.
 - Rate limits per client IP: /api/chat (`CHAT_IP_RATE_LIMIT_PER_MINUTE`) and /webhook/*
@@ -23,9 +24,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import exc as sa_exc
 
 from channels.ratelimit import RateLimiter, build_rate_limiter
+from core.db.errors import database_unavailable
 from core.logging import request_id_var
 from core.settings import Settings
 
@@ -42,14 +43,8 @@ WEBHOOK_PREFIX = "/webhook/"
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# A database that cannot be reached (refused, dropped, pool exhausted) is answered 503, not 500.
-DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-    ConnectionError,
-    OSError,
-)
+# A database that cannot be reached (refused, dropped mid-statement, failing over, pool exhausted) is
+# answered 503 with this Retry-After, not 500 (core/db/errors.py draws the line).
 RETRY_AFTER_S = 5
 
 
@@ -80,6 +75,15 @@ def error_response(
     if (request_id := request_id_var.get()) is not None:
         body["request_id"] = request_id
     return web.json_response(body, status=status, headers=headers)
+
+
+def unavailable_response(request: web.Request, exc: BaseException) -> web.Response:
+    """Not a bug of the request: the database is down or overloaded. Say so, and when to retry
+    (the widget, Meta and Telegram all retry), rather than a 500."""
+    log.error("database unavailable in %s %s (%s)", request.method, request.path, type(exc).__name__)
+    return error_response(
+        503, "temporarily unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_S)}
+    )
 
 
 def note_for_log(request: web.Request, note: str) -> None:
@@ -154,15 +158,10 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
     except web.HTTPException as exc:
         status = exc.status
         raise
-    except DATABASE_UNAVAILABLE as exc:
-        # Not a bug of the request: the database is down or overloaded. Say so, and when to retry
-        # (the widget and Meta both retry), rather than a 500.
-        status = 503
-        log.error("database unavailable in %s %s (%s)", request.method, request.path, type(exc).__name__)
-        return error_response(
-            503, "temporarily unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_S)}
-        )
-    except Exception:
+    except Exception as exc:
+        if database_unavailable(exc):
+            status = 503
+            return unavailable_response(request, exc)
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal error")
     finally:
