@@ -10,7 +10,9 @@ here carries the request id and every response (errors too) has an `X-Request-Id
 - Body size: a declared Content-Length over `MAX_BODY_BYTES` is refused before reading (413);
   `read_body()` enforces the same limit on chunked bodies.
 - Rate limits per client IP: /api/chat (`CHAT_IP_RATE_LIMIT_PER_MINUTE`) and /webhook/*
-  (`WEBHOOK_RATE_LIMIT_PER_MINUTE`); per-sender limits are applied by the handlers, which know the sender.
+  (`WEBHOOK_RATE_LIMIT_PER_MINUTE`). On a signed webhook (`signed_webhook`) the per-IP limit guards
+  only posts whose signature is missing or wrong; per-sender limits are applied by the handlers,
+  which know the sender.
 - Logs: one INFO line per request (method, path, status, ms): no bodies, no query strings (the
   webhook handshake puts the verify token there), no headers.
 """
@@ -36,6 +38,9 @@ LIMITER_KEY = web.AppKey("channels_rate_limiter", RateLimiter)
 _INSTALLED_KEY = web.AppKey("channels_middlewares_installed", bool)
 _SETTINGS_KEY = web.AppKey("channels_settings", Settings)
 LOG_NOTE_KEY = web.RequestKey("channels_log_note", str)
+# Webhook paths whose handlers check a signature (Meta's X-Hub-Signature-256, Telegram's secret token)
+# and apply the per-IP limit only to posts that fail it (`limit_unsigned`).
+SIGNED_PATHS_KEY = web.AppKey("channels_signed_webhook_paths", set[str])
 
 PUBLIC_PREFIXES = ("/api/", "/webhook/")
 CHAT_PREFIX = "/api/"
@@ -137,6 +142,24 @@ async def check_rate(request: web.Request, key: str, per_minute: int) -> None:
         )
 
 
+def signed_webhook(app: web.Application, path: str) -> None:
+    """Declare `path` a webhook that checks its own signature: a POST that passes it is not held to the
+    per-IP limit (Meta and Telegram post everyone's events from a few addresses), one that fails it
+    is (the handler calls `limit_unsigned`)."""
+    if SIGNED_PATHS_KEY not in app:
+        app[SIGNED_PATHS_KEY] = set()
+    app[SIGNED_PATHS_KEY].add(path)
+
+
+async def limit_unsigned(request: web.Request) -> None:
+    """The per-IP webhook limit, for a POST without a valid signature (429 once over it)."""
+    if LIMITER_KEY not in request.app:  # the channel middlewares are not installed: no limits
+        return
+    settings = request.app[_SETTINGS_KEY]
+    ip = client_ip(request, settings)
+    await check_rate(request, f"ip:webhook:{ip}", settings.webhook_rate_limit_per_minute)
+
+
 # --- Middlewares ------------------------------------------------------------------------------------
 
 
@@ -218,10 +241,11 @@ async def guard_middleware(request: web.Request, handler: _Handler) -> web.Strea
     settings = request.app[_SETTINGS_KEY]
     if request.content_length is not None and request.content_length > settings.max_body_bytes:
         raise ApiError(413, f"request body is larger than {settings.max_body_bytes} bytes")
-    ip = client_ip(request, settings)
     if path.startswith(WEBHOOK_PREFIX):
-        await check_rate(request, f"ip:webhook:{ip}", settings.webhook_rate_limit_per_minute)
+        if path not in request.app.get(SIGNED_PATHS_KEY, ()):  # signed ones: limited if the check fails
+            await limit_unsigned(request)
     else:
+        ip = client_ip(request, settings)
         await check_rate(request, f"ip:chat:{ip}", settings.chat_ip_rate_limit_per_minute)
     return await handler(request)
 

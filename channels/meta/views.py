@@ -20,7 +20,16 @@ from pydantic import SecretStr
 
 from channels import middleware
 from channels.meta.parser import parse_webhook
-from channels.middleware import ApiError, check_rate, note_for_log, parse_json, read_body, require_json
+from channels.middleware import (
+    ApiError,
+    check_rate,
+    limit_unsigned,
+    note_for_log,
+    parse_json,
+    read_body,
+    require_json,
+    signed_webhook,
+)
 from channels.ratelimit import RateLimiter
 from core.conversation.ingest import GroupCommit
 from core.db.database import Database
@@ -85,9 +94,12 @@ class MetaWebhook:
                 " / INSTAGRAM_APP_SECRET" if self.name == "instagram" else "",
             )
             raise ApiError(503, "webhook signature checking is not configured")
+        if not secrets:  # META_ALLOW_UNSIGNED (development): every post is unsigned traffic
+            await limit_unsigned(request)
         require_json(request)
         raw = await read_body(request, self.settings.max_body_bytes)
         if secrets and not signature_valid(raw, request.headers.get(SIGNATURE_HEADER), secrets):
+            await limit_unsigned(request)
             log.warning("%s webhook POST refused (403): missing or wrong %s", self.name, SIGNATURE_HEADER)
             raise ApiError(403, "invalid signature")
         result = parse_webhook(parse_json(raw))
@@ -151,5 +163,7 @@ def setup_routes(
     for path in MESSENGER_PATHS:
         app.router.add_get(path, messenger.handshake, allow_head=False)
         app.router.add_post(path, messenger.receive)
+        signed_webhook(app, path)
     app.router.add_get(INSTAGRAM_PATH, instagram.handshake, allow_head=False)
     app.router.add_post(INSTAGRAM_PATH, instagram.receive)
+    signed_webhook(app, INSTAGRAM_PATH)

@@ -9,17 +9,16 @@ comes back by itself once the database does.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db.database import Database
 from tests.channels.conftest import build_app, fixture_bytes, make_settings, post_signed
+from tests.support.faults import every_connection_busy
 from tests.support.tcp_proxy import TcpProxy
 
 MESSENGER = "/webhook/facebook"
@@ -120,29 +119,11 @@ async def test_a_failover_refused_then_reset_is_a_503_until_the_database_is_back
     assert _ok(await _chat(client, "after"))
 
 
-@contextlib.asynccontextmanager
-async def _every_connection_busy(db: Database) -> AsyncIterator[None]:
-    """Check out connections until the pool has none left (the next checkout times out)."""
-    held: list[AsyncConnection] = []
-    try:
-        for _ in range(64):
-            try:
-                held.append(await db.engine.connect())
-            except sa_exc.TimeoutError:
-                break
-        else:
-            raise AssertionError("the pool never ran out")
-        yield
-    finally:
-        for conn in held:
-            await conn.close()
-
-
 async def test_a_pool_time_out_is_a_503(aiohttp_client: Any, database_url: str, db: Database) -> None:
     tiny = Database(database_url, pool_size=1, pool_timeout_s=0.2)
     try:
         client = await aiohttp_client(build_app(tiny, make_settings(database_url)))
-        async with _every_connection_busy(tiny):
+        async with every_connection_busy(tiny):
             await _assert_503(await _chat(client, "nobody free"))
             await _assert_503(await post_signed(client, MESSENGER, fixture_bytes("messenger_text")))
         assert _ok(await _chat(client, "free again"))
