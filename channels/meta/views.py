@@ -21,8 +21,8 @@ from pydantic import SecretStr
 from channels import middleware
 from channels.meta.parser import parse_webhook
 from channels.middleware import (
+    LIMITER_KEY,
     ApiError,
-    check_rate,
     limit_unsigned,
     note_for_log,
     parse_json,
@@ -31,7 +31,7 @@ from channels.middleware import (
     signed_webhook,
 )
 from channels.ratelimit import RateLimiter
-from core.conversation.ingest import GroupCommit
+from core.conversation.ingest import GroupCommit, already_stored
 from core.db.database import Database
 from core.settings import Settings
 from core.types import InboundMessage
@@ -69,6 +69,7 @@ class MetaWebhook:
     verify_token: SecretStr | None
     app_secrets: list[SecretStr]
     ingestor: GroupCommit
+    db: Database
 
     async def handshake(self, request: web.Request) -> web.Response:
         mode = request.query.get("hub.mode")
@@ -106,12 +107,17 @@ class MetaWebhook:
         if result.unknown_object is not None:
             log.info("%s webhook: ignored object %r", self.name, result.unknown_object)
             return web.Response(text="EVENT_RECEIVED")
-        messages = await self._within_sender_limits(request, result.messages)
+        messages, charged = await self._within_sender_limits(request, result.messages)
         unanswered = sum(not message.answer for message in messages)
-        stored = 0
-        if messages:
-            # Database away: the middleware answers 503 and Meta redelivers, so nothing is lost.
-            stored = sum(result.stored for result in await self.ingestor.ingest(messages))
+        try:
+            # Database away: the middleware answers 503 and Meta redelivers, so nothing is lost; the
+            # redelivery is charged to the sender's quota then, not now.
+            results = await self.ingestor.ingest(messages) if messages else []
+        except Exception:
+            await self._refund(request, [messages[i] for i in charged])
+            raise
+        await self._refund(request, [messages[i] for i in charged if not results[i].stored])
+        stored = sum(result.stored for result in results)
         note_for_log(
             request,
             f"{self.name}: {len(messages)} message(s), {stored} new, {len(messages) - stored} redelivered"
@@ -122,21 +128,59 @@ class MetaWebhook:
 
     async def _within_sender_limits(
         self, request: web.Request, messages: list[InboundMessage]
-    ) -> list[InboundMessage]:
+    ) -> tuple[list[InboundMessage], list[int]]:
         """Events from a sender over RATE_LIMIT_PER_MINUTE (a flood) are kept but not answered: stored
         for Kimmie to see, with no assistant turn (no LLM spend, no reply storm). Refusing them is not
         an option: an error answer would make Meta redeliver everyone's messages and, after an hour of
-        failures, unsubscribe the app."""
-        checked = []
+        failures, unsubscribe the app.
+
+        Only new events count. A redelivery's token is given back once ingest says it was stored
+        before (`receive`); and when one seems over the limit, the events of this post stored before
+        are looked up first (one read, on this rare path only), so redeliveries in the same post
+        never push a new one over. Returns the messages and the indexes of those that took a token.
+        """
+        charged: list[int] = []
+        denied: list[int] = []
+        for index, message in enumerate(messages):
+            (charged if await self._take(request, message) else denied).append(index)
+        if denied:
+            redelivered = await already_stored(self.db, messages)
+            again, denied = denied, []
+            for index in charged:
+                if _mid(messages[index]) in redelivered:
+                    await self._refund(request, [messages[index]])
+            charged = [index for index in charged if _mid(messages[index]) not in redelivered]
+            for index in again:
+                if _mid(messages[index]) in redelivered:
+                    continue  # stored already: ingest does nothing with it, answered or not
+                (charged if await self._take(request, messages[index]) else denied).append(index)
+        if denied:
+            log.warning(
+                "%s webhook: %d event(s) over their sender's rate limit, stored unanswered",
+                self.name,
+                len(denied),
+            )
+        flooded = set(denied)
+        checked = [replace(m, answer=False) if i in flooded else m for i, m in enumerate(messages)]
+        return checked, sorted(charged)
+
+    async def _take(self, request: web.Request, message: InboundMessage) -> bool:
+        decision = await request.app[LIMITER_KEY].hit(
+            _sender_key(message), self.settings.rate_limit_per_minute
+        )
+        return decision.allowed
+
+    async def _refund(self, request: web.Request, messages: list[InboundMessage]) -> None:
         for message in messages:
-            key = f"sender:{message.channel.value}:{message.external_user_id}"
-            try:
-                await check_rate(request, key, self.settings.rate_limit_per_minute)
-            except ApiError:
-                log.warning("%s webhook: sender over its rate limit, event stored unanswered", self.name)
-                message = replace(message, answer=False)
-            checked.append(message)
-        return checked
+            await request.app[LIMITER_KEY].refund(_sender_key(message), self.settings.rate_limit_per_minute)
+
+
+def _sender_key(message: InboundMessage) -> str:
+    return f"sender:{message.channel.value}:{message.external_user_id}"
+
+
+def _mid(message: InboundMessage) -> tuple[str, str]:
+    return (message.channel.value, message.platform_message_id)
 
 
 def setup_routes(
@@ -151,6 +195,7 @@ def setup_routes(
         verify_token=settings.facebook_verify_token,
         app_secrets=[s for s in (settings.meta_app_secret,) if s is not None],
         ingestor=ingestor,
+        db=db,
     )
     instagram = MetaWebhook(
         name="instagram",
@@ -159,6 +204,7 @@ def setup_routes(
         # Instagram Login apps sign with their own secret; Messenger-platform Instagram with the app's.
         app_secrets=[s for s in (settings.meta_app_secret, settings.instagram_app_secret) if s is not None],
         ingestor=ingestor,
+        db=db,
     )
     for path in MESSENGER_PATHS:
         app.router.add_get(path, messenger.handshake, allow_head=False)
