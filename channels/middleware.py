@@ -12,7 +12,8 @@ here carries the request id and every response (errors too) has an `X-Request-Id
 - Rate limits per client IP: /api/chat (`CHAT_IP_RATE_LIMIT_PER_MINUTE`) and /webhook/*
   (`WEBHOOK_RATE_LIMIT_PER_MINUTE`). On a signed webhook (`signed_webhook`) the per-IP limit guards
   only posts whose signature is missing or wrong; per-sender limits are applied by the handlers,
-  which know the sender.
+  which know the sender. The client IP is the TCP peer unless a trusted proxy (`TRUSTED_PROXIES`)
+  says otherwise in `CLIENT_IP_HEADER` (channels/client_ip.py).
 - Logs: one INFO line per request (method, path, status, ms): no bodies, no query strings (the
   webhook handshake puts the verify token there), no headers.
 """
@@ -27,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from channels.client_ip import ClientIpResolver, parse_networks
 from channels.ratelimit import RateLimiter, build_rate_limiter
 from core.db.errors import database_unavailable
 from core.logging import request_id_var
@@ -37,6 +39,7 @@ log = logging.getLogger("channels.http")
 LIMITER_KEY = web.AppKey("channels_rate_limiter", RateLimiter)
 _INSTALLED_KEY = web.AppKey("channels_middlewares_installed", bool)
 _SETTINGS_KEY = web.AppKey("channels_settings", Settings)
+_RESOLVER_KEY = web.AppKey("channels_client_ip_resolver", ClientIpResolver)
 LOG_NOTE_KEY = web.RequestKey("channels_log_note", str)
 # Webhook paths whose handlers check a signature (Meta's X-Hub-Signature-256, Telegram's secret token)
 # and apply the per-IP limit only to posts that fail it (`limit_unsigned`).
@@ -97,14 +100,11 @@ def note_for_log(request: web.Request, note: str) -> None:
     request[LOG_NOTE_KEY] = note
 
 
-def client_ip(request: web.Request, settings: Settings) -> str:
-    if settings.client_ip_header:
-        forwarded = request.headers.get(settings.client_ip_header, "")
-        # X-Forwarded-For style lists: the left-most entry is the original client.
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first[:64]
-    return request.remote or "unknown"
+def client_ip(request: web.Request) -> str:
+    """The client's address: the TCP peer, or what trusted proxies say it is (channels/client_ip.py)."""
+    resolver = request.app[_RESOLVER_KEY]
+    forwarded = ",".join(request.headers.getall(resolver.header, ())) if resolver.header else None
+    return resolver.resolve(request.remote, forwarded)
 
 
 def require_json(request: web.Request) -> None:
@@ -156,8 +156,7 @@ async def limit_unsigned(request: web.Request) -> None:
     if LIMITER_KEY not in request.app:  # the channel middlewares are not installed: no limits
         return
     settings = request.app[_SETTINGS_KEY]
-    ip = client_ip(request, settings)
-    await check_rate(request, f"ip:webhook:{ip}", settings.webhook_rate_limit_per_minute)
+    await check_rate(request, f"ip:webhook:{client_ip(request)}", settings.webhook_rate_limit_per_minute)
 
 
 # --- Middlewares ------------------------------------------------------------------------------------
@@ -245,8 +244,7 @@ async def guard_middleware(request: web.Request, handler: _Handler) -> web.Strea
         if path not in request.app.get(SIGNED_PATHS_KEY, ()):  # signed ones: limited if the check fails
             await limit_unsigned(request)
     else:
-        ip = client_ip(request, settings)
-        await check_rate(request, f"ip:chat:{ip}", settings.chat_ip_rate_limit_per_minute)
+        await check_rate(request, f"ip:chat:{client_ip(request)}", settings.chat_ip_rate_limit_per_minute)
     return await handler(request)
 
 
@@ -261,6 +259,7 @@ def install(app: web.Application, *, settings: Settings, limiter: RateLimiter | 
     app[_INSTALLED_KEY] = True
     app[_SETTINGS_KEY] = settings
     app[LIMITER_KEY] = limiter
+    app[_RESOLVER_KEY] = ClientIpResolver(settings.client_ip_header, parse_networks(settings.trusted_proxies))
     # Outermost first: CORS wraps the error renderer, so 4xx/429/500 answers carry CORS headers and
     # the widget can read them; the guard runs last, just before the handler.
     app.middlewares.extend(
