@@ -257,3 +257,47 @@ async def test_the_right_secret_is_not_held_to_the_per_ip_limit_a_wrong_one_is(
         assert len(await _inbound(h)) == 5
     finally:
         await h.bot.session.close()
+
+
+_CHAT = {"id": 555, "type": "private", "first_name": "A"}
+_USER = {"id": 555, "is_bot": False, "first_name": "A"}
+UNUSUAL = {
+    "message without sender": {"update_id": 1, "message": {"message_id": 1, "date": 0, "chat": _CHAT}},
+    "channel post": {
+        "update_id": 2,
+        "channel_post": {"message_id": 1, "date": 0, "chat": {"id": -100, "type": "channel"}, "text": "x"},
+    },
+    "button press without its message": {
+        "update_id": 3,
+        "callback_query": {"id": "1", "chat_instance": "x", "from": _USER, "data": "appt:zz"},
+    },
+    "a bot writing": {
+        "update_id": 4,
+        "message": {
+            "message_id": 4,
+            "date": 0,
+            "chat": _CHAT,
+            "from": {**_USER, "is_bot": True},
+            "text": "hi",
+        },
+    },
+    "blocked by the user": {
+        "update_id": 5,
+        "my_chat_member": {
+            "chat": _CHAT,
+            "from": _USER,
+            "date": 0,
+            "old_chat_member": {"status": "member", "user": _USER},
+            "new_chat_member": {"status": "kicked", "user": _USER, "until_date": 0},
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("body", list(UNUSUAL.values()), ids=list(UNUSUAL))
+async def test_valid_but_unusual_updates_are_never_a_5xx(
+    webhook: tuple[Harness, TestClient], body: dict[str, Any]
+) -> None:
+    _h, client = webhook
+    response = await client.post(WEBHOOK_PATH, json=body, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
+    assert response.status == 200
