@@ -3,6 +3,7 @@ update_id handled once (a Telegram retry of the same update is a no-op)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,9 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
 from bot.setup import WEBHOOK_PATH, setup_webhook
+from channels import middleware
 from channels.app import create_app
+from channels.ratelimit import InMemoryRateLimiter
 from core.db.database import Database
 from core.db.models import Message, ProcessedEvent
 from tests.bot.conftest import CUSTOMER, Harness, build_harness, make_settings
@@ -20,21 +23,32 @@ from tests.fakes.telegram_api import FakeTelegramAPI
 SECRET = "s3cr3t-Token_1"
 
 
-@pytest.fixture
-async def webhook(
-    db: Database, database_url: str, fake_tg: FakeTelegramAPI, aiohttp_client: Any
+@contextlib.asynccontextmanager
+async def serving(
+    db: Database, fake_tg: FakeTelegramAPI, aiohttp_client: Any, *, limited: bool = False, **settings_: Any
 ) -> AsyncIterator[tuple[Harness, TestClient]]:
+    """The webhook on the shared app (`limited`: with the channel middlewares and their limits)."""
     settings = make_settings(
-        database_url, public_base_url="https://cheshire.example", telegram_webhook_secret=SECRET
+        db.url, public_base_url="https://cheshire.example", telegram_webhook_secret=SECRET, **settings_
     )
     h = await build_harness(db, settings, fake_tg)
     app = create_app(settings, db)
+    if limited:
+        middleware.install(app, settings=settings, limiter=InMemoryRateLimiter())
     setup_webhook(app, h.dp, h.bot, settings)
     client = await aiohttp_client(app)
     try:
         yield h, client
     finally:
         await h.bot.session.close()
+
+
+@pytest.fixture
+async def webhook(
+    db: Database, fake_tg: FakeTelegramAPI, aiohttp_client: Any
+) -> AsyncIterator[tuple[Harness, TestClient]]:
+    async with serving(db, fake_tg, aiohttp_client) as served:
+        yield served
 
 
 def _update(h: Harness, update_id: int, text: str = "Hi, do you groom cats?") -> dict[str, Any]:
@@ -203,24 +217,17 @@ async def test_a_database_out_of_connections_is_a_503_on_the_telegram_webhook(
     from tests.support.faults import every_connection_busy
 
     tiny = Database(database_url, pool_size=1, pool_timeout_s=0.2)
-    settings = make_settings(
-        database_url, public_base_url="https://cheshire.example", telegram_webhook_secret=SECRET
-    )
-    h = await build_harness(tiny, settings, fake_tg)
-    app = create_app(settings, tiny)
-    setup_webhook(app, h.dp, h.bot, settings)
-    client = await aiohttp_client(app)
     headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
     try:
-        async with every_connection_busy(tiny):
-            response = await client.post(WEBHOOK_PATH, json=_update(h, 31), headers=headers)
-            assert response.status == 503
-            assert response.headers["Retry-After"] == "5"
-        # Telegram redelivers; with the database back the update is stored once.
-        assert (await client.post(WEBHOOK_PATH, json=_update(h, 31), headers=headers)).status == 200
-        assert [m.text for m in await _inbound(h)] == ["Hi, do you groom cats?"]
+        async with serving(tiny, fake_tg, aiohttp_client) as (h, client):
+            async with every_connection_busy(tiny):
+                response = await client.post(WEBHOOK_PATH, json=_update(h, 31), headers=headers)
+                assert response.status == 503
+                assert response.headers["Retry-After"] == "5"
+            # Telegram redelivers; with the database back the update is stored once.
+            assert (await client.post(WEBHOOK_PATH, json=_update(h, 31), headers=headers)).status == 200
+            assert [m.text for m in await _inbound(h)] == ["Hi, do you groom cats?"]
     finally:
-        await h.bot.session.close()
         await tiny.dispose()
 
 
@@ -228,21 +235,10 @@ async def test_the_right_secret_is_not_held_to_the_per_ip_limit_a_wrong_one_is(
     database_url: str, db: Database, fake_tg: FakeTelegramAPI, aiohttp_client: Any
 ) -> None:
     """Telegram posts everyone's updates from a few addresses (issue 15.6)."""
-    from channels import middleware
-    from channels.ratelimit import InMemoryRateLimiter
-
-    settings = make_settings(
-        database_url,
-        public_base_url="https://cheshire.example",
-        telegram_webhook_secret=SECRET,
-        webhook_rate_limit_per_minute=2,
-    )
-    h = await build_harness(db, settings, fake_tg)
-    app = create_app(settings, db)
-    middleware.install(app, settings=settings, limiter=InMemoryRateLimiter())
-    setup_webhook(app, h.dp, h.bot, settings)
-    client = await aiohttp_client(app)
-    try:
+    async with serving(db, fake_tg, aiohttp_client, limited=True, webhook_rate_limit_per_minute=2) as (
+        h,
+        client,
+    ):
         good = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
         signed = [
             (await client.post(WEBHOOK_PATH, json=_update(h, 100 + n, f"hi {n}"), headers=good)).status
@@ -255,8 +251,6 @@ async def test_the_right_secret_is_not_held_to_the_per_ip_limit_a_wrong_one_is(
         ]
         assert forged == [401, 401, 429]
         assert len(await _inbound(h)) == 5
-    finally:
-        await h.bot.session.close()
 
 
 _CHAT = {"id": 555, "type": "private", "first_name": "A"}

@@ -50,6 +50,14 @@ async def proxied(proxy: TcpProxy, database_url: str, db: Database) -> AsyncIter
         await database.dispose()
 
 
+@pytest.fixture
+async def served(aiohttp_client: Any, proxied: Database, database_url: str) -> Any:
+    """The app on the proxied database, one request served (the pool holds a live connection)."""
+    client = await aiohttp_client(build_app(proxied, make_settings(database_url)))
+    assert _ok(await _chat(client, "warm the pool"))
+    return client
+
+
 async def _chat(client: Any, text: str = "hi") -> Any:
     return await client.post("/api/chat", json={"session_id": SESSION, "message": text})
 
@@ -66,10 +74,9 @@ async def _assert_503(response: Any) -> None:
 
 @pytest.mark.postgres_only
 async def test_a_connection_dropped_mid_statement_is_a_503_then_the_service_recovers(
-    aiohttp_client: Any, proxied: Database, proxy: TcpProxy, database_url: str
+    served: Any, proxy: TcpProxy
 ) -> None:
-    client = await aiohttp_client(build_app(proxied, make_settings(database_url)))
-    assert _ok(await _chat(client, "warm the pool"))
+    client = served
     raw = fixture_bytes("messenger_text")
 
     proxy.cut_on_next_write()
@@ -101,11 +108,9 @@ async def test_the_driver_error_is_the_one_seen_in_production(proxied: Database,
 
 @pytest.mark.postgres_only
 async def test_a_failover_refused_then_reset_is_a_503_until_the_database_is_back(
-    aiohttp_client: Any, proxied: Database, proxy: TcpProxy, database_url: str
+    served: Any, proxy: TcpProxy
 ) -> None:
-    client = await aiohttp_client(build_app(proxied, make_settings(database_url)))
-    assert _ok(await _chat(client, "before"))
-
+    client = served
     await proxy.refuse()  # the old primary is gone: pooled connections die, new ones are refused
     await _assert_503(await _chat(client, "during"))
     await _assert_503(await _chat(client, "during, again"))
