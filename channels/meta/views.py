@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from aiohttp import web
@@ -139,21 +140,21 @@ class MetaWebhook:
         are looked up first (one read, on this rare path only), so redeliveries in the same post
         never push a new one over. Returns the messages and the indexes of those that took a token.
         """
-        charged: list[int] = []
-        denied: list[int] = []
-        for index, message in enumerate(messages):
-            (charged if await self._take(request, message) else denied).append(index)
+        charged, denied = await self._charge(request, messages, range(len(messages)))
         if denied:
-            redelivered = await already_stored(self.db, messages)
-            again, denied = denied, []
-            for index in charged:
-                if _mid(messages[index]) in redelivered:
-                    await self._refund(request, [messages[index]])
-            charged = [index for index in charged if _mid(messages[index]) not in redelivered]
-            for index in again:
-                if _mid(messages[index]) in redelivered:
-                    continue  # stored already: ingest does nothing with it, answered or not
-                (charged if await self._take(request, messages[index]) else denied).append(index)
+            try:
+                redelivered = await already_stored(self.db, messages)
+            except Exception:  # database away: a 503, and this post is charged when it comes again
+                await self._refund(request, [messages[i] for i in charged])
+                raise
+            await self._refund(request, [messages[i] for i in charged if _mid(messages[i]) in redelivered])
+            charged = [i for i in charged if _mid(messages[i]) not in redelivered]
+            # A denied redelivery needs no token (ingest does nothing with it); a denied new one may
+            # find one now.
+            retried, denied = await self._charge(
+                request, messages, [i for i in denied if _mid(messages[i]) not in redelivered]
+            )
+            charged = sorted(charged + retried)
         if denied:
             log.warning(
                 "%s webhook: %d event(s) over their sender's rate limit, stored unanswered",
@@ -162,13 +163,20 @@ class MetaWebhook:
             )
         flooded = set(denied)
         checked = [replace(m, answer=False) if i in flooded else m for i, m in enumerate(messages)]
-        return checked, sorted(charged)
+        return checked, charged
 
-    async def _take(self, request: web.Request, message: InboundMessage) -> bool:
-        decision = await request.app[LIMITER_KEY].hit(
-            _sender_key(message), self.settings.rate_limit_per_minute
-        )
-        return decision.allowed
+    async def _charge(
+        self, request: web.Request, messages: list[InboundMessage], indexes: Iterable[int]
+    ) -> tuple[list[int], list[int]]:
+        """One token per message from its sender's bucket: (indexes charged, indexes denied)."""
+        charged: list[int] = []
+        denied: list[int] = []
+        for index in indexes:
+            decision = await request.app[LIMITER_KEY].hit(
+                _sender_key(messages[index]), self.settings.rate_limit_per_minute
+            )
+            (charged if decision.allowed else denied).append(index)
+        return charged, denied
 
     async def _refund(self, request: web.Request, messages: list[InboundMessage]) -> None:
         for message in messages:
