@@ -64,7 +64,7 @@ class TelegramWebhook:
         try:
             update.event_type  # noqa: B018 - raises for a type this aiogram does not know
         except UpdateTypeLookupError:
-            fields = sorted(key for key in body if key != "update_id")[:5]
+            fields = sorted(key[:40] for key in body if key != "update_id")[:5]
             log.info("telegram webhook: ignored update %s of an unknown type %s", update.update_id, fields)
             return None
         return update
