@@ -22,8 +22,10 @@ run: install
 migrate: install
 	$(BIN)/python -m core.db.migrate
 
-# The whole suite, on SQLite and again on PostgreSQL.
-test: install test-sqlite test-postgres
+# The whole suite, on SQLite and on PostgreSQL, both at once (each half's output is printed whole
+# when it ends; the run fails if either fails).
+test: install
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
 test-sqlite: install
 	CHESHIRE_TEST_DATABASE=sqlite $(BIN)/python -m pytest $(PYTEST_ARGS)

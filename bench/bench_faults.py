@@ -226,7 +226,11 @@ async def faults(load: Load, service: Service, proxy: TcpProxy, args: argparse.N
                 f"SIGKILL at {at:.1f} s ({fraction:.0%} sent); back up in {time.monotonic() - restart:.1f} s"
             )
         else:
-            await proxy.cut_for(args.cut_s)
+            await proxy.refuse()  # open connections reset, new ones refused
+            try:
+                await asyncio.sleep(args.cut_s)
+            finally:
+                await proxy.resume()
             log.append(f"database cut at {at:.1f} s ({fraction:.0%} sent) for {args.cut_s:.1f} s")
     return log
 
@@ -292,8 +296,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     graph = TimedGraph()
     graph_base = await graph.start()
     llm = await FakeLLMServer().start()
-    proxy = TcpProxy("127.0.0.1", 5432)
-    await proxy.start()
+    proxy = await TcpProxy("127.0.0.1", 5432).start()
     name, direct_url = await create_db(args.pg)
     proxied_url = direct_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     workdir = Path(tempfile.mkdtemp(prefix="bench-faults-"))
@@ -355,7 +358,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "median_reply_latency_s": round(sorted(latencies)[len(latencies) // 2], 1) if latencies else None,
             "faults": fault_log,
             "db_connections_via_proxy": proxy.connections,
-            "refused_while_cut": proxy.refused,
             "llm_requests": len(llm.anthropic.requests),
             "service_lives": len(service.lives),
             "log_dir": str(workdir),
@@ -365,7 +367,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         service.current.stop()
         for life in service.lives:
             life.kill()
-        await proxy.stop()
+        await proxy.close()
         await graph.stop()
         await llm.close()
         if not args.keep_db:

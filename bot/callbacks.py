@@ -1,21 +1,30 @@
-"""Callback data of the bot's own buttons (aiogram CallbackData factories, each <= 64 bytes).
+"""Callback data of the bot's own buttons: aiogram CallbackData factories, each action a Literal.
 
-Kimmie's buttons use prefixes starting with "k." and are honoured only for admins; a customer's own
-buttons use "c.". Every other callback_data is a conversation payload (the offline responder's
-grammar, "BOOK", "PRICES"...) and goes to the conversation core.
+Kimmie's buttons use prefixes starting with "k." and are honoured only for admins; "c." marks a
+customer's button from before the one self-service flow (still understood: old messages keep their
+buttons). Every other callback_data is a conversation payload (core/conversation/payloads.py) and goes
+to the conversation core. A value outside its Literal does not unpack, so a forged action matches no
+handler. The packed forms are the same as before the actions were typed: old buttons still work.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from aiogram.filters.callback_data import CallbackData
 
 ADMIN_PREFIX = "k."
 
+CardVerb = Literal["approve", "decline", "offer", "alt", "back"]
+ChatVerb = Literal["open", "done"]
+PhotoVerb = Literal["appt", "kind", "cancel"]
+MyBookingVerb = Literal["cancel", "cancel_yes", "keep", "resched", "slot"]
+
 
 class ApptAction(CallbackData, prefix="k.ap"):
     """approve | decline | offer | alt (decline offering `ts`) | back (re-render the card)."""
 
-    action: str
+    action: CardVerb
     appointment_id: int
     ts: int = 0  # unix seconds of an alternative start
 
@@ -23,21 +32,22 @@ class ApptAction(CallbackData, prefix="k.ap"):
 class ChatAction(CallbackData, prefix="k.ch"):
     """open (take over and reply) | done (hand back)."""
 
-    action: str
+    action: ChatVerb
     conversation_id: int
 
 
 class PhotoAction(CallbackData, prefix="k.ph"):
-    """appt (photo for this appointment's pet) | pet | kind (store as `kind`) | cancel."""
+    """appt (photo for this appointment's pet) | kind (store as `kind`) | cancel."""
 
-    action: str
+    action: PhotoVerb
     target_id: int = 0
     kind: str = ""
 
 
 class MyBooking(CallbackData, prefix="c.bk"):
-    """A customer's own booking: cancel | cancel_yes | keep | resched | slot (move to `ts`)."""
+    """A customer's booking button from before the one self-service flow (bot/customer/bookings.py
+    turns each into the core payload it meant): cancel | cancel_yes | keep | resched | slot (`ts`)."""
 
-    action: str
+    action: MyBookingVerb
     appointment_id: int
     ts: int = 0

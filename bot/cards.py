@@ -1,4 +1,5 @@
-"""How things look in Kimmie's chat: pure functions from read models to HTML text and keyboards.
+"""How things look in Kimmie's chat: pure functions from read models to HTML text (keyboards are in
+bot/keyboards.py).
 
 Everything that came from a customer or the database is escaped: names like "<Bella & Co>" are shown,
 not interpreted.
@@ -11,12 +12,9 @@ from datetime import date, datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
-
-from bot.callbacks import ApptAction, ChatAction
 from bot.views import CardData, ClientCard, ConversationView, PetView
 from core.notify.facts import CHANNEL_LABEL, STATUS_WORDS, channel_label, fmt_money, pet_traits, vaccination
-from core.types import AppointmentStatus, Booking, Slot
+from core.types import AppointmentStatus, Booking
 
 STATUS_EMOJI = {
     AppointmentStatus.REQUESTED: "⏳",
@@ -87,63 +85,6 @@ def booking_card_text(card: CardData, tz: ZoneInfo, *, note: str | None = None) 
     if note:
         lines.append(f"\n<i>{e(note)}</i>")
     return "\n".join(lines)
-
-
-def booking_card_keyboard(card: CardData) -> InlineKeyboardMarkup | None:
-    rows: list[list[InlineKeyboardButton]] = []
-    appointment_id = card.booking.id
-    if card.booking.status == AppointmentStatus.REQUESTED:
-        rows.append(
-            [
-                InlineKeyboardButton(
-                    text="✅ Approve",
-                    callback_data=ApptAction(action="approve", appointment_id=appointment_id).pack(),
-                ),
-                InlineKeyboardButton(
-                    text="❌ Decline",
-                    callback_data=ApptAction(action="decline", appointment_id=appointment_id).pack(),
-                ),
-            ]
-        )
-        rows.append(
-            [
-                InlineKeyboardButton(
-                    text="🕑 Offer another time",
-                    callback_data=ApptAction(action="offer", appointment_id=appointment_id).pack(),
-                )
-            ]
-        )
-    if card.conversation_id is not None:
-        rows.append([open_chat_button(card.conversation_id)])
-    return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
-
-
-def open_chat_button(conversation_id: int) -> InlineKeyboardButton:
-    return InlineKeyboardButton(
-        text="💬 Open chat", callback_data=ChatAction(action="open", conversation_id=conversation_id).pack()
-    )
-
-
-def alternatives_keyboard(appointment_id: int, slots: Sequence[Slot], tz: ZoneInfo) -> InlineKeyboardMarkup:
-    rows = [
-        [
-            InlineKeyboardButton(
-                text=fmt_slot(s.start, s.end, tz),
-                callback_data=ApptAction(
-                    action="alt", appointment_id=appointment_id, ts=int(s.start.timestamp())
-                ).pack(),
-            )
-        ]
-        for s in slots
-    ]
-    rows.append(
-        [
-            InlineKeyboardButton(
-                text="↩ Back", callback_data=ApptAction(action="back", appointment_id=appointment_id).pack()
-            )
-        ]
-    )
-    return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
 def agenda_text(

@@ -21,7 +21,7 @@ from aiogram.exceptions import (
 )
 from aiogram.types import InlineKeyboardMarkup, Message
 
-from bot import cards, views
+from bot import cards, keyboards, views
 from core.booking.api import BookingService, NotFoundError
 from core.db.database import Database
 from core.jobs.queue import RetryLater
@@ -134,7 +134,7 @@ class TelegramAdminNotifier:
             view = await views.conversation_view(session, conversation_id)
         if view is None:
             return
-        markup = InlineKeyboardMarkup(inline_keyboard=[[cards.open_chat_button(conversation_id)]])
+        markup = keyboards.open_chat_keyboard(conversation_id)
         await self.bot.send_message(
             chat_id, cards.handover_text(view, reason), parse_mode=ParseMode.HTML, reply_markup=markup
         )
@@ -149,7 +149,7 @@ class TelegramAdminNotifier:
     # --- cards --------------------------------------------------------------------------------
     async def send_card(self, chat_id: int, card: views.CardData, *, note: str | None = None) -> Message:
         text = cards.booking_card_text(card, self.settings.tz, note=note)
-        markup = cards.booking_card_keyboard(card)
+        markup = keyboards.booking_card_keyboard(card)
         photo = await self._photo_link(card)
         if photo and len(text) <= 1024:
             try:
@@ -196,7 +196,7 @@ async def edit_card(
 ) -> None:
     """Show the card's current state in place (text card or photo-caption card)."""
     text = cards.booking_card_text(card, settings.tz, note=note)
-    keyboard = markup if markup is not None else cards.booking_card_keyboard(card)
+    keyboard = markup if markup is not None else keyboards.booking_card_keyboard(card)
     try:
         await bot.edit_message_text(
             text=text,

@@ -38,9 +38,9 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from redis.exceptions import RedisError
 
+from bot.keyboards import quick_reply_keyboard
 from core.ports import (
     ChannelCapabilities,
     ChannelCredentialsError,
@@ -50,13 +50,12 @@ from core.ports import (
     RetryableDeliveryError,
     SendResult,
 )
-from core.types import OutboundMessage, QuickReply, Recipient
+from core.types import OutboundMessage, Recipient
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
-MAX_CALLBACK_BYTES = 64
 T = TypeVar("T")
 
 
@@ -75,22 +74,6 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     if rest or not parts:
         parts.append(rest)
     return parts
-
-
-def quick_reply_keyboard(quick_replies: tuple[QuickReply, ...]) -> InlineKeyboardMarkup | None:
-    """Two short buttons per row, long titles on their own row."""
-    rows: list[list[InlineKeyboardButton]] = []
-    for reply in quick_replies:
-        payload = reply.payload
-        if len(payload.encode()) > MAX_CALLBACK_BYTES:
-            log.warning("quick reply payload over 64 bytes dropped", extra={"title": reply.title})
-            continue
-        button = InlineKeyboardButton(text=reply.title, callback_data=payload)
-        if rows and len(rows[-1]) == 1 and len(rows[-1][0].text) <= 14 and len(reply.title) <= 14:
-            rows[-1].append(button)
-        else:
-            rows.append([button])
-    return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
 
 
 class TokenBucket:

@@ -4,8 +4,9 @@
   storage (Redis when REDIS_URL is set, else memory: only short UI steps live there) and the
   dependencies as workflow data (handlers receive them as keyword arguments, never globals).
 - `setup_webhook(app, dispatcher, bot, settings)`: POST /webhook/telegram on the shared aiohttp app,
-  checking X-Telegram-Bot-Api-Secret-Token (401 otherwise). Updates are handled before the 200 goes
-  back (`handle_in_background=False`): the update is in the database before Telegram stops retrying.
+  checking X-Telegram-Bot-Api-Secret-Token (401 otherwise) and malformed updates (400) in
+  bot/webhook.py. Updates are handled before the 200 goes back: the update is in the database before
+  Telegram stops retrying.
 - `on_startup(bot, dispatcher, settings)`: command menus per scope, and setWebhook / deleteWebhook.
 - `build_bot(settings)`: the aiogram Bot (pointed at TELEGRAM_API_BASE when set).
 - `register_jobs(registry, ...)`: the Telegram notifier on the "notify_admin" job (core/notify/jobs.py)
@@ -21,13 +22,14 @@ from aiogram import Bot, Dispatcher
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefault
-from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
 from bot import admin, customer
 from bot.notifier import TelegramAdminNotifier
 from bot.scope import UpdateScopeMiddleware, register_prune_job
 from bot.sender import TelegramSender
+from bot.webhook import TelegramWebhook
+from channels.middleware import signed_webhook
 from core.booking.api import BookingService
 from core.db.database import Database
 from core.jobs.worker import JobRegistry
@@ -85,21 +87,21 @@ def build_dispatcher(
     dp.update.outer_middleware(UpdateScopeMiddleware())
     # Order matters: Kimmie's routers first (filtered by IsAdmin), then the guard that refuses her
     # buttons to anyone else, then everything customers do.
-    dp.include_routers(admin.router.build(), admin.guard_router.build(), customer.router.build())
+    dp.include_routers(admin.build_router(), admin.build_guard_router(), customer.build_router())
     return dp
 
 
 def setup_webhook(app: web.Application, dispatcher: Dispatcher, bot: Bot, settings: Settings) -> None:
     if settings.telegram_webhook_secret is None:
         raise ValueError("TELEGRAM_WEBHOOK_SECRET is required in webhook mode")
-    handler = SimpleRequestHandler(
+    handler = TelegramWebhook(
         dispatcher,
         bot,
-        handle_in_background=False,
-        secret_token=settings.telegram_webhook_secret.get_secret_value(),
+        secret=settings.telegram_webhook_secret.get_secret_value(),
+        max_body_bytes=settings.max_body_bytes,
     )
-    # Not handler.register(): its shutdown hook would close the bot session the runtime owns.
     app.router.add_post(WEBHOOK_PATH, handler.handle)
+    signed_webhook(app, WEBHOOK_PATH)
 
 
 def webhook_url(settings: Settings) -> str:

@@ -20,7 +20,7 @@ from core.notify.views import client_view as client_view
 from core.notify.views import conversation_for_client as conversation_for_client
 from core.notify.views import conversation_view as conversation_view
 from core.notify.views import load_card as load_card
-from core.types import Booking, Channel
+from core.types import Booking
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +40,6 @@ async def set_card_location(
     )
 
 
-async def telegram_client_id(session: AsyncSession, chat_id: int) -> int | None:
-    """The client behind a Telegram chat, if they have written before."""
-    identity = await customers.find_identity(session, Channel.TELEGRAM.value, str(chat_id))
-    return identity.client_id if identity is not None else None
 
 
 async def client_card(session: AsyncSession, booking_service: BookingService, client_id: int) -> ClientCard:

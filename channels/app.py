@@ -1,7 +1,8 @@
 """The aiohttp application factory: the one HTTP server of the process.
 
-`create_app(settings, db)` returns an app with `GET /healthz`, `GET /metrics` (with `METRICS_TOKEN`) and
-the request-id middleware, which also counts every request for /metrics. Channel
+`create_app(settings, db)` returns an app with `GET /healthz`, `GET /metrics` (with `METRICS_TOKEN`),
+the request-id middleware, which also counts every request for /metrics, and the 503 answer to an
+unavailable database on every route. Channel
 packages add their routes with their own `setup_routes(app, ...deps)`, called from the composition
 root (cheshire/runtime.py) before the app starts. State lives under typed `web.AppKey`s, never string keys.
 """
@@ -20,7 +21,9 @@ from aiohttp import web
 
 from channels.metrics import METRICS_KEY, setup_metrics_route
 from channels.metrics import observe as observe_request
+from channels.middleware import unavailable_response
 from core.db.database import Database
+from core.db.errors import database_unavailable
 from core.logging import request_id_var
 from core.metrics import Metrics
 from core.settings import Settings
@@ -68,6 +71,19 @@ async def request_id_middleware(request: web.Request, handler: _Handler) -> web.
     return response
 
 
+@web.middleware
+async def database_unavailable_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Every route, not only those behind the channel middlewares (the Telegram webhook, OAuth,
+    /metrics): a database that is down, failing over or out of pool connections is a 503 with
+    Retry-After, never a 500 (a 5xx other than 503 reads as our bug; Telegram and Meta retry both)."""
+    try:
+        return await handler(request)
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        return unavailable_response(request, exc)
+
+
 async def healthz(request: web.Request) -> web.Response:
     """200 when the database answers, 503 when it does not (load balancers and systemd watch this)."""
     if await request.app[DB_KEY].ping():
@@ -90,7 +106,10 @@ def freeze_startup_heap() -> None:
 
 
 def create_app(settings: Settings, db: Database, metrics: Metrics | None = None) -> web.Application:
-    app = web.Application(middlewares=[request_id_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[request_id_middleware, database_unavailable_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
     app[SETTINGS_KEY] = settings
     app[DB_KEY] = db
     app[METRICS_KEY] = metrics or Metrics()

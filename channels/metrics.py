@@ -15,8 +15,8 @@ from datetime import datetime
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 
-from channels.middleware import DATABASE_UNAVAILABLE
 from core.db.database import Database
+from core.db.errors import database_unavailable
 from core.db.models import utcnow
 from core.jobs.stats import QueueStats, queue_stats
 from core.metrics import Metrics
@@ -72,6 +72,8 @@ async def _read_queue(db: Database, now: datetime) -> QueueStats | None:
     try:
         async with asyncio.timeout(QUEUE_READ_TIMEOUT_S), db.bookkeeping() as conn:
             return await queue_stats(conn, now=now)
-    except DATABASE_UNAVAILABLE as exc:  # TimeoutError is an OSError, among them
+    except Exception as exc:
+        if not database_unavailable(exc):  # asyncio's TimeoutError is an OSError, among them
+            raise
         log.warning("metrics: job queue not readable (%s)", type(exc).__name__)
         return None

@@ -4,12 +4,16 @@ Installed once per app by `install(app, settings=..., limiter=...)` (the channel
 functions call it). They run inside channels/app.py's request-id middleware, so every log line
 here carries the request id and every response (errors too) has an `X-Request-Id` header.
 
-- Errors: handlers raise `ApiError` for a clear 4xx; anything unexpected is logged with its traceback
-  and answered as a JSON 500 with the request id (never an HTML page or a traceback).
+- Errors: handlers raise `ApiError` for a clear 4xx; a database that is unavailable is a 503 with
+  Retry-After; anything else unexpected is logged with its traceback and answered as a JSON 500 with
+  the request id (never an HTML page or a traceback).
 - Body size: a declared Content-Length over `MAX_BODY_BYTES` is refused before reading (413);
   `read_body()` enforces the same limit on chunked bodies.
 - Rate limits per client IP: /api/chat (`CHAT_IP_RATE_LIMIT_PER_MINUTE`) and /webhook/*
-  (`WEBHOOK_RATE_LIMIT_PER_MINUTE`); per-sender limits are applied by the handlers, which know the sender.
+  (`WEBHOOK_RATE_LIMIT_PER_MINUTE`). On a signed webhook (`signed_webhook`) the per-IP limit guards
+  only posts whose signature is missing or wrong; per-sender limits are applied by the handlers,
+  which know the sender. The client IP is the TCP peer unless a trusted proxy (`TRUSTED_PROXIES`)
+  says otherwise in `CLIENT_IP_HEADER` (channels/client_ip.py).
 - Logs: one INFO line per request (method, path, status, ms): no bodies, no query strings (the
   webhook handshake puts the verify token there), no headers.
 """
@@ -23,9 +27,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import exc as sa_exc
 
+from channels.client_ip import ClientIpResolver, parse_networks
 from channels.ratelimit import RateLimiter, build_rate_limiter
+from core.db.errors import database_unavailable
 from core.logging import request_id_var
 from core.settings import Settings
 
@@ -34,7 +39,11 @@ log = logging.getLogger("channels.http")
 LIMITER_KEY = web.AppKey("channels_rate_limiter", RateLimiter)
 _INSTALLED_KEY = web.AppKey("channels_middlewares_installed", bool)
 _SETTINGS_KEY = web.AppKey("channels_settings", Settings)
+_RESOLVER_KEY = web.AppKey("channels_client_ip_resolver", ClientIpResolver)
 LOG_NOTE_KEY = web.RequestKey("channels_log_note", str)
+# Webhook paths whose handlers check a signature (Meta's X-Hub-Signature-256, Telegram's secret token)
+# and apply the per-IP limit only to posts that fail it (`limit_unsigned`).
+SIGNED_PATHS_KEY = web.AppKey("channels_signed_webhook_paths", set[str])
 
 PUBLIC_PREFIXES = ("/api/", "/webhook/")
 CHAT_PREFIX = "/api/"
@@ -42,14 +51,8 @@ WEBHOOK_PREFIX = "/webhook/"
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# A database that cannot be reached (refused, dropped, pool exhausted) is answered 503, not 500.
-DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-    ConnectionError,
-    OSError,
-)
+# A database that cannot be reached (refused, dropped mid-statement, failing over, pool exhausted) is
+# answered 503 with this Retry-After, not 500 (core/db/errors.py draws the line).
 RETRY_AFTER_S = 5
 
 
@@ -82,20 +85,26 @@ def error_response(
     return web.json_response(body, status=status, headers=headers)
 
 
+def unavailable_response(request: web.Request, exc: BaseException) -> web.Response:
+    """Not a bug of the request: the database is down or overloaded. Say so, and when to retry
+    (the widget, Meta and Telegram all retry), rather than a 500."""
+    log.error("database unavailable in %s %s (%s)", request.method, request.path, type(exc).__name__)
+    return error_response(
+        503, "temporarily unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_S)}
+    )
+
+
 def note_for_log(request: web.Request, note: str) -> None:
     """Add a short summary to the request's one access-log line (one line per request, not two:
     at webhook rates each log record is a measurable share of the request's cost)."""
     request[LOG_NOTE_KEY] = note
 
 
-def client_ip(request: web.Request, settings: Settings) -> str:
-    if settings.client_ip_header:
-        forwarded = request.headers.get(settings.client_ip_header, "")
-        # X-Forwarded-For style lists: the left-most entry is the original client.
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first[:64]
-    return request.remote or "unknown"
+def client_ip(request: web.Request) -> str:
+    """The client's address: the TCP peer, or what trusted proxies say it is (channels/client_ip.py)."""
+    resolver = request.app[_RESOLVER_KEY]
+    forwarded = ",".join(request.headers.getall(resolver.header, ())) if resolver.header else None
+    return resolver.resolve(request.remote, forwarded)
 
 
 def require_json(request: web.Request) -> None:
@@ -133,6 +142,23 @@ async def check_rate(request: web.Request, key: str, per_minute: int) -> None:
         )
 
 
+def signed_webhook(app: web.Application, path: str) -> None:
+    """Declare `path` a webhook that checks its own signature: a POST that passes it is not held to the
+    per-IP limit (Meta and Telegram post everyone's events from a few addresses), one that fails it
+    is (the handler calls `limit_unsigned`)."""
+    if SIGNED_PATHS_KEY not in app:
+        app[SIGNED_PATHS_KEY] = set()
+    app[SIGNED_PATHS_KEY].add(path)
+
+
+async def limit_unsigned(request: web.Request) -> None:
+    """The per-IP webhook limit, for a POST without a valid signature (429 once over it)."""
+    if LIMITER_KEY not in request.app:  # the channel middlewares are not installed: no limits
+        return
+    settings = request.app[_SETTINGS_KEY]
+    await check_rate(request, f"ip:webhook:{client_ip(request)}", settings.webhook_rate_limit_per_minute)
+
+
 # --- Middlewares ------------------------------------------------------------------------------------
 
 
@@ -154,15 +180,10 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
     except web.HTTPException as exc:
         status = exc.status
         raise
-    except DATABASE_UNAVAILABLE as exc:
-        # Not a bug of the request: the database is down or overloaded. Say so, and when to retry
-        # (the widget and Meta both retry), rather than a 500.
-        status = 503
-        log.error("database unavailable in %s %s (%s)", request.method, request.path, type(exc).__name__)
-        return error_response(
-            503, "temporarily unavailable, retry later", headers={"Retry-After": str(RETRY_AFTER_S)}
-        )
-    except Exception:
+    except Exception as exc:
+        if database_unavailable(exc):
+            status = 503
+            return unavailable_response(request, exc)
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal error")
     finally:
@@ -219,11 +240,11 @@ async def guard_middleware(request: web.Request, handler: _Handler) -> web.Strea
     settings = request.app[_SETTINGS_KEY]
     if request.content_length is not None and request.content_length > settings.max_body_bytes:
         raise ApiError(413, f"request body is larger than {settings.max_body_bytes} bytes")
-    ip = client_ip(request, settings)
     if path.startswith(WEBHOOK_PREFIX):
-        await check_rate(request, f"ip:webhook:{ip}", settings.webhook_rate_limit_per_minute)
+        if path not in request.app.get(SIGNED_PATHS_KEY, ()):  # signed ones: limited if the check fails
+            await limit_unsigned(request)
     else:
-        await check_rate(request, f"ip:chat:{ip}", settings.chat_ip_rate_limit_per_minute)
+        await check_rate(request, f"ip:chat:{client_ip(request)}", settings.chat_ip_rate_limit_per_minute)
     return await handler(request)
 
 
@@ -238,6 +259,7 @@ def install(app: web.Application, *, settings: Settings, limiter: RateLimiter | 
     app[_INSTALLED_KEY] = True
     app[_SETTINGS_KEY] = settings
     app[LIMITER_KEY] = limiter
+    app[_RESOLVER_KEY] = ClientIpResolver(settings.client_ip_header, parse_networks(settings.trusted_proxies))
     # Outermost first: CORS wraps the error renderer, so 4xx/429/500 answers carry CORS headers and
     # the widget can read them; the guard runs last, just before the handler.
     app.middlewares.extend(

@@ -36,6 +36,11 @@ class Decision:
 class RateLimiter(Protocol):
     async def hit(self, key: str, per_minute: int) -> Decision: ...
 
+    async def refund(self, key: str, per_minute: int) -> None:
+        """Give back the token an allowed `hit` took, for a request that turned out not to count
+        (a redelivered webhook event, or one the database never stored)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -59,6 +64,11 @@ class InMemoryRateLimiter:
         while len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)  # the least recently seen bucket is (nearly) full again
         return decision
+
+    async def refund(self, key: str, per_minute: int) -> None:
+        if (bucket := self._buckets.get(key)) is not None:
+            tokens, stamp = bucket
+            self._buckets[key] = (min(float(per_minute), tokens + 1.0), stamp)
 
     async def close(self) -> None:
         self._buckets.clear()
@@ -88,6 +98,16 @@ return {allowed, wait}
 """
 
 
+# KEYS[1] bucket; ARGV: capacity. One token back, never above the capacity; no bucket, nothing to do.
+_REFUND_LUA = """
+local tokens = tonumber(redis.call('HGET', KEYS[1], 't'))
+if tokens ~= nil then
+  redis.call('HSET', KEYS[1], 't', tostring(math.min(tonumber(ARGV[1]), tokens + 1)))
+end
+return 1
+"""
+
+
 class RedisRateLimiter:
     """Buckets in Redis, updated atomically by one Lua script (time from the caller's clock)."""
 
@@ -96,6 +116,7 @@ class RedisRateLimiter:
 
         self._redis: Any = redis_asyncio.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._script: Any = self._redis.register_script(_TOKEN_BUCKET_LUA)
+        self._refund: Any = self._redis.register_script(_REFUND_LUA)
         self._prefix = prefix
         self._warned = False
 
@@ -114,6 +135,12 @@ class RedisRateLimiter:
             return Decision(True)
         self._warned = False
         return Decision(bool(int(allowed)), int(wait_ms) / 1000.0)
+
+    async def refund(self, key: str, per_minute: int) -> None:
+        try:
+            await self._refund(keys=[self._prefix + key], args=[per_minute])
+        except (RedisError, OSError) as exc:
+            log.warning("rate limiter: redis unavailable, token not refunded (%s)", type(exc).__name__)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -6,6 +6,7 @@ Every secret is a `SecretStr` so it never shows in `repr`, logs or tracebacks.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import time
 from typing import Annotated, Any
@@ -28,6 +29,7 @@ DEFAULT_CORS_ORIGINS = (
     "https://lookingglassgroomery.com",
     "http://localhost:3000",
 )
+DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
 # One address, syntax only (whether the mailbox exists, the SMTP server says).
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
 # Values people paste from templates; refused outside development.
@@ -140,8 +142,14 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(60, ge=1)  # per sender (web session, PSID/IGSID)
     chat_ip_rate_limit_per_minute: int = Field(120, ge=1)  # per client IP on /api/chat
     webhook_rate_limit_per_minute: int = Field(6000, ge=1)  # per client IP on /webhook/* (Meta batches)
-    # Behind a proxy (Cloudflare tunnel) every peer is the proxy: read the client IP from this header.
+    # Behind a proxy (Cloudflare tunnel) every peer is the proxy: read the client IP from this header,
+    # believed only as far as TRUSTED_PROXIES wrote it (channels/client_ip.py).
     client_ip_header: str | None = None
+    # CIDRs of the proxies whose forwarding header counts. Default: this host (cloudflared, a local
+    # nginx); empty: trust none, the TCP peer is always the client.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_TRUSTED_PROXIES)
+    )
 
     # --- Google Calendar -------------------------------------------------------------------
     google_client_id: str | None = None
@@ -193,10 +201,20 @@ class Settings(BaseSettings):
     admin_email: str | None = Field(None, validation_alias=AliasChoices("ADMIN_EMAIL", "ALERT_EMAIL_TO"))
 
     # ----------------------------------------------------------------------------------------------
-    @field_validator("telegram_admin_ids", "cors_allowed_origins", mode="before")
+    @field_validator("telegram_admin_ids", "cors_allowed_origins", "trusted_proxies", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"TRUSTED_PROXIES: not an IP network (CIDR): {cidr!r}") from None
+        return value
 
     @field_validator("business_timezone")
     @classmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from aiohttp import web
@@ -20,9 +21,18 @@ from pydantic import SecretStr
 
 from channels import middleware
 from channels.meta.parser import parse_webhook
-from channels.middleware import ApiError, check_rate, note_for_log, parse_json, read_body, require_json
+from channels.middleware import (
+    LIMITER_KEY,
+    ApiError,
+    limit_unsigned,
+    note_for_log,
+    parse_json,
+    read_body,
+    require_json,
+    signed_webhook,
+)
 from channels.ratelimit import RateLimiter
-from core.conversation.ingest import GroupCommit
+from core.conversation.ingest import GroupCommit, already_stored
 from core.db.database import Database
 from core.settings import Settings
 from core.types import InboundMessage
@@ -60,6 +70,7 @@ class MetaWebhook:
     verify_token: SecretStr | None
     app_secrets: list[SecretStr]
     ingestor: GroupCommit
+    db: Database
 
     async def handshake(self, request: web.Request) -> web.Response:
         mode = request.query.get("hub.mode")
@@ -85,21 +96,29 @@ class MetaWebhook:
                 " / INSTAGRAM_APP_SECRET" if self.name == "instagram" else "",
             )
             raise ApiError(503, "webhook signature checking is not configured")
+        if not secrets:  # META_ALLOW_UNSIGNED (development): every post is unsigned traffic
+            await limit_unsigned(request)
         require_json(request)
         raw = await read_body(request, self.settings.max_body_bytes)
         if secrets and not signature_valid(raw, request.headers.get(SIGNATURE_HEADER), secrets):
+            await limit_unsigned(request)
             log.warning("%s webhook POST refused (403): missing or wrong %s", self.name, SIGNATURE_HEADER)
             raise ApiError(403, "invalid signature")
         result = parse_webhook(parse_json(raw))
         if result.unknown_object is not None:
             log.info("%s webhook: ignored object %r", self.name, result.unknown_object)
             return web.Response(text="EVENT_RECEIVED")
-        messages = await self._within_sender_limits(request, result.messages)
+        messages, charged = await self._within_sender_limits(request, result.messages)
         unanswered = sum(not message.answer for message in messages)
-        stored = 0
-        if messages:
-            # Database away: the middleware answers 503 and Meta redelivers, so nothing is lost.
-            stored = sum(result.stored for result in await self.ingestor.ingest(messages))
+        try:
+            # Database away: the middleware answers 503 and Meta redelivers, so nothing is lost; the
+            # redelivery is charged to the sender's quota then, not now.
+            results = await self.ingestor.ingest(messages) if messages else []
+        except Exception:
+            await self._refund(request, [messages[i] for i in charged])
+            raise
+        await self._refund(request, [messages[i] for i in charged if not results[i].stored])
+        stored = sum(result.stored for result in results)
         note_for_log(
             request,
             f"{self.name}: {len(messages)} message(s), {stored} new, {len(messages) - stored} redelivered"
@@ -110,21 +129,66 @@ class MetaWebhook:
 
     async def _within_sender_limits(
         self, request: web.Request, messages: list[InboundMessage]
-    ) -> list[InboundMessage]:
+    ) -> tuple[list[InboundMessage], list[int]]:
         """Events from a sender over RATE_LIMIT_PER_MINUTE (a flood) are kept but not answered: stored
         for Kimmie to see, with no assistant turn (no LLM spend, no reply storm). Refusing them is not
         an option: an error answer would make Meta redeliver everyone's messages and, after an hour of
-        failures, unsubscribe the app."""
-        checked = []
-        for message in messages:
-            key = f"sender:{message.channel.value}:{message.external_user_id}"
+        failures, unsubscribe the app.
+
+        Only new events count. A redelivery's token is given back once ingest says it was stored
+        before (`receive`); and when one seems over the limit, the events of this post stored before
+        are looked up first (one read, on this rare path only), so redeliveries in the same post
+        never push a new one over. Returns the messages and the indexes of those that took a token.
+        """
+        charged, denied = await self._charge(request, messages, range(len(messages)))
+        if denied:
             try:
-                await check_rate(request, key, self.settings.rate_limit_per_minute)
-            except ApiError:
-                log.warning("%s webhook: sender over its rate limit, event stored unanswered", self.name)
-                message = replace(message, answer=False)
-            checked.append(message)
-        return checked
+                redelivered = await already_stored(self.db, messages)
+            except Exception:  # database away: a 503, and this post is charged when it comes again
+                await self._refund(request, [messages[i] for i in charged])
+                raise
+            await self._refund(request, [messages[i] for i in charged if _mid(messages[i]) in redelivered])
+            charged = [i for i in charged if _mid(messages[i]) not in redelivered]
+            # A denied redelivery needs no token (ingest does nothing with it); a denied new one may
+            # find one now.
+            retried, denied = await self._charge(
+                request, messages, [i for i in denied if _mid(messages[i]) not in redelivered]
+            )
+            charged = sorted(charged + retried)
+        if denied:
+            log.warning(
+                "%s webhook: %d event(s) over their sender's rate limit, stored unanswered",
+                self.name,
+                len(denied),
+            )
+        flooded = set(denied)
+        checked = [replace(m, answer=False) if i in flooded else m for i, m in enumerate(messages)]
+        return checked, charged
+
+    async def _charge(
+        self, request: web.Request, messages: list[InboundMessage], indexes: Iterable[int]
+    ) -> tuple[list[int], list[int]]:
+        """One token per message from its sender's bucket: (indexes charged, indexes denied)."""
+        charged: list[int] = []
+        denied: list[int] = []
+        for index in indexes:
+            decision = await request.app[LIMITER_KEY].hit(
+                _sender_key(messages[index]), self.settings.rate_limit_per_minute
+            )
+            (charged if decision.allowed else denied).append(index)
+        return charged, denied
+
+    async def _refund(self, request: web.Request, messages: list[InboundMessage]) -> None:
+        for message in messages:
+            await request.app[LIMITER_KEY].refund(_sender_key(message), self.settings.rate_limit_per_minute)
+
+
+def _sender_key(message: InboundMessage) -> str:
+    return f"sender:{message.channel.value}:{message.external_user_id}"
+
+
+def _mid(message: InboundMessage) -> tuple[str, str]:
+    return (message.channel.value, message.platform_message_id)
 
 
 def setup_routes(
@@ -139,6 +203,7 @@ def setup_routes(
         verify_token=settings.facebook_verify_token,
         app_secrets=[s for s in (settings.meta_app_secret,) if s is not None],
         ingestor=ingestor,
+        db=db,
     )
     instagram = MetaWebhook(
         name="instagram",
@@ -147,9 +212,12 @@ def setup_routes(
         # Instagram Login apps sign with their own secret; Messenger-platform Instagram with the app's.
         app_secrets=[s for s in (settings.meta_app_secret, settings.instagram_app_secret) if s is not None],
         ingestor=ingestor,
+        db=db,
     )
     for path in MESSENGER_PATHS:
         app.router.add_get(path, messenger.handshake, allow_head=False)
         app.router.add_post(path, messenger.receive)
+        signed_webhook(app, path)
     app.router.add_get(INSTAGRAM_PATH, instagram.handshake, allow_head=False)
     app.router.add_post(INSTAGRAM_PATH, instagram.receive)
+    signed_webhook(app, INSTAGRAM_PATH)

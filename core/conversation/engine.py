@@ -152,7 +152,7 @@ class ConversationEngine:
             faults = turn.faults
         except AllProvidersFailedError as exc:
             faults = exc.faults
-            log.warning("every llm provider failed; offline responder answers", extra={"faults": str(exc)})
+            log.warning("every llm provider failed (%s); offline responder answers", exc)
 
         async with self.db.transaction() as session:
             await self._alert(session, faults)
@@ -272,7 +272,10 @@ class ConversationEngine:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AllProvidersFailedError(
-                    [*faults, ProviderFault(self.model.name, None, "transient", "deadline")]
+                    [
+                        *faults,
+                        ProviderFault(self.model.name, None, "transient", "deadline", error_type="deadline"),
+                    ]
                 )
             allow_tools = rounds < max_rounds
             request = ChatRequest(

@@ -88,6 +88,20 @@ async def ingest_many(session: AsyncSession, inbounds: Sequence[InboundMessage])
     return _expand(stored, slots)
 
 
+async def already_stored(db: Database, inbounds: Sequence[InboundMessage]) -> set[tuple[str, str]]:
+    """(channel, platform message id) of those `inbounds` stored before: redeliveries. One indexed
+    read; the webhooks ask only when a sender seems over its flood quota, so that redeliveries are
+    never what pushes a new message over it."""
+    keys = list({(inbound.channel.value, inbound.platform_message_id) for inbound in inbounds})
+    if not keys:
+        return set()
+    query = select(_message.c.channel, _message.c.platform_message_id).where(
+        tuple_(_message.c.channel, _message.c.platform_message_id).in_(keys)
+    )
+    async with db.transaction() as session:
+        return {(row[0], row[1]) for row in await session.execute(query)}
+
+
 def _dedupe(inbounds: Sequence[InboundMessage]) -> tuple[list[InboundMessage], list[tuple[int, bool]]]:
     """The distinct messages (by channel and platform id), and for each input: the index of its
     distinct message and whether it is that message's first occurrence."""

@@ -450,7 +450,8 @@ class OfflineResponder:
             return Outcome().say("You have no upcoming appointments.", [QuickReply("Book a visit", pl.BOOK)])
         lines, replies = [], []
         for b in bookings[:6]:
-            lines.append(f"#{b.id} {b.service_name}, {self.when(b.start)}: {b.status.value}")
+            pets = f" for {', '.join(b.pet_names)}" if b.pet_names else ""
+            lines.append(f"#{b.id} {b.service_name}{pets}, {self.when(b.start)}: {b.status.value}")
             replies += [
                 QuickReply(f"Move #{b.id}", pl.move(b.id)),
                 QuickReply(f"Cancel #{b.id}", pl.cancel(b.id)),

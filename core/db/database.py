@@ -40,28 +40,43 @@ SUBSCRIBERS_KEY = "cheshire.event_subscribers"
 
 class Database:
     def __init__(
-        self, url: str, *, echo: bool = False, pool_size: int = 10, subscribers: object | None = None
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int = 10,
+        pool_timeout_s: float = 30.0,
+        subscribers: object | None = None,
     ) -> None:
         self.url = url
         self.subscribers = subscribers
         self.is_sqlite = url.startswith("sqlite")
-        self.engine: AsyncEngine = self._create_engine(url, echo=echo, pool_size=pool_size)
+        self.engine: AsyncEngine = self._create_engine(
+            url, echo=echo, pool_size=pool_size, pool_timeout_s=pool_timeout_s
+        )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
         self._sqlite_lock = asyncio.Lock() if self.is_sqlite else None
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._commit_listeners: list[Callable[[], None]] = []
 
     @staticmethod
-    def _create_engine(url: str, *, echo: bool, pool_size: int) -> AsyncEngine:
+    def _create_engine(url: str, *, echo: bool, pool_size: int, pool_timeout_s: float) -> AsyncEngine:
         if not url.startswith("sqlite"):
             # No pre-ping: it would add a round trip to every checkout (the job queue makes several
             # per job). A connection killed by a database restart fails one operation, which
             # invalidates the pool; jobs retry and requests are retried by their senders.
             return create_async_engine(
-                url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
+                url,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_recycle=1800,
+                pool_timeout=pool_timeout_s,  # every connection busy this long: a 503, not a hang
             )
         ensure_sqlite_directory(url)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, echo=echo, pool_timeout=pool_timeout_s, connect_args={"timeout": 30}
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

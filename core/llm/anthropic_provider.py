@@ -58,13 +58,21 @@ class AnthropicChatModel:
         try:
             message = await self._client.messages.create(**body, timeout=timeout_s)
         except anthropic.APIStatusError as exc:
-            raise ProviderError(PROVIDER, exc.status_code, _error_message(exc)) from None
+            raise ProviderError(
+                PROVIDER,
+                exc.status_code,
+                _error_message(exc),
+                error_type=_error_type(exc),
+                request_id=exc.request_id,
+            ) from None
         except anthropic.APITimeoutError:
-            raise ProviderError(PROVIDER, None, "timed out") from None
+            raise ProviderError(PROVIDER, None, "timed out", error_type="timeout") from None
         except anthropic.APIConnectionError as exc:
-            raise ProviderError(PROVIDER, None, f"connection error: {exc}") from None
+            raise ProviderError(PROVIDER, None, f"connection error: {exc}", error_type="connection") from None
         except anthropic.AnthropicError as exc:  # malformed response and the like
-            raise ProviderError(PROVIDER, None, f"{type(exc).__name__}: {exc}") from None
+            raise ProviderError(
+                PROVIDER, None, f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__
+            ) from None
         return _parse(message, self.model)
 
 
@@ -146,6 +154,14 @@ def _parse(message: Any, model: str) -> ChatResponse:
         provider=PROVIDER,
         model=str(message.model or model),
     )
+
+
+def _error_type(exc: anthropic.APIStatusError) -> str | None:
+    """The API's error type ("overloaded_error", "rate_limit_error", ...) from the error body."""
+    body = exc.body
+    error = body.get("error") if isinstance(body, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    return kind if isinstance(kind, str) else type(exc).__name__
 
 
 def _error_message(exc: anthropic.APIStatusError) -> str:

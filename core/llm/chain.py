@@ -70,27 +70,32 @@ class FallbackChatModel:
         for n, provider in enumerate(order):
             remaining = deadline - time.monotonic()
             if remaining < MIN_ATTEMPT_S:
-                faults.append(ProviderFault(provider.name, None, "transient", "turn deadline reached"))
+                faults.append(
+                    ProviderFault(
+                        provider.name, None, "transient", "turn deadline reached", error_type="deadline"
+                    )
+                )
                 continue
             budget = remaining if n == len(order) - 1 else remaining * PRIMARY_SHARE
             try:
                 # The SDK's timeout is per attempt; this bounds the attempt and its retries together.
                 async with asyncio.timeout(budget):
                     response = await provider.complete(request, timeout_s=budget)
-            except TimeoutError:
-                log.warning("llm provider timed out, falling through", extra={"provider": provider.name})
-                fault = ProviderFault(provider.name, None, "transient", "timed out")
+            except TimeoutError:  # the chain's own bound on the attempt (and its SDK retries)
+                fault = ProviderFault(provider.name, None, "transient", "timed out", error_type="timeout")
             except ProviderError as exc:
-                log.warning(
-                    "llm provider failed, falling through",
-                    extra={"provider": exc.provider, "status": exc.status},
-                )
                 fault = replace(exc.fault(), provider=provider.name)
             else:
                 self._cooling_until.pop(provider.name, None)
                 if self.on_call is not None:
                     self.on_call(provider.name, "ok")
                 return replace(response, faults=tuple(faults)) if faults else response
+            # In the message itself, not only in `extra`: the text log format shows no extra fields.
+            log.warning(
+                "llm provider failed, falling through: %s",
+                fault.describe(),
+                extra={"provider": fault.provider, "status": fault.status, "error_type": fault.error_type},
+            )
             faults.append(fault)
             self._failed(fault)
             if self.on_call is not None:

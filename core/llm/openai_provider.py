@@ -60,13 +60,21 @@ class OpenAIChatModel:
         try:
             completion = await self._client.chat.completions.create(**body, timeout=timeout_s)
         except openai.APIStatusError as exc:
-            raise ProviderError(PROVIDER, exc.status_code, _error_message(exc)) from None
+            raise ProviderError(
+                PROVIDER,
+                exc.status_code,
+                _error_message(exc),
+                error_type=_error_type(exc),
+                request_id=exc.request_id,
+            ) from None
         except openai.APITimeoutError:
-            raise ProviderError(PROVIDER, None, "timed out") from None
+            raise ProviderError(PROVIDER, None, "timed out", error_type="timeout") from None
         except openai.APIConnectionError as exc:
-            raise ProviderError(PROVIDER, None, f"connection error: {exc}") from None
+            raise ProviderError(PROVIDER, None, f"connection error: {exc}", error_type="connection") from None
         except openai.OpenAIError as exc:
-            raise ProviderError(PROVIDER, None, f"{type(exc).__name__}: {exc}") from None
+            raise ProviderError(
+                PROVIDER, None, f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__
+            ) from None
         return _parse(completion, self.model)
 
 
@@ -119,7 +127,7 @@ def _messages(message: ChatMessage) -> list[dict[str, Any]]:
 
 def _parse(completion: Any, model: str) -> ChatResponse:
     if not completion.choices:
-        raise ProviderError(PROVIDER, None, "response without choices")
+        raise ProviderError(PROVIDER, None, "response without choices", error_type="no_choices")
     choice = completion.choices[0]
     message = choice.message
     calls: list[ToolCall] = []
@@ -153,6 +161,18 @@ def _parse(completion: Any, model: str) -> ChatResponse:
         provider=PROVIDER,
         model=str(completion.model or model),
     )
+
+
+def _error_type(exc: openai.APIStatusError) -> str | None:
+    """The API's error type or code ("server_error", "rate_limit_exceeded", ...) from the error body
+    (the SDK hands over the body's "error" object; older ones the whole body)."""
+    body = exc.body
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        for field in ("type", "code"):
+            if isinstance(kind := error.get(field), str) and kind:
+                return kind
+    return type(exc).__name__
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

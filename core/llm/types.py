@@ -8,6 +8,7 @@ customer's pets and bookings, the conversation summary), which goes after the ca
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -98,12 +99,25 @@ class ChatResponse:
 
 @dataclass(frozen=True, slots=True)
 class ProviderFault:
-    """A failed attempt: which provider, which HTTP status (None: time-out / connection)."""
+    """A failed attempt: which provider, which HTTP status (None: time-out / connection), the error's
+    type (the API's, e.g. "overloaded_error", or ours: "timeout", "connection") and the provider's
+    request id, which its support asks for."""
 
     provider: str
     status: int | None
     kind: Literal["transient", "configuration"]
     message: str = ""
+    error_type: str | None = None
+    request_id: str | None = None
+
+    def describe(self) -> str:
+        """One log-safe phrase: provider, status, error type, request id; never the prompt or a key
+        (the API's message can quote the request, so it stays out)."""
+        status = str(self.status) if self.status is not None else "no status"
+        return (
+            f"{self.provider} status={status} error={self.error_type or 'unknown'}"
+            f" request_id={self.request_id or '-'}"
+        )
 
 
 class ChatModel(Protocol):
@@ -122,11 +136,21 @@ CONFIGURATION_STATUSES = frozenset({400, 401, 403, 404, 422})
 class ProviderError(Exception):
     """A provider could not answer this request. Adapters raise only this (never SDK errors)."""
 
-    def __init__(self, provider: str, status: int | None, message: str) -> None:
+    def __init__(
+        self,
+        provider: str,
+        status: int | None,
+        message: str,
+        *,
+        error_type: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
         super().__init__(f"{provider}: {status or 'no status'}: {message}")
         self.provider = provider
         self.status = status
         self.message = message
+        self.error_type = _token(error_type)
+        self.request_id = _token(request_id)
 
     @property
     def is_configuration(self) -> bool:
@@ -137,7 +161,22 @@ class ProviderError(Exception):
         kind: Literal["transient", "configuration"] = (
             "configuration" if self.is_configuration else "transient"
         )
-        return ProviderFault(self.provider, self.status, kind, self.message[:300])
+        return ProviderFault(
+            self.provider,
+            self.status,
+            kind,
+            self.message[:300],
+            error_type=self.error_type,
+            request_id=self.request_id,
+        )
+
+
+_TOKEN = re.compile(r"[^A-Za-z0-9_.:-]")
+
+
+def _token(value: str | None) -> str | None:
+    """A short plain token (error types and request ids come from a response: keep them log-safe)."""
+    return _TOKEN.sub("", value)[:80] or None if value else None
 
 
 @dataclass
@@ -147,4 +186,4 @@ class AllProvidersFailedError(Exception):
     faults: list[ProviderFault] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return "; ".join(f"{f.provider}:{f.status}" for f in self.faults) or "no provider configured"
+        return "; ".join(f.describe() for f in self.faults) or "no provider configured"

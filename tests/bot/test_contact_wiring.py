@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot import links
 from channels.email.sender import EmailSender
 from cheshire.runtime import Runtime, build_runtime
+from core import linking
 from core.settings import Settings, SettingsError
 from tests.bot.conftest import make_settings
 
@@ -38,7 +38,7 @@ async def test_email_sender_and_telegram_link_are_wired_when_configured(database
         assert toolbox.contact_links is not None
         link = toolbox.contact_links(42)["telegram"]
         assert link.startswith("https://t.me/LookingGlassBot?start=")
-        assert links.client_from_token(rt.settings, link.rpartition("=")[2]) == 42
+        assert linking.client_from_token(rt.settings, link.rpartition("=")[2]) == 42
     finally:
         await _close(rt)
 

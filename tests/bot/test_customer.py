@@ -1,5 +1,6 @@
 """Customers on Telegram: /start menu, the button booking flow with no LLM, contact linking,
-/mybookings with cancel, typing indicator, private data kept private."""
+/mybookings (the conversation core's flow as buttons: cancel, move, link by phone), typing indicator,
+private data kept private."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.callbacks import MyBooking
+from core.conversation import payloads as pl
 from core.db.models import Appointment, ChannelIdentity, Client, Message
 from tests.bot.conftest import CUSTOMER, KIMMIE, Harness
 from tests.fakes.telegram_api import Call
@@ -107,16 +109,55 @@ async def test_mybookings_lists_and_cancels_the_customers_own_booking(harness: H
     booking = await h.request(client_id, pet_id)
     h.fake.clear()
     await h.feed(h.message(CUSTOMER, "/mybookings"))
-    listing = h.fake.last("sendMessage")
+    await h.run_jobs()
+    listing = _to_customer(h)[-1]
     assert "Full groom" in listing.text and "Bella" in listing.text
     cancel = listing.button_data("Cancel")
-    assert cancel == MyBooking(action="cancel", appointment_id=booking.id).pack()
-    await h.feed(h.callback(CUSTOMER, cancel))
-    confirm = h.fake.last("editMessageText")
-    await h.feed(h.callback(CUSTOMER, confirm.button_data("Yes, cancel")))
-    assert "Cancelled" in h.fake.last("editMessageText").text
+    assert cancel == pl.cancel(booking.id)  # the conversation core's flow, as inline buttons
+    await _tap(h, listing, cancel)
+    confirm = _to_customer(h)[-1]
+    await _tap(h, confirm, confirm.button_data("Yes, cancel"))
+    assert "Cancelled" in _to_customer(h)[-1].text
     async with h.db.transaction() as session:
         assert (await session.get_one(Appointment, booking.id)).status == "cancelled"
+
+
+async def test_mybookings_moves_a_booking_to_another_free_time(harness: Harness) -> None:
+    h = harness
+    client_id, pet_id, _ = await h.customer_with_pet()
+    booking = await h.request(client_id, pet_id)
+    await h.feed(h.message(CUSTOMER, "/mybookings"))
+    await h.run_jobs()
+    listing = _to_customer(h)[-1]
+    await _tap(h, listing, listing.button_data("Move"))
+    days = _to_customer(h)[-1]
+    day = next(d for _, d in days.buttons() if d.startswith(f"MV:{booking.id}:d"))
+    await _tap(h, days, day)
+    times = _to_customer(h)[-1]
+    new_time = next(d for _, d in times.buttons() if d.startswith(f"MV:{booking.id}:t"))
+    await _tap(h, times, new_time)
+    assert "moved to" in _to_customer(h)[-1].text
+    async with h.db.transaction() as session:
+        moved = await session.get_one(Appointment, booking.id)
+    assert moved.start_at.strftime("%Y%m%d%H%M") == new_time.rpartition(":t")[2]
+    assert moved.start_at != booking.start
+
+
+async def test_mybookings_offers_to_link_by_phone_only_without_a_phone_on_file(harness: Harness) -> None:
+    h = harness
+    await h.customer_with_pet()
+    await h.feed(h.message(CUSTOMER, "/mybookings"))
+    offer = h.fake.last("sendMessage")
+    assert "Share your phone number" in offer.text
+    assert offer.data["reply_markup"]["keyboard"][0][0]["request_contact"] is True
+    async with h.db.transaction() as session:
+        client = (await session.execute(select(Client))).scalar_one()
+        client.phone = "+15551234567"
+    h.fake.clear()
+    await h.feed(h.message(CUSTOMER, "/mybookings"))
+    await h.run_jobs()
+    assert not any("Share your phone number" in c.text for c in _to_customer(h))
+    assert "no upcoming appointments" in _to_customer(h)[-1].text
 
 
 async def test_a_customer_cannot_cancel_someone_elses_booking(harness: Harness) -> None:
@@ -124,11 +165,29 @@ async def test_a_customer_cannot_cancel_someone_elses_booking(harness: Harness) 
     client_id, pet_id, _ = await h.customer_with_pet(external_id="other-chat", name="Other")
     booking = await h.request(client_id, pet_id)
     await h.feed(h.message(CUSTOMER, "hello"))  # the attacker has a conversation of their own
-    await h.feed(h.callback(CUSTOMER, MyBooking(action="cancel_yes", appointment_id=booking.id).pack()))
-    answer = h.fake.last("answerCallbackQuery")
-    assert answer.data.get("show_alert") in ("true", True)
-    async with h.db.transaction() as session:
-        assert (await session.get_one(Appointment, booking.id)).status == "requested"
+    await h.run_jobs()
+    # A forged button of the old kind and one of the core flow: both refused, nothing changes.
+    for forged in (
+        MyBooking(action="cancel_yes", appointment_id=booking.id).pack(),
+        pl.cancel(booking.id, confirmed=True),
+    ):
+        h.fake.clear()
+        await h.feed(h.callback(CUSTOMER, forged))
+        await h.run_jobs()
+        assert "can't find that appointment" in _to_customer(h)[-1].text
+        async with h.db.transaction() as session:
+            assert (await session.get_one(Appointment, booking.id)).status == "requested"
+
+
+async def test_a_booking_button_from_before_the_core_flow_still_works(harness: Harness) -> None:
+    h = harness
+    client_id, pet_id, _ = await h.customer_with_pet()
+    booking = await h.request(client_id, pet_id)
+    await h.feed(h.callback(CUSTOMER, MyBooking(action="cancel", appointment_id=booking.id).pack()))
+    await h.run_jobs()
+    confirm = _to_customer(h)[-1]
+    assert confirm.text.startswith("Cancel Full groom")
+    assert confirm.button_data("Yes, cancel") == pl.cancel(booking.id, confirmed=True)
 
 
 async def test_the_same_update_twice_is_ingested_once(harness: Harness) -> None:

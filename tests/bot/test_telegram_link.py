@@ -11,6 +11,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from bot import links
+from core import linking
 from core.conversation.ingest import ingest
 from core.db.database import Database
 from core.db.models import ChannelIdentity, Client, Conversation
@@ -77,7 +78,7 @@ async def test_start_with_a_valid_token_links_telegram_to_the_existing_client(
 ) -> None:
     h = linked_harness
     client_id = await instagram_customer(h)
-    token = links.start_token(h.settings, client_id)
+    token = linking.start_token(h.settings, client_id)
 
     await h.feed(h.message(CUSTOMER, f"/start {token}"))
     await h.run_jobs()
@@ -100,7 +101,7 @@ async def test_a_chat_that_said_start_before_is_moved_and_its_empty_stub_dropped
     client_id = await instagram_customer(h)
     assert await clients(h) == 2
 
-    await h.feed(h.message(CUSTOMER, f"/start {links.start_token(h.settings, client_id)}"))
+    await h.feed(h.message(CUSTOMER, f"/start {linking.start_token(h.settings, client_id)}"))
     await h.run_jobs()
 
     assert await telegram_owner(h) == client_id
@@ -111,16 +112,16 @@ async def test_a_chat_that_said_start_before_is_moved_and_its_empty_stub_dropped
 async def test_a_bad_or_expired_token_greets_without_linking(linked_harness: Harness, kind: str) -> None:
     h = linked_harness
     client_id = await instagram_customer(h)
-    good = links.start_token(h.settings, client_id)
+    good = linking.start_token(h.settings, client_id)
     token = {
         "garbage": "hello",
         # Someone edits the client id in a link they were given: the signature no longer matches.
         "forged": f"{client_id + 1}_{good.split('_', 1)[1]}",
-        "expired": links.start_token(
-            h.settings, client_id, clock=lambda: time.time() - links.LINK_TTL_S - 60
+        "expired": linking.start_token(
+            h.settings, client_id, clock=lambda: time.time() - linking.LINK_TTL_S - 60
         ),
         # Signed with another bot's token.
-        "other-bot": links.start_token(
+        "other-bot": linking.start_token(
             h.settings.model_copy(update={"telegram_bot_token": SecretStr("999:OTHER")}), client_id
         ),
     }[kind]

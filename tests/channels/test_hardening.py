@@ -54,3 +54,25 @@ async def test_redis_down_lets_requests_through() -> None:
         assert all([(await limiter.hit("k", 1)).allowed for _ in range(3)])
     finally:
         await limiter.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_refunded_token_is_back_but_never_above_the_burst(backend: str) -> None:
+    import uuid
+
+    limiter: InMemoryRateLimiter | RedisRateLimiter
+    if backend == "memory":
+        limiter = InMemoryRateLimiter(clock=lambda: 0.0)
+    else:
+        limiter = RedisRateLimiter("redis://127.0.0.1:6379/0", prefix=f"cheshire-test:{uuid.uuid4().hex}:")
+    try:
+        assert [(await limiter.hit("k", 2)).allowed for _ in range(3)] == [True, True, False]
+        await limiter.refund("k", 2)  # the second hit turned out not to count
+        assert (await limiter.hit("k", 2)).allowed
+        assert not (await limiter.hit("k", 2)).allowed
+        for _ in range(5):
+            await limiter.refund("k", 2)
+        assert [(await limiter.hit("k", 2)).allowed for _ in range(3)] == [True, True, False]
+        await limiter.refund("never-seen", 2)  # no bucket: nothing to give back, no error
+    finally:
+        await limiter.close()

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from bot import links
-from core import customers
+from core import customers, linking
 from core.conversation.engine import ConversationEngine
 from core.db.database import Database
 from core.db.models import ChannelIdentity, Client, Conversation, Job
@@ -170,7 +170,7 @@ async def test_contact_options_shares_a_signed_telegram_link_for_the_own_client(
     assert options["reachable_on"] == ["instagram"] and options["email_on_file"] is None
     link = options["links"]["telegram"]
     assert link.startswith("https://t.me/LookingGlassBot?start=")
-    assert links.client_from_token(tg, link.rpartition("=")[2]) == sent.client_id
+    assert linking.client_from_token(tg, link.rpartition("=")[2]) == sent.client_id
     assert link in (await replies(catalog_db, sent.conversation_id))[0].text
 
 

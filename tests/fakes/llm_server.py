@@ -48,6 +48,8 @@ class Fail:
     status: int
     error_type: str = "api_error"
     message: str = "fake failure"
+    # Sent as the provider's request-id header (Anthropic `request-id`, OpenAI `x-request-id`).
+    request_id: str = "req_fake"
 
 
 @dataclass
@@ -239,7 +241,7 @@ class FakeLLMServer:
             await asyncio.sleep(action.seconds)
             action = action.then or Reply(text="late answer")
         if isinstance(action, Fail):
-            return _anthropic_error(action.status, action.error_type, action.message)
+            return _anthropic_error(action.status, action.error_type, action.message, action.request_id)
         usage = self.anthropic_cache.account(body) | {"output_tokens": action.output_tokens}
         self.anthropic.usages.append(usage)
         content: list[dict[str, Any]] = []
@@ -277,7 +279,7 @@ class FakeLLMServer:
             await asyncio.sleep(action.seconds)
             action = action.then or Reply(text="late answer")
         if isinstance(action, Fail):
-            return _openai_error(action.status, action.error_type, action.message)
+            return _openai_error(action.status, action.error_type, action.message, action.request_id)
         prompt_tokens, cached = self.openai_cache.account(body)
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -319,19 +321,21 @@ class FakeLLMServer:
         )
 
 
-def _anthropic_error(status: int, error_type: str, message: str) -> web.Response:
+def _anthropic_error(
+    status: int, error_type: str, message: str, request_id: str = "req_fake"
+) -> web.Response:
     return web.json_response(
-        {"type": "error", "error": {"type": error_type, "message": message}, "request_id": "req_1"},
+        {"type": "error", "error": {"type": error_type, "message": message}, "request_id": request_id},
         status=status,
-        headers={"retry-after-ms": "1"},
+        headers={"retry-after-ms": "1", "request-id": request_id},
     )
 
 
-def _openai_error(status: int, code: str, message: str) -> web.Response:
+def _openai_error(status: int, code: str, message: str, request_id: str = "req_fake") -> web.Response:
     return web.json_response(
         {"error": {"message": message, "type": code, "param": None, "code": code}},
         status=status,
-        headers={"retry-after-ms": "1"},
+        headers={"retry-after-ms": "1", "x-request-id": request_id},
     )
 
 

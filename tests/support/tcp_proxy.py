@@ -1,10 +1,14 @@
-"""A small asyncio TCP proxy that can cut the line: put it between the service and PostgreSQL, then
-`cut()` drops every open connection (each side sees a reset, as when a database fails over or a
-network link goes down) and refuses new ones until `restore()`.
+"""A small TCP proxy put between the service and PostgreSQL, so a test can break the link on cue.
 
-    proxy = TcpProxy("127.0.0.1", 5432)
-    port = await proxy.start()        # the service connects to 127.0.0.1:<port>
-    await proxy.cut_for(4.0)          # 4 s without a database
+    proxy = await TcpProxy("127.0.0.1", 5432).start()   # then connect to 127.0.0.1:proxy.port
+    proxy.cut_on_next_write()  # the next bytes a client sends (a statement) are dropped, and its
+                               # connection with them: "connection was closed in the middle of operation"
+    proxy.cut_all()            # every open connection dies now
+    await proxy.refuse()       # the port stops listening: connect() is refused (a failover)
+    await proxy.resume()       # listening again on the same port
+    proxy.reset_new = True     # accept, then reset at once (a server going down while it accepts)
+
+No timers: each fault happens at a defined point of the conversation between client and server.
 """
 
 from __future__ import annotations
@@ -12,86 +16,99 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-CHUNK = 64 * 1024
-
 
 class TcpProxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
-        self.upstream = (upstream_host, upstream_port)
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target_host = target_host
+        self.target_port = target_port
         self.port = 0
-        self.is_cut = False
-        self.connections = 0  # accepted and forwarded, in all
-        self.refused = 0  # turned away while cut
+        self.reset_new = False
+        self._cut_next = False
         self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-        self._pipes: set[asyncio.Task[None]] = set()
+        self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connections = 0  # accepted so far (how many times the pool reconnected)
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self.port
+    @property
+    def url_host_port(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
-    async def stop(self) -> None:
-        self._drop_all()
+    async def start(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def refuse(self) -> None:
+        """Stop listening and drop every link: new connections are refused, open ones are gone."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for task in list(self._pipes):
+            self._server = None
+        self.cut_all()
+
+    async def resume(self) -> None:
+        if self._server is None:
+            await self.start()
+
+    def cut_on_next_write(self) -> None:
+        self._cut_next = True
+
+    def cut_all(self) -> None:
+        for client, upstream in list(self._links):
+            client.transport.abort()
+            upstream.transport.abort()
+        self._links.clear()
+
+    async def close(self) -> None:
+        await self.refuse()
+        for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
-    def cut(self) -> None:
-        self.is_cut = True
-        self._drop_all()
-
-    def restore(self) -> None:
-        self.is_cut = False
-
-    async def cut_for(self, seconds: float) -> None:
-        self.cut()
-        try:
-            await asyncio.sleep(seconds)
-        finally:
-            self.restore()
-
-    def _drop_all(self) -> None:
-        for writer in list(self._open):
-            writer.transport.abort()  # a reset, not a polite FIN: what a failed link looks like
-        self._open.clear()
-
-    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        if self.is_cut:
-            self.refused += 1
-            client_writer.transport.abort()
-            return
-        try:
-            async with asyncio.timeout(5):
-                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except (OSError, TimeoutError):
-            client_writer.transport.abort()
-            return
-        if self.is_cut:  # cut while connecting
-            up_writer.transport.abort()
-            client_writer.transport.abort()
-            return
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        self._open.update((client_writer, up_writer))
-        pipes = (
-            asyncio.create_task(self._pipe(client_reader, up_writer)),
-            asyncio.create_task(self._pipe(up_reader, client_writer)),
-        )
-        self._pipes.update(pipes)
-        await asyncio.gather(*pipes, return_exceptions=True)
-        self._pipes.difference_update(pipes)
-        for writer in (client_writer, up_writer):
-            self._open.discard(writer)
+        if self.reset_new:
             writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        link = (writer, up_writer)
+        self._links.add(link)
+        pumps = [
+            asyncio.create_task(self._pump(reader, up_writer, link, from_client=True)),
+            asyncio.create_task(self._pump(up_reader, writer, link, from_client=False)),
+        ]
+        self._tasks.update(pumps)
+        for pump in pumps:
+            pump.add_done_callback(self._tasks.discard)
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while data := await reader.read(CHUNK):
-                writer.write(data)
-                await writer.drain()
-        # One side closed: close the other, so neither end waits on a half-open line.
-        writer.transport.abort()
+    async def _pump(
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        link: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+        *,
+        from_client: bool,
+    ) -> None:
+        try:
+            while data := await source.read(65536):
+                if from_client and self._cut_next:
+                    self._cut_next = False
+                    self._drop(link)
+                    return
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._drop(link)
+
+    def _drop(self, link: tuple[asyncio.StreamWriter, asyncio.StreamWriter]) -> None:
+        for writer in link:
+            writer.transport.abort()
+        self._links.discard(link)
