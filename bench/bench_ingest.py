@@ -132,28 +132,11 @@ def serve_reference(url: str, port: int) -> None:
 
 
 def signed(mid: str, sender: str, ts_ms: int) -> tuple[bytes, str]:
-    import hashlib
-    import hmac
+    from tests.support.service import meta_event
 
-    payload = {
-        "object": "page",
-        "entry": [
-            {
-                "id": "PAGE",
-                "time": ts_ms,
-                "messaging": [
-                    {
-                        "sender": {"id": sender},
-                        "recipient": {"id": "PAGE"},
-                        "timestamp": ts_ms,
-                        "message": {"mid": mid, "text": "Hi! Anything on Saturday for a doodle? 🐶"},
-                    }
-                ],
-            }
-        ],
-    }
-    raw = json.dumps(payload, ensure_ascii=True).encode()
-    return raw, "sha256=" + hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
+    return meta_event(
+        SECRET, mid=mid, sender=sender, text="Hi! Anything on Saturday for a doodle? 🐶", ts_ms=ts_ms
+    )
 
 
 def make_bodies(n: int, tag: str, senders: int = 500) -> list[tuple[bytes, str]]:
