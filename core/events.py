@@ -16,7 +16,7 @@ Two tables run for each event:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum
@@ -52,7 +52,6 @@ BOOKING_EVENTS = (
     BOOKING_NO_SHOW,
     BOOKING_HOLD_EXPIRED,
 )
-EVENT_TYPES = (*BOOKING_EVENTS, CLIENT_CREATED, CLIENT_UPDATED, CONVERSATION_HANDOVER)
 
 # Events written by a single SQL statement (first contacts at ingest, core/conversation/ingest.py)
 # cannot run Python follow-ups in it: the statement queues this job, which runs the subscribers.
@@ -104,20 +103,12 @@ class FollowUps:
     def subscribe(self, event_type: str, follow_up: FollowUp) -> None:
         self.table.setdefault(event_type, []).append(follow_up)
 
-    def subscribe_all(self, event_types: Iterable[str], follow_up: FollowUp) -> None:
-        for event_type in event_types:
-            self.subscribe(event_type, follow_up)
-
     def for_type(self, event_type: str) -> list[FollowUp]:
         rows = list(self.table.get(event_type, ()))
         prefix = event_type.split(".", 1)[0] + ".*"
         rows += self.table.get(prefix, ())
         rows += self.table.get("*", ())
         return rows
-
-    def started_kinds(self, event: Event) -> list[str]:
-        """The job kinds this event queues, by the table (tests compare it with what was queued)."""
-        return [f.job_kind for f in self.for_type(event.type) if not f.stops and f.applies(event)]
 
 
 def job_follow_up(job_kind: str, *, name: str = "") -> FollowUp:
@@ -164,10 +155,15 @@ async def emit(
     subscribers: FollowUps | None = session.info.get(SUBSCRIBERS_KEY)
     if subscribers is not None:
         rows += subscribers.for_type(event_type)
+    await start_follow_ups(session, event, rows)
+    return event
+
+
+async def start_follow_ups(session: AsyncSession, event: Event, rows: Sequence[FollowUp]) -> None:
+    """Run the rows that apply to this event, in order, in the caller's transaction."""
     for follow_up in rows:
         if follow_up.applies(event):
             await follow_up.run(session, event)
-    return event
 
 
 async def load_event(session: AsyncSession, event_id: str) -> Event | None:
@@ -187,9 +183,7 @@ def register_jobs(registry: JobRegistry, *, db: Database, subscribers: FollowUps
             event = await load_event(session, event_id)
             if event is None:
                 raise PermanentJobError(f"no event {event_id!r}")
-            for follow_up in subscribers.for_type(event.type):
-                if follow_up.applies(event):
-                    await follow_up.run(session, event)
+            await start_follow_ups(session, event, subscribers.for_type(event.type))
 
     registry.register(DISPATCH_JOB, dispatch)
 

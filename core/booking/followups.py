@@ -117,10 +117,6 @@ def _by(event: Event) -> str:
     return str(event.data.get("by") or "kimmie")
 
 
-def _status(event: Event) -> str:
-    return change_of(event).appt.status
-
-
 def booking_follow_ups(env: BookingEnv) -> FollowUps:
     """The table. Rows run in order; a row's condition (`when`) is about the event's facts (who did
     it, the booking's status), never about which method emitted it."""
@@ -133,7 +129,7 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
         return appt.status == REQUESTED and appt.hold_expires_at is not None
 
     def confirmed(event: Event) -> bool:
-        return _status(event) == CONFIRMED
+        return change_of(event).appt.status == CONFIRMED
 
     def reminder_ahead(event: Event) -> bool:
         booking = change_of(event).booking
