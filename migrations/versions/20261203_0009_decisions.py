@@ -1,0 +1,24 @@
+"""Reserved for forgiving decisions (issue 14, sections 3/5/6): a no-op until that change lands.
+
+The revisions of work in progress are reserved in one chain up front, so parallel branches each fill
+their own file and merge without re-linking revisions. An unfilled revision changes nothing.
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-03 14:00:00
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0009"
+down_revision: str | None = "0008"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
