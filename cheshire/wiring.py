@@ -289,6 +289,20 @@ def wire_integrations(
         checking = n8n.StartupCheck(client)
         startup.append(checking.start)
         shutdown += [client.close, checking.stop]  # run in reverse: the check stops first
+    if settings.integrations()["twenty"]:
+        from core.integrations import twenty
+
+        crm = twenty.TwentyClient(settings)
+        twenty.subscribe(subscribers)
+        twenty.register_jobs(registry, db=db, client=crm, settings=settings, on_call=on_call)
+        enabled.append("twenty")
+        shutdown.append(crm.close)
+    if settings.twenty_webhook_secret is not None:  # Twenty's edits read back (POST /webhook/twenty)
+        from channels.twenty import setup_routes as setup_twenty_routes
+
+        setup_twenty_routes(
+            app, db=db, secret=settings.twenty_webhook_secret, max_body_bytes=settings.max_body_bytes
+        )
     return IntegrationsWiring(enabled=tuple(enabled), on_startup=tuple(startup), on_shutdown=tuple(shutdown))
 
 
