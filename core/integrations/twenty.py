@@ -510,7 +510,7 @@ async def _stored(session: AsyncSession, kind: str, local_id: int) -> dict[str, 
             TwentyRecord.local_kind == kind, TwentyRecord.local_id == local_id
         )
     )
-    return {obj: rid for obj, rid in rows.tuples()}
+    return {obj: rid for obj, rid in rows.all()}
 
 
 async def _store(session: AsyncSession, kind: str, local_id: int, plural: str, record_id: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 from sqlalchemy import select, update
 
 from cheshire.wiring import IntegrationsWiring, wire_integrations
@@ -23,6 +24,7 @@ from core.jobs.worker import JobRegistry, Worker, WorkerConfig
 from core.settings import Settings
 from tests.conversation.conftest import CATALOG, T0, replies, send
 from tests.fakes.n8n import FakeN8n
+from tests.fakes.twenty import FakeTwenty
 
 N8N_SECRET = "n8n-signing-secret"
 
@@ -138,3 +140,25 @@ async def _tap(
     sent = await send(process.db, options[index]["title"], payload=options[index]["payload"])
     await engine.process(sent.message_id, sent.conversation_id)
     return (await replies(process.db, sent.conversation_id))[-1]
+
+
+TWENTY_KEY = "twenty-api-key"
+TWENTY_WEBHOOK_SECRET = "twenty-webhook-secret"
+
+
+@pytest.fixture
+async def twenty() -> AsyncIterator[FakeTwenty]:
+    fake = FakeTwenty(api_key=TWENTY_KEY)
+    fake.base_url = await fake.start()  # type: ignore[attr-defined]
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+def twenty_settings(fake: FakeTwenty, **more: object) -> dict[str, object]:
+    return {
+        "twenty_base_url": fake.base_url,  # type: ignore[attr-defined]
+        "twenty_api_key": SecretStr(TWENTY_KEY),
+        **more,
+    }
