@@ -22,6 +22,7 @@ from core import events
 from core.db.models import AdminAlert, IntegrationDelivery, utcnow
 from core.integrations import n8n as n8n_module
 from core.jobs import queue
+from core.jobs.stats import queue_stats
 from core.metrics import Metrics
 from core.types import Channel
 from tests.booking.conftest import make_customer
@@ -253,6 +254,54 @@ async def test_without_a_secret_n8n_is_not_wired(make_process: ProcessFactory, n
     assert process.settings.integrations()["n8n"] is False
     await make_customer(process.db, "ann")
     assert await process.jobs(DELIVER) == []
+
+
+async def test_backlog_and_failures_show_in_metrics_and_in_jobs_dead(
+    make_process: ProcessFactory, n8n: FakeN8n, database_url: str, tmp_path: Path
+) -> None:
+    process = await make_process(**n8n_settings(n8n))
+    n8n.workflows[0]["active"] = False  # 404: retried slowly
+    await make_customer(process.db, "ann")
+    await make_customer(process.db, "bob")
+    await process.drain()
+    await process.due_now()
+    n8n.fail_next(413, times=2)  # refused for good: dead
+    await process.drain()
+    n8n.workflows[0]["active"] = True
+    await make_customer(process.db, "cat")  # waits in the queue (no worker ran)
+
+    metrics = Metrics()
+    for integration, outcome in process.calls:
+        metrics.integration_call(integration, outcome)
+    async with process.db.engine.connect() as conn:
+        stats = await queue_stats(conn, now=utcnow())
+    text = metrics.render(stats, now=utcnow()).decode()
+    assert 'cheshire_jobs{kind="n8n_deliver",status="queued"} 1.0' in text  # the backlog
+    assert 'cheshire_jobs{kind="n8n_deliver",status="dead"} 2.0' in text
+    assert 'cheshire_integration_calls_total{integration="n8n",outcome="not_found"} 2.0' in text
+    assert 'cheshire_integration_calls_total{integration="n8n",outcome="rejected"} 2.0' in text
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "core.jobs", "dead",
+        cwd=tmp_path,
+        env={"HOME": str(tmp_path), "PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT),
+             "DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out = (await proc.communicate())[0].decode()
+    assert proc.returncode == 0, out
+    assert out.count("  n8n_deliver  attempts=") == 2 and "n8n refused event client.created with 413" in out
+
+    await make_customer(process.db, "dan")
+    n8n.fail_next(502)
+    await process.drain()  # cat's delivered, dan's failed once and waits
+    async with process.db.transaction() as session:
+        [retrying] = await queue.retrying_jobs(session)
+    assert (retrying.kind, retrying.count, retrying.last_error) == (
+        DELIVER,
+        1,
+        "RuntimeError: n8n answered 502",
+    )
 
 
 def test_the_calls_are_counted_in_metrics() -> None:
