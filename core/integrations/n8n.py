@@ -182,7 +182,17 @@ def retry_after(value: str | None) -> float | None:
 # --- The delivery job -----------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Faults:
+    """Whether an n8n alert may be open: a success resolves them once, not on every delivery
+    (True at start: one raised before a restart is resolved by the first success after it)."""
+
+    maybe_open: bool = True
+
+
 def register_jobs(registry: JobRegistry, *, db: Database, client: N8nClient, on_call: OnCall) -> None:
+    faults = _Faults()
+
     async def deliver(job: ClaimedJob) -> None:
         payload = DeliverPayload.load(job.payload)
         async with db.transaction() as session:
@@ -198,20 +208,23 @@ def register_jobs(registry: JobRegistry, *, db: Database, client: N8nClient, on_
         except httpx.TransportError as exc:  # time-out, refused, reset: the queue's backoff
             on_call(N8N, "retry")
             raise RuntimeError(f"n8n unreachable: {type(exc).__name__}") from None
-        await _answer(db, event, posted, on_call)
+        await _answer(db, event, posted, on_call, faults)
 
     registry.register(DELIVER_JOB, deliver)
 
 
-async def _answer(db: Database, event: Event, posted: Posted, on_call: OnCall) -> None:
+async def _answer(db: Database, event: Event, posted: Posted, on_call: OnCall, faults: _Faults) -> None:
     status = posted.status
     if 200 <= status < 300:
         async with db.transaction() as session:
             await record_delivery(session, event.id, N8N, status)
-            await resolve_alert(session, MISSING_FAULT)
-            await resolve_alert(session, REFUSED_FAULT)
+            if faults.maybe_open:
+                await resolve_alert(session, MISSING_FAULT)
+                await resolve_alert(session, REFUSED_FAULT)
+        faults.maybe_open = False
         on_call(N8N, "delivered")
         return
+    faults.maybe_open = True
     if status == 404:
         on_call(N8N, "not_found")
         await _alert(db, MISSING_FAULT, "answers 404: the workflow with that Webhook node is not active")
