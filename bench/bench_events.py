@@ -8,7 +8,8 @@
 2. Delivery: `--events` events queued for n8n, drained by one `Worker` loop (claim, load the event,
    check and write the delivery record, sign, POST, complete) against an instant fake n8n in the same
    process, beside a bare httpx loop POSTing the same signed bodies to the same fake. Prints events/s
-   for both and the ratio.
+   for both and the ratio, and the same jobs run by a no-op handler (the queue's own claim/complete
+   floor), which says how much of the gap is the durable bookkeeping rather than the delivery.
 
 SQLite in a temporary directory by default; `--pg postgresql://postgres@127.0.0.1:5432/postgres`
 creates (and drops) a PostgreSQL database instead. Each number is the median of `--rounds`, with the
@@ -40,6 +41,7 @@ from core.db.migrate import upgrade_to_head
 from core.db.models import Client, DomainEvent, IntegrationDelivery, Job
 from core.events import FollowUps
 from core.integrations import n8n, no_count, twenty
+from core.jobs.queue import ClaimedJob
 from core.jobs.worker import JobRegistry, Worker, WorkerConfig
 from core.settings import Settings
 
@@ -112,14 +114,24 @@ async def transitions(url: str, settings: Settings, count: int, subscribed: bool
         await db.dispose()
 
 
-async def worker_delivery(url: str, settings: Settings, count: int) -> tuple[float, list[bytes]]:
-    """Events/s one worker loop delivers; returns the bodies it posted (for the reference)."""
+async def worker_delivery(
+    url: str, settings: Settings, count: int, *, noop: bool = False
+) -> tuple[float, list[bytes]]:
+    """Events/s one worker loop delivers; returns the bodies it posted (for the reference). `noop`:
+    the same jobs run by a handler that does nothing (the queue's own floor: claim + complete)."""
     subscribers = FollowUps()
     n8n.subscribe(subscribers, settings)
     db = Database(url, subscribers=subscribers)
     client = n8n.N8nClient(settings)
     registry = JobRegistry()
-    n8n.register_jobs(registry, db=db, client=client, on_call=no_count)
+    if noop:
+
+        async def nothing(job: ClaimedJob) -> None:
+            return None
+
+        registry.register(n8n.DELIVER_JOB, nothing)
+    else:
+        n8n.register_jobs(registry, db=db, client=client, on_call=no_count)
     try:
         async with db.transaction() as session:
             for n in range(count):
@@ -150,7 +162,7 @@ async def worker_delivery(url: str, settings: Settings, count: int) -> tuple[flo
         await worker.stop()
         async with db.transaction() as session:
             delivered = await session.scalar(select(func.count()).select_from(IntegrationDelivery))
-            assert delivered == count, delivered
+            assert delivered == (0 if noop else count), delivered
             for table in (Job, DomainEvent, IntegrationDelivery):
                 await session.execute(delete(table))
         return count / elapsed, bodies
@@ -219,13 +231,14 @@ async def main() -> None:
         twenty_api_key=SecretStr("unused"),
     )
     try:
-        plain, subscribed, ours, bare = [], [], [], []
+        plain, subscribed, ours, bare, floor = [], [], [], [], []
         for _ in range(args.rounds):
             plain.append(await transitions(url, settings, args.transitions, subscribed=False) * 1000)
             subscribed.append(await transitions(url, settings, args.transitions, subscribed=True) * 1000)
             rate, bodies = await worker_delivery(url, settings, args.events)
             ours.append(rate)
             bare.append(await bare_loop(n8n.webhook_url(settings), bodies))
+            floor.append((await worker_delivery(url, settings, args.events, noop=True))[0])
         backend = "postgresql" if args.pg else "sqlite"
         extra = [s - p for s, p in zip(subscribed, plain, strict=True)]
         print(f"database: {backend}, rounds: {args.rounds}, median (min-max)")
@@ -234,6 +247,7 @@ async def main() -> None:
         print(f"  cost of the subscribers          : {spread(extra, '{:+.2f}')} ms/transition")
         print(f"n8n delivery, one worker           : {spread(ours, '{:.0f}')} events/s")
         print(f"bare httpx loop, same bodies       : {spread(bare, '{:.0f}')} events/s")
+        print(f"queue floor (same jobs, no-op)     : {spread(floor, '{:.0f}')} events/s")
         ratios = [o / b for o, b in zip(ours, bare, strict=True)]
         print(f"  worker / bare                    : {spread([r * 100 for r in ratios], '{:.0f}')} %")
     finally:
