@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.customers import client_facts
 from core.db.database import insert_for
-from core.db.models import Client, IntegrationDelivery, Payment, utcnow
+from core.db.models import Client, DomainEvent, IntegrationDelivery, Payment, utcnow
 from core.events import Event
 
 # (integration, outcome) -> GET /metrics' cheshire_integration_calls (core/metrics.py).
@@ -40,8 +40,28 @@ def matches(patterns: Sequence[str], event_type: str) -> bool:
     return any(p in ("*", event_type, prefix) for p in patterns)
 
 
-async def delivered(session: AsyncSession, event_id: str, subscriber: str) -> bool:
-    return await session.get(IntegrationDelivery, (event_id, subscriber)) is not None
+async def undelivered_event(
+    session: AsyncSession, event_id: str, subscriber: str
+) -> tuple[Event, bool] | None:
+    """The event and whether `subscriber` accepted it already, in one statement (None: no such event)."""
+    row = (
+        await session.execute(
+            select(DomainEvent, IntegrationDelivery.event_id)
+            .outerjoin(
+                IntegrationDelivery,
+                and_(
+                    IntegrationDelivery.event_id == DomainEvent.id,
+                    IntegrationDelivery.subscriber == subscriber,
+                ),
+            )
+            .where(DomainEvent.id == event_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    stored, accepted = row
+    event = Event(stored.id, stored.type, stored.subject, stored.occurred_at, stored.data)
+    return event, accepted is not None
 
 
 async def record_delivery(session: AsyncSession, event_id: str, subscriber: str, status_code: int) -> None:

@@ -42,8 +42,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.alerts import raise_alert, resolve_alert
 from core.db.database import Database
-from core.events import Event, FollowUp, FollowUps, load_event
-from core.integrations import EVENT_PREFIXES, OnCall, delivered, event_facts, matches, record_delivery
+from core.events import Event, FollowUp, FollowUps
+from core.integrations import (
+    EVENT_PREFIXES,
+    OnCall,
+    event_facts,
+    matches,
+    record_delivery,
+    undelivered_event,
+)
 from core.jobs.payloads import JobPayload, job_payload
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater, enqueue
 from core.jobs.worker import JobRegistry
@@ -196,10 +203,11 @@ def register_jobs(registry: JobRegistry, *, db: Database, client: N8nClient, on_
     async def deliver(job: ClaimedJob) -> None:
         payload = DeliverPayload.load(job.payload)
         async with db.transaction() as session:
-            event = await load_event(session, payload.event_id)
-            if event is None:
+            found = await undelivered_event(session, payload.event_id, N8N)
+            if found is None:
                 raise PermanentJobError(f"no event {payload.event_id!r}")
-            if await delivered(session, event.id, N8N):
+            event, accepted = found
+            if accepted:
                 on_call(N8N, "skipped")  # accepted before; this run is a crash's or a lease's replay
                 return
             body = envelope(event, await event_facts(session, event))
