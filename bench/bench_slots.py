@@ -26,8 +26,10 @@ import time as _time
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import cast
 
 import asyncpg
+from sqlalchemy import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -124,7 +126,7 @@ async def main(args: argparse.Namespace) -> None:
                         "availability_verified": True,
                     }
                 )
-            await session.execute(Appointment.__table__.insert(), rows)
+            await session.execute(cast(Table, Appointment.__table__).insert(), rows)
         busy = []
         for _ in range(args.busy):
             start = horizon_start + timedelta(minutes=rng.randrange(0, horizon_minutes, 5))

@@ -33,9 +33,8 @@ from core.events import EventPayload, FollowUps, job_follow_up
 from core.jobs.payloads import job_payload
 from core.jobs.queue import ClaimedJob
 from core.jobs.worker import JobRegistry
-from core.ports import Interval
 from core.settings import Settings
-from core.types import AppointmentStatus, Booking, Channel, InboundMessage
+from core.types import AppointmentStatus, Booking, Channel, InboundMessage, Interval
 from tests.booking.conftest import Clock, Customer, make_customer
 
 pytestmark = pytest.mark.usefixtures("catalog_db")
@@ -51,6 +50,8 @@ class CrmSyncPayload(EventPayload):
 @job_payload("n8n_post")
 class N8nPostPayload(EventPayload):
     pass
+
+
 WED = date(2027, 3, 10)  # more than a week after the clock: reminders are ahead
 S = AppointmentStatus
 

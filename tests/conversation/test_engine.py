@@ -234,7 +234,9 @@ async def test_takeover_keeps_the_engine_silent_until_hand_back_or_idle(
     async with catalog_db.transaction() as session:
         await take_over(session, first.conversation_id)
         conversation = await session.get_one(Conversation, first.conversation_id)
-        conversation.takeover_at = conversation.takeover_at - timedelta(hours=13)  # type: ignore[operator]
+        started = conversation.takeover_at
+        assert started is not None
+        conversation.takeover_at = started - timedelta(hours=13)
     third = await send(catalog_db, "anyone?")
     assert (await engine.process(third.message_id, third.conversation_id)).status == "llm"
     assert [m.text for m in await replies(catalog_db, first.conversation_id)] == ["Assistant here."] * 2
