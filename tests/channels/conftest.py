@@ -153,7 +153,7 @@ async def service(db: Database, database_url: str, graph: FakeGraphAPI) -> Async
         await hook()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = int(runner.addresses[0][1])  # the port the OS picked
     rt.worker.start()
     try:
         yield f"http://127.0.0.1:{port}", rt, stand_in
