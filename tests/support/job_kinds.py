@@ -20,7 +20,11 @@ class Empty(JobPayload):
 
 @job_payload("note")
 class NotePayload(JobPayload):
+    """The queue tests' all-purpose kind: a text, a number or a name, each optional."""
+
     text: str | None = None
+    n: int | None = None
+    name: str | None = None
 
 
 @job_payload("sync_calendar")
@@ -48,6 +52,8 @@ NUMBERED = (
     "broken_job",
     "flaky_job",
     "metrics_note",
+    "hang",
+    "long",
 )
 for _kind in NUMBERED:
     job_payload(_kind)(Numbered)
