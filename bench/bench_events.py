@@ -59,7 +59,7 @@ async def instant_n8n() -> tuple[web.AppRunner, str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = int(runner.addresses[0][1])  # the port the OS picked
     return runner, f"http://127.0.0.1:{port}"
 
 

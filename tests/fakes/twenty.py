@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,7 +94,7 @@ class FakeTwenty:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = int(self._runner.addresses[0][1])  # the port the OS picked
         return f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
@@ -107,7 +108,9 @@ class FakeTwenty:
         )
 
     @web.middleware
-    async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _gate(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         self.calls.append((request.method, request.path))
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return self._error(401, "Token invalid.", "UNAUTHENTICATED")
@@ -211,7 +214,7 @@ def _matches(record: dict[str, Any], expression: str) -> bool:
         value = value.get(key) if isinstance(value, dict) else None
     wanted = raw[1:-1] if raw.startswith('"') and raw.endswith('"') else raw
     if comparator == "eq":
-        return value == wanted
+        return bool(value == wanted)
     if comparator == "ilike":
         return isinstance(value, str) and value.lower() == wanted.strip("%").lower()
     raise ValueError(f"comparator {comparator!r} not faked")
