@@ -33,9 +33,7 @@ log = logging.getLogger(__name__)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 SOURCE_KEY = "catalog_source"
-CONFIG_KEYS = (
-    "booking", "sizes", "matting", "hours", "breaks", "closures", "policies", "breeds", "deposits"
-)
+CONFIG_KEYS = ("booking", "sizes", "matting", "hours", "breaks", "closures", "policies", "breeds", "deposits")
 
 
 class CatalogError(ValueError):

@@ -36,6 +36,7 @@ from core.jobs.queue import ClaimedJob, RetryLater, enqueue
 from core.jobs.worker import JobRegistry
 from core.payments import events as ev
 from core.payments import texts
+from core.payments.card import REFUNDABLE
 from core.payments.gateway import CheckoutRequest, CheckoutSession, GatewayError, PaymentGateway
 from core.payments.policy import RequestFacts, decide
 from core.types import AppointmentStatus
@@ -100,23 +101,11 @@ async def locked(session: AsyncSession, payment_id: int) -> Payment | None:
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def card_line(session: AsyncSession, appointment_id: int) -> str | None:
-    """The deposit line on Kimmie's card, or None when no deposit was asked."""
-    payment = await payment_for(session, appointment_id)
-    if payment is None:
-        return None
-    return texts.card_line(payment.status, payment.amount_cents, payment.currency)
-
-
-def refundable(status: str | None) -> bool:
-    return status in ("paid", "kept", "held")
-
-
 async def request_refund(session: AsyncSession, appointment_id: int, *, by: str, now: datetime) -> bool:
     """Kimmie's refund from the card (after her confirming tap): refund a paid or kept deposit,
     release a hold. False when there is nothing to refund (already refunded, never paid)."""
     payment = await payment_for(session, appointment_id, lock=True)
-    if payment is None or not refundable(payment.status):
+    if payment is None or payment.status not in REFUNDABLE:
         return False
     await start_action(session, payment, "release" if payment.status == "held" else "refund", f"by {by}", now)
     return True

@@ -135,11 +135,14 @@ class StripeGateway:
         await self._http.close_async()  # type: ignore[no-untyped-call]
 
     # --- helpers ----------------------------------------------------------------------------------------
-    async def _call(self, method: Any, *args: Any) -> Any:
+    async def _call(self, method: Any, *args: Any) -> dict[str, Any]:
+        """One SDK call; its object as a plain dict (SDK objects never leave this module)."""
         try:
-            return await method(*args)
+            result = await method(*args)
         except stripe.StripeError as exc:
             raise _gateway_error(exc) from None
+        plain: dict[str, Any] = result.to_dict()
+        return plain
 
 
 def _gateway_error(exc: stripe.StripeError) -> GatewayError:
@@ -153,7 +156,7 @@ def _gateway_error(exc: stripe.StripeError) -> GatewayError:
     )
 
 
-def _session(obj: Any) -> CheckoutSession:
+def _session(obj: dict[str, Any]) -> CheckoutSession:
     intent = obj.get("payment_intent")
     if isinstance(intent, Mapping):  # expanded
         intent = intent.get("id")

@@ -78,4 +78,7 @@ CARD_STATUS = {
 
 
 def card_line(status: str, cents: int, currency: str) -> str:
-    return f"deposit: {CARD_STATUS.get(status, status)} ({amount(cents, currency)})"
+    words = CARD_STATUS.get(status, status)
+    if status == "not_collected":  # the contract's exact words: nothing was asked, so no amount
+        return f"deposit: {words}"
+    return f"deposit: {words} ({amount(cents, currency)})"
