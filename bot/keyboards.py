@@ -142,6 +142,9 @@ def quick_reply_keyboard(quick_replies: tuple[QuickReply, ...]) -> InlineKeyboar
     rows: list[list[InlineKeyboardButton]] = []
     for reply in quick_replies:
         payload = reply.payload
+        if reply.url:  # a link (the deposit's Checkout page): its own row
+            rows.append([InlineKeyboardButton(text=reply.title, url=reply.url)])
+            continue
         if len(payload.encode()) > MAX_CALLBACK_LENGTH:
             log.warning("quick reply payload over 64 bytes dropped", extra={"title": reply.title})
             continue

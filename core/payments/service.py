@@ -39,7 +39,7 @@ from core.payments import texts
 from core.payments.card import REFUNDABLE
 from core.payments.gateway import CheckoutRequest, CheckoutSession, GatewayError, PaymentGateway
 from core.payments.policy import RequestFacts, decide
-from core.types import AppointmentStatus
+from core.types import AppointmentStatus, QuickReply
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +374,9 @@ class Payments:
                 until=until,
                 tz=self.tz,
             ),
+            (QuickReply(texts.pay_button(payment.kind == "hold"), "", url=created.url),)
+            if created.url
+            else (),
         )
         await notify_admin(session, "booking_changed", appointment_id=appt.id, event="deposit_pending")
         await enqueue(

@@ -54,6 +54,10 @@ def paid_too_late(cents: int, currency: str) -> str:
     )
 
 
+def pay_button(hold: bool) -> str:
+    return "💳 Hold my card" if hold else "💳 Pay the deposit"
+
+
 PAYMENT_FAILED = "The deposit payment did not go through. You can try again with the same link."
 SUCCESS_PAGE = "Thank you! Your payment was received; you'll get a message in the chat in a moment."
 CANCEL_PAGE = "No payment was taken. You can use the link in the chat again until it expires."
