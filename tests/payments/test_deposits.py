@@ -522,3 +522,18 @@ def test_a_broken_deposits_table_is_a_catalog_error() -> None:
     text = CATALOG.read_text() + '\n[[deposits.rules]]\nname = "x"\nkind = "later"\namount_cents = 100\n'
     with pytest.raises(CatalogError, match="kind"):
         parse_catalog(text)
+
+
+async def test_concurrent_deliveries_share_commits_and_store_each_event_once(make_rig: Make) -> None:
+    import asyncio
+
+    rig: Rig = await make_rig()
+    same = rig.fake.event("charge.refunded", {"id": "ch_x", "payment_intent": "pi_x", "amount_refunded": 1})
+    others = [rig.fake.event("charge.refunded", {"id": f"ch_{n}", "amount_refunded": 1}) for n in range(5)]
+    statuses = await asyncio.gather(*(rig.post_event(e) for e in [same] * 5 + others))
+    assert statuses == [200] * 10
+    async with rig.db.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(ProcessedEvent)) == 6
+        assert (
+            await session.scalar(select(func.count()).select_from(Job).where(Job.kind == "stripe_event")) == 6
+        )
