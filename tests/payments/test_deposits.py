@@ -537,3 +537,22 @@ async def test_concurrent_deliveries_share_commits_and_store_each_event_once(mak
         assert (
             await session.scalar(select(func.count()).select_from(Job).where(Job.kind == "stripe_event")) == 6
         )
+
+
+async def test_an_async_payment_that_fails_tells_the_customer_and_a_failed_attempt_is_history(
+    make_rig: Make,
+) -> None:
+    rig: Rig = await make_rig()
+    booking, payment = await rig.requested_with_link()
+    intent = {"id": "pi_attempt_1", "object": "payment_intent", "metadata": {"payment_id": str(payment.id)}}
+    assert await rig.post_event(rig.fake.event("payment_intent.payment_failed", intent)) == 200
+    await rig.run_jobs()
+    tried = await rig.payment(booking.id)
+    assert tried.status == "pending" and tried.history[-1]["note"] == "payment_intent.payment_failed"
+    session = dict(rig.fake.sessions[payment.stripe_checkout_session_id or ""], payment_status="unpaid")
+    session = rig.fake.public(session)
+    assert await rig.post_event(rig.fake.event("checkout.session.async_payment_failed", session)) == 200
+    await rig.run_jobs()
+    assert (await rig.payment(booking.id)).status == "failed"
+    assert (await rig.said())[-1].startswith("The deposit payment did not go through")
+    assert "deposit_failed" in await rig.kimmie_heard()
