@@ -81,6 +81,8 @@ def booking_card_text(card: CardData, tz: ZoneInfo, *, note: str | None = None) 
         lines.append("⚠ calendar not checked — make sure the slot is free")
     if b.notes:
         lines.append(f"📝 {e(b.notes)}")
+    if card.deposit is not None:
+        lines.append(f"💳 {e(card.deposit.line)}")
     lines.append(f"Status: {STATUS_LABEL.get(b.status, e(b.status))}")
     if note:
         lines.append(f"\n<i>{e(note)}</i>")

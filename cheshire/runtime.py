@@ -29,6 +29,7 @@ from cheshire.wiring import (
     wire_conversation,
     wire_integrations,
     wire_notify,
+    wire_payments,
     wire_telegram,
 )
 from core.alerts import raise_alert
@@ -97,6 +98,7 @@ def build_runtime(settings: Settings) -> Runtime:
     registry.dead_listeners.append(_alert_on_dead_job(db))
     app = create_app(settings, db, metrics)
     booking = wire_booking(settings=settings, db=db, registry=registry, app=app)
+    payments = wire_payments(settings=settings, db=db, registry=registry, app=app, subscribers=subscribers)
     telegram = wire_telegram(settings=settings, db=db, registry=registry, app=app, booking=booking.service)
     notify = wire_notify(
         settings=settings,
@@ -146,6 +148,7 @@ def build_runtime(settings: Settings) -> Runtime:
         on_shutdown=(
             *integrations.on_shutdown,
             *booking.on_shutdown,
+            *payments.on_shutdown,
             *(telegram.on_shutdown if telegram else ()),
             *channels.on_shutdown,
             *conversation.on_shutdown,

@@ -1,5 +1,5 @@
-"""The composition root's parts: one small wiring function per domain (booking, telegram, notify,
-channels, conversation).
+"""The composition root's parts: one small wiring function per domain (booking, payments, telegram,
+notify, channels, conversation).
 
 Each takes what it needs as explicit arguments and returns what it built in a small frozen dataclass,
 with the async start-up and shutdown hooks it needs (load the catalog, set the Telegram webhook, close
@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from bot.wiring import TelegramWiring
     from core.booking.service import DefaultBookingService
     from core.conversation.engine import ConversationEngine
+    from core.payments.service import Payments
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,58 @@ def wire_booking(
         on_startup=(load_catalog,),
         on_shutdown=(google.stop_warming,) if google is not None else (),
     )
+
+
+# --- Payments: Stripe deposits (core/payments/) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentsWiring:
+    payments: Payments
+    on_shutdown: tuple[Hook, ...]
+
+
+def wire_payments(
+    *,
+    settings: Settings,
+    db: Database,
+    registry: JobRegistry,
+    app: web.Application,
+    subscribers: FollowUps,
+) -> PaymentsWiring:
+    """Deposits on the booking events (one subscription per event), their jobs, POST /webhook/stripe
+    and the pages Checkout returns to. The stripe SDK is loaded only with STRIPE_SECRET_KEY and
+    STRIPE_WEBHOOK_SECRET; without them no deposit is asked for (the card says so) and the webhook
+    answers 400 to everything."""
+    from channels.payments import CANCEL_PATH, SUCCESS_PATH
+    from channels.payments import setup_routes as setup_payment_routes
+    from core.payments.gateway import PaymentGateway, SignatureError
+    from core.payments.service import PaymentPages, Payments
+
+    gateway: PaymentGateway | None = None
+    if settings.stripe_enabled:
+        from core.payments.stripe_adapter import StripeGateway  # loads the stripe SDK only then
+
+        gateway = StripeGateway(settings)
+    elif settings.stripe_secret_key or settings.stripe_webhook_secret:
+        log.warning("Stripe needs both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET: deposits are off")
+    base = settings.public_base_url or f"http://{settings.host}:{settings.port}"
+    payments = Payments(
+        db=db,
+        gateway=gateway,
+        pages=PaymentPages(success_url=base + SUCCESS_PATH, cancel_url=base + CANCEL_PATH),
+        currency=settings.stripe_currency,
+        tz=settings.tz,
+    )
+    payments.subscribe(subscribers)
+    payments.register_jobs(registry)
+
+    def refuse(raw: bytes, signature: str | None) -> Mapping[str, Any]:
+        del raw, signature
+        raise SignatureError("Stripe is not configured")
+
+    setup_payment_routes(app, db=db, verify=gateway.verify_event if gateway is not None else refuse)
+    return PaymentsWiring(payments=payments, on_shutdown=(gateway.close,) if gateway is not None else ())
 
 
 # --- Telegram (the bot, its sender, Kimmie's notifier): bot/wiring.py -----------------------------

@@ -36,7 +36,7 @@ SDK_ADAPTERS: Mapping[str, tuple[str, ...]] = {
     "aioboto3": ("core.storage",),
     "boto3": ("core.storage",),
     "botocore": ("core.storage",),
-    "stripe": (),
+    "stripe": ("core.payments.stripe_adapter",),
     "fal_client": (),
     "aiogram": ("bot",),  # the whole Telegram adapter, and nothing else
     "aiosmtplib": ("channels.email.sender",),

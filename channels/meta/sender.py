@@ -104,6 +104,7 @@ def split_text(text: str, limit: int, measure: Callable[[str], int] = _chars) ->
 
 
 def _quick_replies(quick_replies: tuple[QuickReply, ...]) -> list[dict[str, str]]:
+    quick_replies = tuple(q for q in quick_replies if not q.url)  # links are in the text
     shown = quick_replies[:MAX_QUICK_REPLIES]
     if len(quick_replies) > MAX_QUICK_REPLIES:
         log.warning("quick replies cut to %d (were %d)", MAX_QUICK_REPLIES, len(quick_replies))
@@ -183,7 +184,7 @@ class MetaSender:
             {"attachment": {"type": "image", "payload": {"url": url, **extra}}} for url in message.image_urls
         ]
         bodies += [{"text": part} for part in split_text(message.text, self._limit, self._measure)]
-        if message.quick_replies:
+        if any(not q.url for q in message.quick_replies):
             if not bodies:
                 bodies.append({"text": "…"})
             # Instagram shows quick replies on text only; Messenger on either.

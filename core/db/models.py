@@ -295,18 +295,29 @@ class Message(Base):
 
 
 class Payment(TimestampMixin, Base):
+    """One deposit or card hold for an appointment (core/payments/): its Stripe ids and every status it
+    went through (`history`: [{"at", "status", "note"}], appended, never rewritten). One per
+    appointment: the Checkout idempotency key is the appointment's id."""
+
     __tablename__ = "payment"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     appointment_id: Mapped[int | None] = mapped_column(
-        ForeignKey("appointment.id", ondelete="SET NULL"), index=True
+        ForeignKey("appointment.id", ondelete="SET NULL"), index=True, unique=True
     )
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("client.id", ondelete="SET NULL"))
+    # "charge" (a deposit taken now) or "hold" (a manual-capture PaymentIntent: the card is held).
+    kind: Mapped[str] = mapped_column(String(10), default="charge", server_default="charge")
     stripe_checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
-    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    stripe_refund_id: Mapped[str | None] = mapped_column(String(255))
     amount_cents: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3), default="usd")
     status: Mapped[str] = mapped_column(String(20), default="pending")
     checkout_url: Mapped[str | None] = mapped_column(Text)
+    # When the Checkout Session stops taking payment (the request's hold, within Stripe's limits).
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    history: Mapped[list[Any]] = mapped_column(JsonType, default=list)
 
 
 class Job(Base):

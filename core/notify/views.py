@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import customers
 from core.booking.api import BookingService
 from core.db.models import Appointment, ChannelIdentity, Client, Conversation, Pet
+from core.payments.card import DepositView, deposit_view
 from core.types import Booking
 
 
@@ -67,6 +68,7 @@ class CardData:
     conversation_id: int | None
     card_chat_id: int | None
     card_message_id: int | None
+    deposit: DepositView | None = None  # None: no deposit asked (core/payments/)
 
 
 async def client_view(session: AsyncSession, client_id: int) -> ClientView:
@@ -121,6 +123,7 @@ async def load_card(session: AsyncSession, booking_service: BookingService, appo
         conversation_id=await conversation_for_client(session, booking.client_id, channel),
         card_chat_id=appointment.admin_card_chat_id,
         card_message_id=appointment.admin_card_message_id,
+        deposit=await deposit_view(session, appointment_id),
     )
 
 
