@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import SecretStr
-
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -205,7 +204,9 @@ def media_storage(settings: Settings, root: Path = Path("var/media")) -> S3Stora
         return S3Storage(settings)
     secret = settings.media_signing_secret or settings.fal_ai_key or SecretStr("cheshire-media")
     return LocalStorage(
-        root, public_base_url=settings.public_base_url, signing_key=signing.derive_key("cheshire-media", secret)
+        root,
+        public_base_url=settings.public_base_url,
+        signing_key=signing.derive_key("cheshire-media", secret),
     )
 
 

@@ -389,37 +389,38 @@ class Previews:
             return design.pet_id, design.id, style.name if style else (design.style_code or "")
         return OutboundMessage(texts.PICK_STYLE.format(pet="your dog"), quick_replies=self.style_buttons())
 
-    async def attach_to_booking(
-        self,
-        session: AsyncSession,
-        conversation: Conversation,
-        *,
-        appointment_id: int,
-        pet_ids: Sequence[int],
+    async def booking_note(
+        self, session: AsyncSession, conversation: Conversation, pet_id: int
     ) -> str | None:
-        """After "Book this style": link the chosen preview to the new appointment; its note."""
+        """The booking request's note when "Book this style" chose a preview of this dog."""
+        design = await self._chosen(session, conversation)
+        if design is None or design.pet_id != pet_id:
+            return None
+        style = self.styles.get(design.style_code or "")
+        name = style.name if style else design.style_code
+        return texts.BOOKING_NOTE.format(style=name, design_id=design.id)
+
+    async def attach_to_booking(
+        self, session: AsyncSession, conversation: Conversation, *, appointment_id: int
+    ) -> None:
+        """Link the chosen preview (all its angles) to the appointment Kimmie's card shows."""
+        design = await self._chosen(session, conversation)
         state = dict(conversation.state or {})
-        design_id = state.pop(STATE_DESIGN, None)
+        state.pop(STATE_DESIGN, None)
+        conversation.state = state
+        if design is not None:
+            await session.execute(
+                update(GroomingDesign)
+                .where(GroomingDesign.batch_key == design.batch_key)
+                .values(appointment_id=appointment_id)
+            )
+
+    async def _chosen(self, session: AsyncSession, conversation: Conversation) -> GroomingDesign | None:
+        design_id = (conversation.state or {}).get(STATE_DESIGN)
         if not isinstance(design_id, int):
             return None
-        conversation.state = state
         design = await session.get(GroomingDesign, design_id)
-        if design is None or design.client_id != conversation.client_id or design.pet_id not in pet_ids:
-            return None
-        design.appointment_id = appointment_id
-        await session.execute(
-            update(GroomingDesign)
-            .where(GroomingDesign.batch_key == design.batch_key)
-            .values(appointment_id=appointment_id)
-        )
-        style = self.styles.get(design.style_code or "")
-        return texts.BOOKING_NOTE.format(
-            style=style.name if style else design.style_code, design_id=design.id
-        )
-
-    def note_for(self, design_id: int, style_code: str | None) -> str:
-        style = self.styles.get(style_code or "")
-        return texts.BOOKING_NOTE.format(style=style.name if style else style_code, design_id=design_id)
+        return design if design is not None and design.client_id == conversation.client_id else None
 
     # --- 3. the job --------------------------------------------------------------------------------
     async def handle_generate(self, job: ClaimedJob) -> None:
