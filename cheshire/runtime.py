@@ -28,6 +28,7 @@ from cheshire.wiring import (
     wire_channels,
     wire_conversation,
     wire_notify,
+    wire_previews,
     wire_telegram,
 )
 from core.alerts import raise_alert
@@ -107,6 +108,10 @@ def build_runtime(settings: Settings) -> Runtime:
     channels = wire_channels(
         settings=settings, db=db, registry=registry, app=app, telegram=telegram.sender if telegram else None
     )
+    fetchers = dict(channels.photo_fetchers)
+    if telegram is not None:
+        fetchers["telegram"] = telegram.sender.fetch_photo
+    previews = wire_previews(settings=settings, db=db, registry=registry, app=app, photo_fetchers=fetchers)
     conversation = wire_conversation(
         settings=settings,
         db=db,
@@ -114,6 +119,7 @@ def build_runtime(settings: Settings) -> Runtime:
         booking=booking.service,
         on_llm_call=metrics.llm_call,
         contact_links=telegram_contact_links(settings, telegram),
+        previews=previews.previews,
     )
     return Runtime(
         settings=settings,
@@ -133,6 +139,7 @@ def build_runtime(settings: Settings) -> Runtime:
             *booking.on_shutdown,
             *(telegram.on_shutdown if telegram else ()),
             *channels.on_shutdown,
+            *previews.on_shutdown,
             *conversation.on_shutdown,
         ),
     )

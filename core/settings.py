@@ -111,9 +111,11 @@ class Settings(BaseSettings):
     # FAL's webhook signing keys (Ed25519 JWKS), cached for a day.
     fal_jwks_url: str = "https://rest.alpha.fal.ai/.well-known/jwks.json"
     fal_poll_timeout_s: float = Field(600.0, gt=0)  # a job still unfinished after this ends dead
-    preview_daily_limit: int = Field(3, ge=0)  # previews per client per day (angles count one each)
+    preview_daily_limit: int = Field(3, ge=0)  # preview requests per client per local day (3 angles: one)
     preview_monthly_budget_usd: float = Field(50.0, ge=0)
     preview_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)  # an uploaded or fetched photo
+    # Photos and previews without S3_BUCKET are files here, served by signed /media/... links.
+    media_dir: str = "var/media"
     # Key for signing short-lived /media/... links (local storage); None: derived from FAL_KEY.
     media_signing_secret: SecretStr | None = None
 

@@ -198,13 +198,13 @@ class LocalStorage:
         return self._public + self.signed_path(key, expires_s=expires_s)
 
 
-def media_storage(settings: Settings, root: Path = Path("var/media")) -> S3Storage | LocalStorage:
-    """S3 when S3_BUCKET is set, else files under `root`."""
+def media_storage(settings: Settings) -> S3Storage | LocalStorage:
+    """S3 when S3_BUCKET is set, else files under MEDIA_DIR (var/media/)."""
     if settings.s3_bucket:
         return S3Storage(settings)
     secret = settings.media_signing_secret or settings.fal_ai_key or SecretStr("cheshire-media")
     return LocalStorage(
-        root,
+        Path(settings.media_dir),
         public_base_url=settings.public_base_url,
         signing_key=signing.derive_key("cheshire-media", secret),
     )
