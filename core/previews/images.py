@@ -68,6 +68,9 @@ def clean_photo(data: bytes, *, max_bytes: int) -> CleanPhoto:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise PhotoRejectedError("corrupt", f"the image could not be read ({type(exc).__name__})") from None
     rgb.thumbnail((MAX_SIDE_PX, MAX_SIDE_PX))
+    # A new image from the pixels alone: Pillow would otherwise write some of the source's metadata
+    # again (a JPEG comment, an ICC profile), and a payload can hide there.
+    pixels = Image.frombytes("RGB", rgb.size, rgb.tobytes())
     out = io.BytesIO()
-    rgb.save(out, format="JPEG", quality=88, optimize=True)  # no exif= argument: none is written
-    return CleanPhoto(out.getvalue(), rgb.width, rgb.height)
+    pixels.save(out, format="JPEG", quality=88, optimize=True)
+    return CleanPhoto(out.getvalue(), pixels.width, pixels.height)
