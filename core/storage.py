@@ -56,7 +56,7 @@ class MediaStorage(ObjectStorage, Protocol):
     async def get(self, key: str) -> bytes: ...
 
     async def link(self, key: str, *, expires_s: int) -> str | None:
-        """A URL anyone can fetch for `expires_s`, or None when there is no public address."""
+        """A URL that can be fetched for `expires_s` (relative when there is no public address)."""
         ...
 
 
@@ -147,8 +147,8 @@ class S3Storage:
 
 class LocalStorage:
     """Files under a directory (`var/media/` by default) when no S3 bucket is configured. Links are
-    `{PUBLIC_BASE_URL}/media/<key>?e=<expiry>&s=<signature>` (channels/web serves them), or None
-    without a public address (then FAL gets the photo as a data URI)."""
+    `{PUBLIC_BASE_URL}/media/<key>?e=<expiry>&s=<signature>` (channels/web/photos.py serves them),
+    relative without a public address (then FAL gets the photo as a data URI)."""
 
     def __init__(self, root: Path, *, public_base_url: str | None, signing_key: bytes) -> None:
         self.root = root
@@ -193,9 +193,9 @@ class LocalStorage:
         return signing.matches(self._key, "media", f"{key}:{expiry}", signature)
 
     async def link(self, key: str, *, expires_s: int) -> str | None:
-        if not self._public:
-            return None
-        return self._public + self.signed_path(key, expires_s=expires_s)
+        # Without a public address the link is relative: the web chat (same origin) can show it,
+        # FAL cannot fetch it (it gets a data URI instead).
+        return (self._public or "") + self.signed_path(key, expires_s=expires_s)
 
 
 def media_storage(settings: Settings) -> S3Storage | LocalStorage:
