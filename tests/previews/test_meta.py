@@ -170,5 +170,5 @@ async def test_photo_in_preview_out_on_meta(
         assert design.storage_keys[0].startswith("cheshire/pets/")
         texts = [m.text for m in await outbound(db) if m.image_urls]
         assert len(texts) == 1 and "summer shave" in texts[0]
-        ready = [m for m in await outbound(db) if m.image_urls][0]
+        ready = next(m for m in await outbound(db) if m.image_urls)
         assert payloads(ready)[:2] == [f"PV:b:{design.id}", "PV:m"]
