@@ -273,7 +273,7 @@ class Previews:
         if photo is None:
             return OutboundMessage(texts.NO_PHOTO)
         pet, photo_key = photo
-        if await self.month_spend(session) >= self.settings.preview_monthly_budget_usd:
+        if round(await self.month_spend(session), 6) >= round(self.settings.preview_monthly_budget_usd, 6):
             await self._budget_alert(session)
             return OutboundMessage(texts.PAUSED.format(groomer=self.groomer))
         if await self.requests_today(session, conversation.client_id) >= self.settings.preview_daily_limit:
@@ -357,11 +357,12 @@ class Previews:
         budget = self.settings.preview_monthly_budget_usd
         spent = await self.month_spend(session)
         month = f"{self.now().astimezone(self.settings.tz):%Y-%m}"
-        if budget <= 0 or spent >= budget:
+        spent = round(spent, 6)  # float sums: $0.08 must count as 80 % of $0.10
+        if budget <= 0 or spent >= round(budget, 6):
             await raise_alert(
                 session, f"previews:budget100:{month}", texts.BUDGET_100.format(budget=_usd(budget))
             )
-        elif spent >= 0.8 * budget:
+        elif spent >= round(0.8 * budget, 6):
             await raise_alert(
                 session,
                 f"previews:budget80:{month}",

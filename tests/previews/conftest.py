@@ -50,13 +50,13 @@ class Service:
 
 
 @asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Service]:
+async def running(settings: Settings, *, port: int = 0) -> AsyncIterator[Service]:
     rt = build_runtime(settings)
     runner = web.AppRunner(rt.app, access_log=None)
     await runner.setup()
     for hook in rt.on_startup:
         await hook()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     rt.worker.start()
