@@ -22,6 +22,7 @@ from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.previews.conftest import designs, eventually, preview_settings, running
 
 CUSTOMER = 4242
+KIMMIE = 777
 
 
 @pytest.fixture
@@ -41,12 +42,13 @@ def photo_bytes() -> bytes:
     return out.getvalue()
 
 
-def update(bot: Any, **message: Any) -> Update:
+def update(bot: Any, *, chat_kimmie: bool = False, **message: Any) -> Update:
+    chat = KIMMIE if chat_kimmie else CUSTOMER
     body = {
         "message_id": next(_ids),
         "date": int(datetime.now(UTC).timestamp()),
-        "chat": {"id": CUSTOMER, "type": "private", "first_name": "Ann"},
-        "from": {"id": CUSTOMER, "is_bot": False, "first_name": "Ann"},
+        "chat": {"id": chat, "type": "private", "first_name": "Ann"},
+        "from": {"id": chat, "is_bot": False, "first_name": "Ann"},
         **message,
     }
     return Update.model_validate({"update_id": next(_ids), "message": body}, context={"bot": bot})
@@ -78,7 +80,7 @@ async def test_photo_in_preview_out_on_telegram(
         tmp_path,
         telegram_bot_token=TOKEN,
         telegram_api_base=fake_tg.base_url,
-        telegram_kimmie_chat_id=777,
+        telegram_kimmie_chat_id=KIMMIE,
     )
     async with running(settings) as service:
         tg = service.rt.telegram
@@ -119,6 +121,16 @@ async def test_photo_in_preview_out_on_telegram(
         (album,) = await eventually(lambda: _calls(fake_tg, "sendMediaGroup"))
         assert len(album.data["media"]) == 3 and album.chat_id == CUSTOMER
         assert len(fal.submissions) == 4  # 1 + 3 angles, each submitted once
+
+        # Kimmie sees the dog's previews from /client.
+        await tg.dispatcher.feed_update(tg.bot, update(tg.bot, text="/client Ann", chat_kimmie=True))
+
+        async def listed() -> Any:
+            return [c for c in fake_tg.calls_to("sendMessage") if "Looking Glass previews" in c.text]
+
+        (listing,) = await eventually(listed)
+        assert listing.chat_id == 777
+        assert listing.text.count("teddy_bear") == 4 and "(side)" in listing.text and "$0.08" in listing.text
 
 
 async def _calls(fake: FakeTelegramAPI, method: str) -> Any:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from core.db.database import Database
 from core.db.models import Appointment, GroomingDesign, Pet
+from core.notify.views import load_card
 from core.previews import texts
 from tests.fakes.fal import FakeFal
 from tests.previews.conftest import designs, eventually, outbound, payloads, preview_settings, running
@@ -149,6 +150,10 @@ async def test_book_this_style_carries_the_style_and_the_preview(
         async with db.transaction() as session:
             linked = await session.get_one(GroomingDesign, design.id)
         assert linked.appointment_id == appointment.id
+        # Kimmie's booking card shows the chosen preview as the dog's picture.
+        async with db.transaction() as session:
+            card = await load_card(session, service.rt.booking, appointment.id)
+        assert card.pets[0].photo_key == design.storage_keys[0]
 
 
 async def test_bad_uploads_are_refused_clearly(
