@@ -13,8 +13,6 @@ import io
 from dataclasses import dataclass
 from typing import Literal
 
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 MAX_SIDE_PX = 1536
 # Decoding a 20,000 x 20,000 "image" of a few KB (a decompression bomb) would take gigabytes.
 MAX_PIXELS = 40_000_000
@@ -48,6 +46,9 @@ def looks_like_image(head: bytes) -> bool:
 
 def clean_photo(data: bytes, *, max_bytes: int) -> CleanPhoto:
     """Verify, strip and shrink one photo; raises PhotoRejectedError."""
+    # Pillow is loaded on the first photo, not at start-up (the feature may be off).
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     if len(data) > max_bytes:
         raise PhotoRejectedError("size", f"photo larger than {max_bytes} bytes")
     if not looks_like_image(data[:16]):

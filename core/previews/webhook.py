@@ -15,10 +15,10 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 TOLERANCE_S = 300
 HEADERS = (
@@ -47,6 +47,8 @@ def signed_message(request_id: str, user_id: str, timestamp: str, body: bytes) -
 
 
 def public_key(jwk: Mapping[str, Any]) -> Ed25519PublicKey | None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # on first webhook
+
     if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519" or not isinstance(jwk.get("x"), str):
         return None
     try:
@@ -73,6 +75,8 @@ def check(
         raw_signature = bytes.fromhex(signature)
     except ValueError:
         raise WebhookRejectedError("signature is not hex") from None
+    from cryptography.exceptions import InvalidSignature
+
     message = signed_message(request_id, user_id, timestamp, body)
     for jwk in keys:
         key = public_key(jwk)
