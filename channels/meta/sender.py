@@ -314,6 +314,8 @@ class MetaSenders:
         limit = self.settings.preview_max_bytes
         try:
             async with self.http().get(url) as response:
+                if response.status in (403, 404, 410):  # Meta's CDN link expired or was never ours
+                    raise PermanentDeliveryError(f"image download answered {response.status}")
                 if response.status >= 400:
                     raise RetryableDeliveryError(f"image download answered {response.status}")
                 data = bytearray()

@@ -44,6 +44,7 @@ from core.jobs.payloads import JobPayload, job_payload
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater, enqueue
 from core.jobs.worker import JobRegistry
 from core.outbox import queue_outbound
+from core.ports import DeliveryError, RetryableDeliveryError
 from core.previews import texts
 from core.previews.images import PhotoRejectedError, clean_photo
 from core.previews.ports import EditResult, ImageEditError, ImageEditor, ImageEditRejectedError
@@ -201,7 +202,14 @@ class Previews:
             fetch = self.fetchers.get(channel)
             if fetch is None:
                 raise PermanentJobError(f"no photo fetcher for channel {channel}")
-            raw = await fetch(attachment)  # a network failure retries the job
+            try:
+                raw = await fetch(attachment)
+            except RetryableDeliveryError as exc:
+                raise RetryLater(exc.retry_after_s or 5.0, str(exc)) from None
+            except DeliveryError as exc:  # no such file, a URL gone for good
+                log.info("customer photo could not be fetched: %s", exc)
+                await self._say(payload.conversation_id, OutboundMessage(texts.BAD_PHOTO))
+                return
             try:
                 data = clean_photo(raw, max_bytes=self.settings.preview_max_bytes).data
             except PhotoRejectedError as exc:
@@ -445,7 +453,8 @@ class Previews:
                 if not await self._collect(design, request_id):
                     pending = True
             if pending:
-                if (self.now() - designs[0].created_at).total_seconds() > self.settings.fal_poll_timeout_s:
+                waited = (self.now() - designs[0].created_at).total_seconds()
+                if waited > self.settings.fal_poll_timeout_s or job.attempts >= job.max_attempts:
                     raise ImageEditRejectedError("FAL did not finish in time")
                 raise RetryLater(self._poll_delay(job.attempts), "waiting for FAL")
         except RetryLater:

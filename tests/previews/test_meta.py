@@ -172,3 +172,27 @@ async def test_photo_in_preview_out_on_meta(
         assert len(texts) == 1 and "summer shave" in texts[0]
         ready = next(m for m in await outbound(db) if m.image_urls)
         assert payloads(ready)[:2] == [f"PV:b:{design.id}", "PV:m"]
+
+
+async def test_expired_attachment_link_is_answered_not_retried(
+    db: Database, database_url: str, fal: FakeFal, graph: FakeGraphAPI, cdn: str, tmp_path: Path
+) -> None:
+    from core.previews import texts
+
+    settings = preview_settings(database_url, fal, tmp_path, meta_graph_api_base=await graph.start())
+    async with running(settings) as service:
+        gone = {
+            "attachments": [{"type": "image", "payload": {"url": cdn.replace("photo.jpg", "expired.jpg")}}]
+        }
+        assert (
+            await post(
+                service.base, "/webhook/facebook", event("page", sender="6543210987654321", message=gone)
+            )
+            == 200
+        )
+
+        async def answered() -> Any:
+            return [m for m in graph.sent if m["message"].get("text") == texts.BAD_PHOTO]
+
+        await eventually(answered)
+    assert fal.submissions == [] and await designs(db) == []
