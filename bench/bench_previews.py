@@ -129,7 +129,7 @@ async def one_preview(http: aiohttp.ClientSession, base: str, db: Database, n: i
     return leg1, leg2
 
 
-async def main(runs: int, concurrent: int) -> None:
+async def main(runs: int, concurrent: int, poll_s: float) -> None:
     fal = FakeFal()  # finished at submit: FAL's own time is zero here
     await fal.start()
     direct = await reference(fal, runs)
@@ -149,6 +149,7 @@ async def main(runs: int, concurrent: int) -> None:
             chat_ip_rate_limit_per_minute=100_000,
             preview_daily_limit=100,
             preview_monthly_budget_usd=1000.0,
+            job_poll_interval_s=poll_s,
         )
         rt = build_runtime(settings)
         runner = web.AppRunner(rt.app, access_log=None)
@@ -201,5 +202,6 @@ if __name__ == "__main__":
     )
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--concurrent", type=int, default=10)
+    parser.add_argument("--poll", type=float, default=0.5, help="JOB_POLL_INTERVAL_S (default: production's)")
     args = parser.parse_args()
-    asyncio.run(main(args.runs, args.concurrent))
+    asyncio.run(main(args.runs, args.concurrent, args.poll))

@@ -73,5 +73,5 @@ def clean_photo(data: bytes, *, max_bytes: int) -> CleanPhoto:
     # again (a JPEG comment, an ICC profile), and a payload can hide there.
     pixels = Image.frombytes("RGB", rgb.size, rgb.tobytes())
     out = io.BytesIO()
-    pixels.save(out, format="JPEG", quality=88, optimize=True)
+    pixels.save(out, format="JPEG", quality=88)
     return CleanPhoto(out.getvalue(), pixels.width, pixels.height)
