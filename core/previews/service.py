@@ -24,6 +24,7 @@ model refused is a configuration alert). Never a network call inside a transacti
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import random
@@ -211,7 +212,10 @@ class Previews:
                 await self._say(payload.conversation_id, OutboundMessage(texts.BAD_PHOTO))
                 return
             try:
-                data = clean_photo(raw, max_bytes=self.settings.preview_max_bytes).data
+                # Off the event loop: decoding and encoding a photo takes tens of milliseconds.
+                data = (
+                    await asyncio.to_thread(clean_photo, raw, max_bytes=self.settings.preview_max_bytes)
+                ).data
             except PhotoRejectedError as exc:
                 log.info("customer photo refused: %s", exc)
                 await self._say(payload.conversation_id, OutboundMessage(texts.BAD_PHOTO))
@@ -552,7 +556,7 @@ class Previews:
         for n, url in enumerate(result.image_urls):
             data = await self.editor.download(url, max_bytes=MAX_RESULT_BYTES)
             try:
-                clean = clean_photo(data, max_bytes=MAX_RESULT_BYTES)
+                clean = await asyncio.to_thread(clean_photo, data, max_bytes=MAX_RESULT_BYTES)
             except PhotoRejectedError as exc:
                 raise ImageEditRejectedError(f"FAL's image is unreadable: {exc}") from None
             key = f"{self.prefix}pets/{design.pet_id}/preview/{design.id}-{n}.jpg"
