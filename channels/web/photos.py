@@ -15,7 +15,6 @@ Mounted only when previews are on (FAL configured): without them the route does 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import uuid
@@ -26,7 +25,7 @@ from channels.middleware import ApiError, check_rate
 from core.conversation.ingest import ingest
 from core.db.database import Database
 from core.db.models import utcnow
-from core.previews.images import PhotoRejectedError, clean_photo
+from core.previews.images import PhotoRejectedError, clean_photo_off_loop
 from core.previews.service import STORED_PREFIX
 from core.settings import Settings
 from core.storage import LocalStorage, MediaStorage, StorageError
@@ -56,7 +55,7 @@ class PhotoUploads:
         data, caption = await self._read_form(request)
         try:
             # Off the event loop: decoding and encoding a photo takes tens of milliseconds.
-            photo = await asyncio.to_thread(clean_photo, data, max_bytes=self.settings.preview_max_bytes)
+            photo = await clean_photo_off_loop(data, max_bytes=self.settings.preview_max_bytes)
         except PhotoRejectedError as exc:
             raise ApiError(_STATUS[exc.reason], str(exc), field="photo") from None
         upload_id = uuid.uuid4().hex

@@ -24,7 +24,6 @@ model refused is a configuration alert). Never a network call inside a transacti
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import random
@@ -47,7 +46,7 @@ from core.jobs.worker import JobRegistry
 from core.outbox import queue_outbound
 from core.ports import DeliveryError, RetryableDeliveryError
 from core.previews import texts
-from core.previews.images import PhotoRejectedError, clean_photo
+from core.previews.images import PhotoRejectedError, clean_photo_off_loop
 from core.previews.ports import EditResult, ImageEditError, ImageEditor, ImageEditRejectedError
 from core.previews.styles import ANGLES, Style
 from core.previews.webhook import WebhookRejectedError, verify
@@ -213,9 +212,7 @@ class Previews:
                 return
             try:
                 # Off the event loop: decoding and encoding a photo takes tens of milliseconds.
-                data = (
-                    await asyncio.to_thread(clean_photo, raw, max_bytes=self.settings.preview_max_bytes)
-                ).data
+                data = (await clean_photo_off_loop(raw, max_bytes=self.settings.preview_max_bytes)).data
             except PhotoRejectedError as exc:
                 log.info("customer photo refused: %s", exc)
                 await self._say(payload.conversation_id, OutboundMessage(texts.BAD_PHOTO))
@@ -556,7 +553,7 @@ class Previews:
         for n, url in enumerate(result.image_urls):
             data = await self.editor.download(url, max_bytes=MAX_RESULT_BYTES)
             try:
-                clean = await asyncio.to_thread(clean_photo, data, max_bytes=MAX_RESULT_BYTES)
+                clean = await clean_photo_off_loop(data, max_bytes=MAX_RESULT_BYTES)
             except PhotoRejectedError as exc:
                 raise ImageEditRejectedError(f"FAL's image is unreadable: {exc}") from None
             key = f"{self.prefix}pets/{design.pet_id}/preview/{design.id}-{n}.jpg"
