@@ -456,6 +456,7 @@ class Previews:
             if pending:
                 waited = (self.now() - designs[0].created_at).total_seconds()
                 if waited > self.settings.fal_poll_timeout_s or job.attempts >= job.max_attempts:
+                    await self._cancel_unfinished(batch)  # FAL bills what it finishes: stop it
                     raise ImageEditRejectedError("FAL did not finish in time")
                 raise RetryLater(self._poll_delay(job.attempts), "waiting for FAL")
         except RetryLater:
@@ -468,6 +469,14 @@ class Previews:
             await self._trouble(designs, str(exc), final=last)
             raise
         await self._deliver(batch)
+
+    async def _cancel_unfinished(self, batch: str) -> None:
+        for design in await self._designs(batch):
+            if design.status == "submitted" and design.request_id:
+                try:
+                    await self.editor.cancel(design.request_id)
+                except ImageEditError:
+                    log.info("FAL cancel failed (it may have finished meanwhile)", exc_info=True)
 
     def _poll_delay(self, attempt: int) -> float:
         if self.settings.public_base_url:

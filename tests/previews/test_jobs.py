@@ -233,6 +233,7 @@ async def test_fal_timeout_ends_dead(db: Database, database_url: str, fal: FakeF
         await eventually(dead)
     (design,) = await designs(db)
     assert design.status == "failed" and "in time" in (design.error or "")
+    assert fal.requests[str(design.provider_request_id)].cancelled  # stopped at FAL: not billed
     assert len(await said(db, texts.FAILED.format(groomer="Kimmie"))) == 1
 
 
