@@ -30,6 +30,7 @@ from cheshire.wiring import (
     wire_integrations,
     wire_notify,
     wire_payments,
+    wire_previews,
     wire_telegram,
 )
 from core.alerts import raise_alert
@@ -110,6 +111,10 @@ def build_runtime(settings: Settings) -> Runtime:
     channels = wire_channels(
         settings=settings, db=db, registry=registry, app=app, telegram=telegram.sender if telegram else None
     )
+    fetchers = dict(channels.photo_fetchers)
+    if telegram is not None:
+        fetchers["telegram"] = telegram.sender.fetch_photo
+    previews = wire_previews(settings=settings, db=db, registry=registry, app=app, photo_fetchers=fetchers)
     conversation = wire_conversation(
         settings=settings,
         db=db,
@@ -117,6 +122,7 @@ def build_runtime(settings: Settings) -> Runtime:
         booking=booking.service,
         on_llm_call=metrics.llm_call,
         contact_links=telegram_contact_links(settings, telegram),
+        previews=previews.previews,
     )
     integrations = wire_integrations(
         settings=settings,
@@ -151,6 +157,7 @@ def build_runtime(settings: Settings) -> Runtime:
             *payments.on_shutdown,
             *(telegram.on_shutdown if telegram else ()),
             *channels.on_shutdown,
+            *previews.on_shutdown,
             *conversation.on_shutdown,
         ),
     )

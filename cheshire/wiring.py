@@ -32,11 +32,14 @@ from core.notify.jobs import ADMIN_EMAIL_JOB, EmailFallback
 from core.ports import AdminNotifier, CalendarProvider, ChannelSender
 from core.settings import Settings
 
+PhotoFetcher = Callable[[Mapping[str, Any]], Awaitable[bytes]]  # as core/previews/service.py's
+
 if TYPE_CHECKING:
     from bot.wiring import TelegramWiring
     from core.booking.service import DefaultBookingService
     from core.conversation.engine import ConversationEngine
     from core.payments.service import Payments
+    from core.previews.service import Previews
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +231,8 @@ def wire_email_fallback(
 class ChannelsWiring:
     # Channel value ("telegram", "messenger", "instagram", "web", "email") -> its sender.
     senders: Mapping[str, ChannelSender]
+    # Channel value -> how to fetch a customer's image attachment (Messenger, Instagram).
+    photo_fetchers: Mapping[str, PhotoFetcher]
     on_startup: tuple[Hook, ...]
     on_shutdown: tuple[Hook, ...]
 
@@ -263,7 +268,66 @@ def wire_channels(
     register_delivery_jobs(registry, db=db, senders=senders, settings=settings)
     # "fetch_profile": a new Messenger/Instagram customer's name, asked of the Graph API once.
     register_profile_jobs(registry, db=db, sources=meta.senders)
-    return ChannelsWiring(senders=senders, on_startup=(meta.start,), on_shutdown=(meta.close,))
+    fetchers = {channel: meta.fetch_photo for channel in meta.senders}
+    return ChannelsWiring(
+        senders=senders, photo_fetchers=fetchers, on_startup=(meta.start,), on_shutdown=(meta.close,)
+    )
+
+
+# --- Looking Glass previews (FAL) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewsWiring:
+    previews: Previews | None  # None: FAL_KEY not set (or no styles); no buttons, no tool, no routes
+    on_shutdown: tuple[Hook, ...]
+
+
+def wire_previews(
+    *,
+    settings: Settings,
+    db: Database,
+    registry: JobRegistry,
+    app: web.Application,
+    photo_fetchers: Mapping[str, PhotoFetcher],
+) -> PreviewsWiring:
+    """The preview service and its jobs, the web chat's photo upload, /media links (local storage)
+    and POST /webhook/fal; fal_client is imported only with FAL_KEY."""
+    if settings.fal_ai_key is None:
+        log.info("Looking Glass previews are off: FAL_KEY is not set")
+        return PreviewsWiring(previews=None, on_shutdown=())
+    from core.previews.styles import load_styles
+
+    styles = load_styles(settings.catalog_file)
+    if not styles:
+        log.warning("Looking Glass previews are off: %s has no [[styles]]", settings.catalog_file)
+        return PreviewsWiring(previews=None, on_shutdown=())
+    from channels.fal_webhook import setup_routes as setup_fal_routes
+    from channels.web.photos import setup_routes as setup_photo_routes
+    from core.previews.fal import FalEditor  # loads fal_client only now
+    from core.previews.service import Previews
+    from core.storage import media_storage
+
+    editor = FalEditor(
+        key=settings.fal_ai_key,
+        model=settings.fal_model,
+        queue_base=settings.fal_queue_base,
+        jwks_url=settings.fal_jwks_url,
+    )
+    storage = media_storage(settings)
+    previews = Previews(
+        db=db, settings=settings, storage=storage, editor=editor, styles=styles, fetchers=photo_fetchers
+    )
+    previews.register(registry)
+    setup_photo_routes(app, db=db, settings=settings, storage=storage)
+    setup_fal_routes(app, settings=settings, previews=previews)
+    log.info(
+        "Looking Glass previews are on: %s, %d styles, photos in %s",
+        settings.fal_model,
+        len(styles),
+        "S3" if settings.s3_bucket else settings.media_dir,
+    )
+    return PreviewsWiring(previews=previews, on_shutdown=(editor.close,))
 
 
 # --- Conversation engine --------------------------------------------------------------------------
@@ -283,6 +347,7 @@ def wire_conversation(
     booking: DefaultBookingService,
     on_llm_call: Callable[[str, str], None] | None,
     contact_links: ContactLinks | None,
+    previews: Previews | None = None,
 ) -> ConversationWiring:
     """ "process_message": Claude -> OpenAI -> offline responder, tools on `booking`. `on_llm_call`
     counts LLM calls by provider and outcome (GET /metrics); `contact_links` lets the assistant share
@@ -299,7 +364,12 @@ def wire_conversation(
         chat_model = build_chat_model(settings, on_call=on_llm_call)
         on_shutdown = (partial(close_chat_model, chat_model),)
     engine = ConversationEngine(
-        db=db, settings=settings, booking=booking, model=chat_model, contact_links=contact_links
+        db=db,
+        settings=settings,
+        booking=booking,
+        model=chat_model,
+        contact_links=contact_links,
+        previews=previews,
     )
     register_conversation_jobs(registry, db=db, engine=engine)
     return ConversationWiring(engine=engine, on_shutdown=on_shutdown)

@@ -104,9 +104,23 @@ class Settings(BaseSettings):
     takeover_idle_hours: float = Field(12.0, gt=0)
 
     # --- Image generation -------------------------------------------------------------------
-    fal_ai_key: SecretStr | None = Field(None, validation_alias=AliasChoices("FAL_AI_KEY", "FAL_KEY"))
-    fal_model: str = "fal-ai/flux-pro/kontext"
+    # Looking Glass previews (core/previews/). FAL_KEY; FAL_AI_KEY is the old system's name, still read.
+    fal_ai_key: SecretStr | None = Field(None, validation_alias=AliasChoices("FAL_KEY", "FAL_AI_KEY"))
+    # An image-edit model that takes the customer's photo (`image_urls`); $0.08 per 1K image (fal docs).
+    fal_model: str = "fal-ai/nano-banana-2/edit"
+    fal_price_per_image_usd: float = Field(0.08, ge=0)
+    # The queue host, e.g. http://127.0.0.1:P/ for a local fake; None: https://queue.fal.run/.
     fal_queue_base: str | None = None
+    # FAL's webhook signing keys (Ed25519 JWKS), cached for a day.
+    fal_jwks_url: str = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+    fal_poll_timeout_s: float = Field(600.0, gt=0)  # a job still unfinished after this ends dead
+    preview_daily_limit: int = Field(3, ge=0)  # preview requests per client per local day (3 angles: one)
+    preview_monthly_budget_usd: float = Field(50.0, ge=0)
+    preview_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)  # an uploaded or fetched photo
+    # Photos and previews without S3_BUCKET are files here, served by signed /media/... links.
+    media_dir: str = "var/media"
+    # Key for signing short-lived /media/... links (local storage); None: derived from FAL_KEY.
+    media_signing_secret: SecretStr | None = None
 
     # --- Telegram ----------------------------------------------------------------------------
     telegram_bot_token: SecretStr | None = None
@@ -359,6 +373,8 @@ class Settings(BaseSettings):
             "instagram": self.instagram_access_token is not None,
             "meta_signature": self.meta_app_secret is not None or self.instagram_app_secret is not None,
             "google_calendar": self.google_refresh_token is not None or self.google_private_key is not None,
+            # Previews need the key and somewhere FAL can read the photo from (S3, PUBLIC_BASE_URL, or
+            # a data URI: always), and the Pillow check of every photo (a dependency).
             "fal": self.fal_ai_key is not None,
             # Deposits need the key to ask and the webhook secret to hear back (or nothing is ever
             # marked paid): both, or Stripe is off and no deposit is asked for.

@@ -55,6 +55,7 @@ from core.llm.types import (
     Usage,
 )
 from core.outbox import queue_outbound
+from core.previews.service import Previews, image_attachment
 from core.profiles import queue_profile_lookup
 from core.settings import Settings
 from core.types import OutboundMessage, QuickReply
@@ -100,6 +101,7 @@ class ConversationEngine:
         model: ChatModel | None,
         offline: OfflineResponder | None = None,
         contact_links: ContactLinks | None = None,
+        previews: Previews | None = None,
         now: Callable[[], Any] = utcnow,
     ) -> None:
         self.db = db
@@ -107,8 +109,10 @@ class ConversationEngine:
         self.booking = booking
         self.model = model
         self.now = now
-        self.offline = offline or OfflineResponder(booking, settings, now=now)
-        self.toolbox = ToolBox(booking, settings.tz, contact_links=contact_links)
+        # Looking Glass previews: None without FAL, and then photos get no style buttons and no tool.
+        self.previews = previews
+        self.offline = offline or OfflineResponder(booking, settings, now=now, previews=previews)
+        self.toolbox = ToolBox(booking, settings.tz, contact_links=contact_links, previews=previews)
         self._stable: tuple[float, str] | None = None
         self.gave_up_text = GAVE_UP_TEXT.format(groomer=settings.groomer_name)
 
@@ -136,6 +140,13 @@ class ConversationEngine:
             if conversation.human_takeover:
                 _mark(conversation, message_id)
                 return TurnResult("silent")
+            if self.previews is not None and image_attachment(inbound.attachments) is not None:
+                # A dog photo: filed and answered with style buttons by its own job (it downloads).
+                await self.previews.queue_intake(
+                    session, message_id=message_id, conversation_id=conversation.id
+                )
+                _mark(conversation, message_id)
+                return TurnResult("offline")
             if self.model is None or pl.is_ours(inbound.payload):
                 outcome = await self.offline.respond(
                     session, conversation, text=inbound.text or "", payload=inbound.payload

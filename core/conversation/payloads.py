@@ -21,6 +21,9 @@ Own appointments:
     CX:<id>          ask to confirm cancelling        CX:<id>:y   cancel
     MV:<id>          choose a new day                 MV:<id>:d<YYYYMMDD>   choose a time
     MV:<id>:t<YYYYMMDDHHMM>   move the appointment there
+Looking Glass previews (core/previews/service.py):
+    PV:s:<style>  preview of the last photo     PV:f:<style>  the same from three angles
+    PV:b:<id>     book with that preview        PV:m          the style buttons again
 The booking service's own payloads (core/booking/payloads.py: APPT_OK, APPT_CANCEL, APPT_MOVE, ALT)
 are understood too.
 """
@@ -179,4 +182,4 @@ def is_ours(payload: str | None) -> bool:
     if payload in ENTRY:
         return True
     head = payload.split(":", 1)[0]
-    return head in {"BK", "CX", "MV", "APPT_OK", "APPT_CANCEL", "APPT_MOVE", "ALT"}
+    return head in {"BK", "CX", "MV", "PV", "APPT_OK", "APPT_CANCEL", "APPT_MOVE", "ALT"}

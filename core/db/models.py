@@ -231,8 +231,23 @@ class GroomingDesign(TimestampMixin, Base):
     reference_image_url: Mapped[str | None] = mapped_column(Text)
     image_urls: Mapped[list[Any]] = mapped_column(JsonType, default=list)
     status: Mapped[str] = mapped_column(String(20), default="pending")
-    provider_request_id: Mapped[str | None] = mapped_column(String(200))
+    provider_request_id: Mapped[str | None] = mapped_column(String(200), index=True)
     error: Mapped[str | None] = mapped_column(Text)
+    # Migration 0008 (core/previews/): who asked, where to deliver, what was run and what it cost.
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("client.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversation.id", ondelete="SET NULL"))
+    style_code: Mapped[str | None] = mapped_column(String(50))
+    angle: Mapped[str] = mapped_column(String(10), default="front", server_default="front")
+    model: Mapped[str | None] = mapped_column(String(200))
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    photo_key: Mapped[str | None] = mapped_column(Text)
+    storage_keys: Mapped[list[Any]] = mapped_column(JsonType, default=list, server_default="[]")
+    # The designs of one request (1 angle, or 3 for a full preview) share it: delivered as one album.
+    batch_key: Mapped[str | None] = mapped_column(String(64))
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_grooming_design_client_created", "client_id", "created_at"),)
 
 
 class Conversation(TimestampMixin, Base):
