@@ -40,8 +40,9 @@ SDK_ADAPTERS: Mapping[str, tuple[str, ...]] = {
     "fal_client": ("core.previews.fal",),
     "aiogram": ("bot",),  # the whole Telegram adapter, and nothing else
     "aiosmtplib": ("channels.email.sender",),
-    # n8n and Twenty have no SDK: httpx is their client, one adapter each.
-    "httpx": ("core.integrations.n8n", "core.integrations.twenty"),
+    # n8n and Twenty have no SDK: httpx is their client, one adapter each. fal-client is built on httpx;
+    # its adapter fetches the result images with it.
+    "httpx": ("core.integrations.n8n", "core.integrations.twenty", "core.previews.fal"),
 }
 
 
