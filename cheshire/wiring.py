@@ -58,6 +58,7 @@ def wire_booking(
     """The booking service, its jobs, Google Calendar (when configured) and its OAuth routes."""
     from channels.oauth import setup_routes as setup_oauth_routes
     from core.booking.catalog import apply_catalog_file
+    from core.booking.jobs import queue_calendar_backfill
     from core.booking.jobs import register_jobs as register_booking_jobs
     from core.booking.service import DefaultBookingService
     from core.calendar import is_configured as calendar_configured
@@ -78,6 +79,8 @@ def wire_booking(
             await apply_catalog_file(session, settings.catalog_file)
             if google is not None:
                 await google.load_stored_credentials(session)
+                if google.connected:  # credentials from the environment: events missed before them
+                    await queue_calendar_backfill(session, reason="startup")
         if google is not None:
             google.start_warming()  # freeBusy fetched outside transactions, before searches need it
             if not google.connected:

@@ -35,6 +35,8 @@ REMINDER_JOB = "booking_reminder"
 REBOOK_JOB = "booking_rebook_nudge"
 CALENDAR_UPSERT_JOB = "calendar_upsert"
 CALENDAR_DELETE_JOB = "calendar_delete"
+# Queued when Google Calendar gets connected: events for the bookings confirmed before it was.
+CALENDAR_BACKFILL_JOB = "calendar_backfill"
 
 
 def expire_key(appointment_id: int) -> str:
