@@ -249,13 +249,18 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
             *calendar,
             remind,
             customer(lambda c, _e: texts.confirmed(c.booking, tz)),
-            card_change(fixed("confirmed")),
+            # Kimmie's own approval is quiet; a customer taking the time she offered is news to her.
+            card_change(lambda e: "offer_accepted" if _by(e) == "customer" else "confirmed"),
         ),
         events.BOOKING_DECLINED: (
             unhold,
             customer(
                 lambda c, e: texts.declined(
-                    c.booking, tz, e.data.get("reason"), bool(e.data.get("alternatives"))
+                    c.booking,
+                    tz,
+                    e.data.get("reason"),
+                    bool(e.data.get("alternatives")),
+                    e.data.get("reason_code"),
                 )
             ),
             card_change(fixed("declined")),
@@ -283,6 +288,11 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
             card_change(fixed("completed")),
         ),
         events.BOOKING_NO_SHOW: (unremind, card_change(fixed("no_show"))),
+        events.BOOKING_RESTORED: (
+            hold,
+            customer(lambda c, _e: texts.restored(c.booking, tz)),
+            card_change(fixed("restored")),
+        ),
         events.BOOKING_HOLD_EXPIRED: (
             customer(lambda c, _e: texts.expired(c.booking, tz)),
             card_change(fixed("expired")),

@@ -26,7 +26,16 @@ from core.conversation import payloads as pl
 from core.conversation.takeover import handover_requested
 from core.db.models import Client, Conversation, utcnow
 from core.settings import Settings
-from core.types import Booking, Channel, CoatType, OutboundMessage, QuickReply, SizeClass, Slot
+from core.types import (
+    AppointmentStatus,
+    Booking,
+    Channel,
+    CoatType,
+    OutboundMessage,
+    QuickReply,
+    SizeClass,
+    Slot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -550,6 +559,11 @@ class OfflineResponder:
                 )
             except (BookingError, ValueError) as exc:
                 return Outcome().say(str(exc), [QuickReply("Book", pl.BOOK)])
+            if booking.status == AppointmentStatus.CONFIRMED:
+                # The time Kimmie offered: confirmed at once; the confirmation follows from the event.
+                return Outcome().say(
+                    f"{self.when(booking.start)} it is!", [QuickReply("My bookings", pl.MY_BOOKINGS)]
+                )
             return Outcome().say(
                 f"Request sent for {self.when(booking.start)}. {self.groomer} will confirm shortly.",
                 [QuickReply("My bookings", pl.MY_BOOKINGS)],

@@ -13,6 +13,8 @@ from core.types import AppointmentStatus
 # booking_changed events as Kimmie reads them (Telegram line and e-mail).
 EVENT_LABEL = {
     "confirmed": "confirmed ✅",
+    "offer_accepted": "confirmed: the customer took the time you offered ✅",
+    "restored": "decline undone: waiting for your decision again ↩",
     "declined": "declined ❌",
     "cancelled_by_customer": "cancelled by the customer 🚫",
     "cancelled_by_kimmie": "cancelled 🚫",
@@ -25,7 +27,15 @@ EVENT_LABEL = {
 }
 # Changes Kimmie made herself (a button she just pressed): the card is refreshed, no extra message.
 QUIET_EVENTS = frozenset(
-    {"confirmed", "declined", "cancelled_by_kimmie", "rescheduled_by_kimmie", "completed", "no_show"}
+    {
+        "confirmed",
+        "declined",
+        "restored",
+        "cancelled_by_kimmie",
+        "rescheduled_by_kimmie",
+        "completed",
+        "no_show",
+    }
 )
 
 CHANNEL_LABEL = {"telegram": "Telegram", "instagram": "Instagram", "messenger": "Messenger", "web": "Website"}
