@@ -7,15 +7,16 @@ other.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import customers
 from core.booking.api import BookingService
+from core.booking.transitions import UNDO_WINDOW
 from core.db.models import Appointment, ChannelIdentity, Client, Conversation, Pet
-from core.types import Booking
+from core.types import AppointmentStatus, Booking
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,8 @@ class CardData:
     conversation_id: int | None
     card_chat_id: int | None
     card_message_id: int | None
+    # A decline Kimmie may still undo until then (core/booking/transitions.py UNDO_WINDOW).
+    undo_until: datetime | None = None
 
 
 async def client_view(session: AsyncSession, client_id: int) -> ClientView:
@@ -121,6 +124,11 @@ async def load_card(session: AsyncSession, booking_service: BookingService, appo
         conversation_id=await conversation_for_client(session, booking.client_id, channel),
         card_chat_id=appointment.admin_card_chat_id,
         card_message_id=appointment.admin_card_message_id,
+        undo_until=(
+            appointment.decided_at + UNDO_WINDOW
+            if booking.status == AppointmentStatus.DECLINED and appointment.decided_at is not None
+            else None
+        ),
     )
 
 
