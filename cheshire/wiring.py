@@ -131,13 +131,14 @@ def wire_notify(
     registry: JobRegistry,
     booking: DefaultBookingService,
     telegram_notifier: AdminNotifier | None,
+    app: web.Application | None = None,
 ) -> NotifyWiring:
     """ "notify_admin" through the Telegram notifier, or the logging one when the bot is off
     (core/notify/log_notifier.py); "notify_admin_email" with ADMIN_EMAIL and SMTP_URL."""
     from core.notify.jobs import register_jobs as register_notify_jobs
     from core.notify.log_notifier import LoggingNotifier
 
-    fallback = wire_email_fallback(settings=settings, db=db, registry=registry, booking=booking)
+    fallback = wire_email_fallback(settings=settings, db=db, registry=registry, booking=booking, app=app)
     notifier = telegram_notifier if telegram_notifier is not None else LoggingNotifier()
     register_notify_jobs(
         registry, notifier=notifier, fallback=fallback, telegram=telegram_notifier is not None
@@ -146,10 +147,16 @@ def wire_notify(
 
 
 def wire_email_fallback(
-    *, settings: Settings, db: Database, registry: JobRegistry, booking: DefaultBookingService
+    *,
+    settings: Settings,
+    db: Database,
+    registry: JobRegistry,
+    booking: DefaultBookingService,
+    app: web.Application | None = None,
 ) -> EmailFallback | None:
     """Register "notify_admin_email" when ADMIN_EMAIL and SMTP_URL are set, and say at start-up
-    either way whether Kimmie's notifications have a fallback."""
+    either way whether Kimmie's notifications have a fallback. With PUBLIC_BASE_URL (and `app`) its
+    request mails carry one-time Approve / Decline links to GET/POST /kimmie/decide."""
     missing = [
         name
         for name, value in (("ADMIN_EMAIL", settings.admin_email), ("SMTP_URL", settings.smtp_url))
@@ -166,6 +173,10 @@ def wire_email_fallback(
 
     mailer = AdminMailer(db=db, settings=settings, booking=booking)
     registry.register(ADMIN_EMAIL_JOB, mailer.handle)
+    if app is not None and settings.public_base_url:
+        from channels.email.decide_page import setup_routes as setup_decide_routes
+
+        setup_decide_routes(app, db=db, settings=settings, booking=booking)
     log.info("Kimmie's notifications fall back to e-mail (ADMIN_EMAIL) when Telegram cannot take them")
     return EmailFallback(db, telegram_timeout_s=settings.job_lease_s * 0.5)
 
