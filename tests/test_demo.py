@@ -119,7 +119,7 @@ async def test_a_newcomer_books_as_the_customer_and_approves_as_kimmie(demo: Dem
             card = kimmie.locator(".msg", has_text="Booking request #1")
             await expect(card).to_be_visible(timeout=30_000)
             await card.get_by_role("button", name="✅ Approve").click()
-            await expect(card).to_contain_text("Approved", timeout=30_000)
+            await expect(card).to_contain_text("confirmed", timeout=30_000)
             await expect(card.get_by_role("button", name="✅ Approve")).to_have_count(0)
             await kimmie.screenshot(path=str(ARTIFACTS / "demo-kimmie.png"), full_page=True)
 
@@ -127,3 +127,41 @@ async def test_a_newcomer_books_as_the_customer_and_approves_as_kimmie(demo: Dem
             await expect(bot.filter(has_text="You're booked!")).to_have_count(1, timeout=30_000)
         finally:
             await browser.close()
+
+
+async def test_kimmies_buttons_reach_the_real_handlers(demo: Demo) -> None:
+    """Without a browser: the customer books through the chat API, Kimmie's page shows the card, and
+    pressing Approve there goes through the fake Bot API to the bot, which edits the card."""
+    await _up(demo, demo.customer)
+    await _up(demo, demo.kimmie)
+    async with aiohttp.ClientSession() as http:
+        body: dict[str, str] = {"session_id": "demo-walkthrough-0001", "message": "Hi, I want to book"}
+        for _ in range(12):
+            async with http.post(demo.customer + "api/chat", json=body) as response:
+                replies = (await response.json())["replies"]
+            if any("Request sent" in r["text"] for r in replies):
+                break
+            option = next(o for r in replies for o in r["options"])
+            body = {**body, "message": option["title"], "payload": option["payload"]}
+        assert any("Request sent" in r["text"] for r in replies)
+
+        async def card() -> dict[str, object]:
+            deadline = time.monotonic() + 60
+            while True:
+                async with http.get(demo.kimmie + "/api/messages") as response:
+                    shown = (await response.json())["messages"]
+                found = [m for m in shown if "Booking request #" in m["text"]]
+                if found:
+                    return found[-1]  # type: ignore[no-any-return]
+                assert time.monotonic() < deadline, shown
+                await asyncio.sleep(0.3)
+
+        request = await card()
+        approve = next(b for row in request["buttons"] for b in row if "Approve" in b["text"])  # type: ignore[attr-defined]
+        async with http.post(demo.kimmie + "/api/press", json={"id": request["id"], "data": approve["data"]}):
+            pass
+        deadline = time.monotonic() + 60
+        while "Status: ✅ confirmed" not in str((decided := await card())["text"]):
+            assert time.monotonic() < deadline, decided
+            await asyncio.sleep(0.3)
+        assert not any("Approve" in b["text"] for row in decided["buttons"] for b in row)  # type: ignore[attr-defined]
