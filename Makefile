@@ -1,11 +1,11 @@
-# Two commands on a fresh machine with Python 3.11+ and make:  make run  |  make test
+# Two commands on a fresh machine with Python 3.11+ and make:  make run  |  make test  (make demo: no keys)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 PG_ADMIN_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install run migrate test test-sqlite test-postgres lint typecheck bench clean
+.PHONY: install run demo migrate test test-sqlite test-postgres lint typecheck bench clean
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 run: install
 	$(BIN)/python -m bot
+
+# No keys: the service + fake Telegram and Meta; the customer at :8080/, Kimmie at :8081/kimmie.
+demo: install
+	$(BIN)/python -m demo
 
 migrate: install
 	$(BIN)/python -m core.db.migrate

@@ -15,19 +15,28 @@ from aiogram.filters.callback_data import CallbackData
 
 ADMIN_PREFIX = "k."
 
-CardVerb = Literal["approve", "decline", "offer", "alt", "back", "refund", "refund_yes"]
+CardVerb = Literal["approve", "decline", "offer", "alt", "back", "undo", "refund", "refund_yes"]
+DeclineCode = Literal["fully_booked", "not_a_fit", "other"]  # core/booking/texts.py DECLINE_REASONS
 ChatVerb = Literal["open", "done"]
 PhotoVerb = Literal["appt", "kind", "cancel"]
 MyBookingVerb = Literal["cancel", "cancel_yes", "keep", "resched", "slot"]
 
 
 class ApptAction(CallbackData, prefix="k.ap"):
-    """approve | decline | offer | alt (decline offering `ts`) | back (re-render the card) | refund
-    (ask to confirm) | refund_yes (refund the deposit)."""
+    """approve | decline (ask why) | offer | alt (decline offering `ts`) | back (re-render the card) |
+    undo (restore a request declined less than 5 minutes ago) | refund (ask to confirm) | refund_yes
+    (refund the deposit)."""
 
     action: CardVerb
     appointment_id: int
     ts: int = 0  # unix seconds of an alternative start
+
+
+class DeclineReason(CallbackData, prefix="k.dr"):
+    """Decline request `appointment_id` for this reason (the second tap of Decline)."""
+
+    reason: DeclineCode
+    appointment_id: int
 
 
 class ChatAction(CallbackData, prefix="k.ch"):

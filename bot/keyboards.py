@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from aiogram.filters.callback_data import MAX_CALLBACK_LENGTH
@@ -19,7 +20,7 @@ from aiogram.types import (
     ReplyKeyboardMarkup,
 )
 
-from bot.callbacks import ApptAction, CardVerb, ChatAction, PhotoAction
+from bot.callbacks import ApptAction, CardVerb, ChatAction, DeclineCode, DeclineReason, PhotoAction
 from bot.cards import fmt_slot
 from bot.views import CardData
 from core.storage import PHOTO_KINDS
@@ -43,9 +44,11 @@ def _card_button(text: str, action: CardVerb, appointment_id: int, ts: int = 0) 
 # --- Kimmie ------------------------------------------------------------------------------------------
 
 
-def booking_card_keyboard(card: CardData) -> InlineKeyboardMarkup | None:
+def booking_card_keyboard(card: CardData, *, now: datetime | None = None) -> InlineKeyboardMarkup | None:
     rows: list[list[InlineKeyboardButton]] = []
     appointment_id = card.booking.id
+    if card.undo_until is not None and (now or datetime.now(UTC)) < card.undo_until:
+        rows.append([_card_button("↩ Undo decline", "undo", appointment_id)])
     if card.booking.status == AppointmentStatus.REQUESTED:
         rows.append(
             [
@@ -71,6 +74,27 @@ def refund_confirm_keyboard(appointment_id: int) -> InlineKeyboardMarkup:
             ]
         ]
     )
+
+
+# Decline's second tap: why (the customer's message follows from it).
+DECLINE_TITLES: dict[DeclineCode, str] = {
+    "fully_booked": "📅 Fully booked",
+    "not_a_fit": "🙅 Not a fit",
+    "other": "… Other reason",
+}
+
+
+def decline_reasons_keyboard(appointment_id: int) -> InlineKeyboardMarkup:
+    rows = [
+        [
+            InlineKeyboardButton(
+                text=title, callback_data=DeclineReason(reason=code, appointment_id=appointment_id).pack()
+            )
+        ]
+        for code, title in DECLINE_TITLES.items()
+    ]
+    rows.append([_card_button("↩ Back", "back", appointment_id)])
+    return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
 def open_chat_button(conversation_id: int) -> InlineKeyboardButton:

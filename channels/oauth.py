@@ -3,7 +3,8 @@
 /oauth/start (from a signed link her bot gives her) redirects to Google's consent page asking for
 offline access; /oauth/callback checks the signed state, exchanges the code at the token URI and
 stores the refresh token (StoredCredential), which the calendar provider then prefers over
-GOOGLE_REFRESH_TOKEN.
+GOOGLE_REFRESH_TOKEN, and queues the back-fill: bookings confirmed before the calendar was connected
+get their events too (core/booking/jobs.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from core.alerts import resolve_alert
 from core.booking.guard import CALENDAR_FAULT
+from core.booking.jobs import queue_calendar_backfill
 from core.calendar import oauth
 from core.calendar.oauth import REFRESH_TOKEN_NAME
 from core.db.database import Database
@@ -94,6 +96,7 @@ async def oauth_callback(request: web.Request) -> web.StreamResponse:
             row.value = refresh_token
             row.updated_at = utcnow()
         await resolve_alert(session, CALENDAR_FAULT)
+        await queue_calendar_backfill(session, reason="connected")
     sink = request.app.get(OAUTH_SINK_KEY)
     if sink is not None:
         sink.use_refresh_token(refresh_token)  # type: ignore[attr-defined]

@@ -107,6 +107,7 @@ def build_runtime(settings: Settings) -> Runtime:
         registry=registry,
         booking=booking.service,
         telegram_notifier=telegram.notifier if telegram else None,
+        app=app,
     )
     channels = wire_channels(
         settings=settings, db=db, registry=registry, app=app, telegram=telegram.sender if telegram else None

@@ -63,6 +63,7 @@ def wire_booking(
     """The booking service, its jobs, Google Calendar (when configured) and its OAuth routes."""
     from channels.oauth import setup_routes as setup_oauth_routes
     from core.booking.catalog import apply_catalog_file
+    from core.booking.jobs import queue_calendar_backfill
     from core.booking.jobs import register_jobs as register_booking_jobs
     from core.booking.service import DefaultBookingService
     from core.calendar import is_configured as calendar_configured
@@ -83,6 +84,8 @@ def wire_booking(
             await apply_catalog_file(session, settings.catalog_file)
             if google is not None:
                 await google.load_stored_credentials(session)
+                if google.connected:  # credentials from the environment: events missed before them
+                    await queue_calendar_backfill(session, reason="startup")
         if google is not None:
             google.start_warming()  # freeBusy fetched outside transactions, before searches need it
             if not google.connected:
@@ -185,13 +188,14 @@ def wire_notify(
     registry: JobRegistry,
     booking: DefaultBookingService,
     telegram_notifier: AdminNotifier | None,
+    app: web.Application | None = None,
 ) -> NotifyWiring:
     """ "notify_admin" through the Telegram notifier, or the logging one when the bot is off
     (core/notify/log_notifier.py); "notify_admin_email" with ADMIN_EMAIL and SMTP_URL."""
     from core.notify.jobs import register_jobs as register_notify_jobs
     from core.notify.log_notifier import LoggingNotifier
 
-    fallback = wire_email_fallback(settings=settings, db=db, registry=registry, booking=booking)
+    fallback = wire_email_fallback(settings=settings, db=db, registry=registry, booking=booking, app=app)
     notifier = telegram_notifier if telegram_notifier is not None else LoggingNotifier()
     register_notify_jobs(
         registry, notifier=notifier, fallback=fallback, telegram=telegram_notifier is not None
@@ -200,10 +204,16 @@ def wire_notify(
 
 
 def wire_email_fallback(
-    *, settings: Settings, db: Database, registry: JobRegistry, booking: DefaultBookingService
+    *,
+    settings: Settings,
+    db: Database,
+    registry: JobRegistry,
+    booking: DefaultBookingService,
+    app: web.Application | None = None,
 ) -> EmailFallback | None:
     """Register "notify_admin_email" when ADMIN_EMAIL and SMTP_URL are set, and say at start-up
-    either way whether Kimmie's notifications have a fallback."""
+    either way whether Kimmie's notifications have a fallback. With PUBLIC_BASE_URL (and `app`) its
+    request mails carry one-time Approve / Decline links to GET/POST /kimmie/decide."""
     missing = [
         name
         for name, value in (("ADMIN_EMAIL", settings.admin_email), ("SMTP_URL", settings.smtp_url))
@@ -220,6 +230,10 @@ def wire_email_fallback(
 
     mailer = AdminMailer(db=db, settings=settings, booking=booking)
     registry.register(ADMIN_EMAIL_JOB, mailer.handle)
+    if app is not None and settings.public_base_url:
+        from channels.email.decide_page import setup_routes as setup_decide_routes
+
+        setup_decide_routes(app, db=db, settings=settings, booking=booking)
     log.info("Kimmie's notifications fall back to e-mail (ADMIN_EMAIL) when Telegram cannot take them")
     return EmailFallback(db, telegram_timeout_s=settings.job_lease_s * 0.5)
 

@@ -39,6 +39,7 @@ BOOKING_RESCHEDULED = "booking.rescheduled"
 BOOKING_COMPLETED = "booking.completed"
 BOOKING_NO_SHOW = "booking.no_show"
 BOOKING_HOLD_EXPIRED = "booking.hold_expired"
+BOOKING_RESTORED = "booking.restored"  # Kimmie undid a decline within its 5 minutes
 CLIENT_CREATED = "client.created"
 CLIENT_UPDATED = "client.updated"
 CONVERSATION_HANDOVER = "conversation.handover"
@@ -52,6 +53,7 @@ BOOKING_EVENTS = (
     BOOKING_COMPLETED,
     BOOKING_NO_SHOW,
     BOOKING_HOLD_EXPIRED,
+    BOOKING_RESTORED,
 )
 
 # Events written by a single SQL statement (first contacts at ingest, core/conversation/ingest.py)

@@ -36,6 +36,9 @@ _EMAIL = re.compile(r"^[^@\s<>(),;:\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0
 # so settings never import the SDK; a test checks the two agree.
 STRIPE_SDK_API_VERSION = "2026-10-28.endive"
 # Values people paste from templates; refused outside development.
+_TELEGRAM_TOKEN = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{1,200}$")
+# TELEGRAM_MODE as configured; "off" is only ever the outcome (no token), never a choice.
+TELEGRAM_MODES = ("auto", "polling", "webhook", "off")
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "xxx", "your-key-here", "secret"})
 
 
@@ -124,6 +127,10 @@ class Settings(BaseSettings):
 
     # --- Telegram ----------------------------------------------------------------------------
     telegram_bot_token: SecretStr | None = None
+    # auto: webhook when PUBLIC_BASE_URL is set, else polling. polling keeps polling even with
+    # PUBLIC_BASE_URL (which then serves only the Calendar OAuth link and the pages). After loading,
+    # this holds the mode in effect: "off" (no token), "polling" or "webhook".
+    telegram_mode: str = "auto"
     telegram_kimmie_chat_id: int | None = None
     telegram_admin_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     telegram_webhook_secret: SecretStr | None = None
@@ -295,6 +302,24 @@ class Settings(BaseSettings):
             raise ValueError("must be one e-mail address, such as kimmie@example.com")
         return value
 
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        # What @BotFather gives: "<digits>:<letters, digits, _ and ->". Anything else would only fail
+        # later, inside aiogram, as a traceback the supervisor restarts forever.
+        if value is not None and not _TELEGRAM_TOKEN.match(value.get_secret_value()):
+            raise ValueError("malformed (expected <bot id>:<secret> as @BotFather gives it)")
+        return value
+
+    @field_validator("telegram_mode", mode="before")
+    @classmethod
+    def _known_mode(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+        if value not in TELEGRAM_MODES:
+            raise ValueError("must be auto, polling or webhook")
+        return value
+
     @field_validator("telegram_bot_username")
     @classmethod
     def _bare_username(cls, value: str | None) -> str | None:
@@ -326,11 +351,19 @@ class Settings(BaseSettings):
                 if isinstance(secret, SecretStr) and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
                     raise ValueError(f"{name.upper()} holds a placeholder value")
                 del field
-        if self.telegram_bot_token and self.public_base_url and not self.telegram_webhook_secret:
-            raise ValueError(
-                "TELEGRAM_WEBHOOK_SECRET is required when PUBLIC_BASE_URL puts Telegram in webhook mode"
-            )
+        self.telegram_mode = self._effective_telegram_mode()
+        if self.telegram_mode == "webhook" and not self.telegram_webhook_secret:
+            raise ValueError("TELEGRAM_WEBHOOK_SECRET is required when Telegram runs in webhook mode")
         return self
+
+    def _effective_telegram_mode(self) -> str:
+        if not self.telegram_bot_token:
+            return "off"
+        if self.telegram_mode == "auto":
+            return "webhook" if self.public_base_url else "polling"
+        if self.telegram_mode == "webhook" and not self.public_base_url:
+            raise ValueError("TELEGRAM_MODE=webhook needs PUBLIC_BASE_URL (where Telegram posts updates)")
+        return self.telegram_mode
 
     # --- Derived -------------------------------------------------------------------------------
     @property
@@ -351,13 +384,6 @@ class Settings(BaseSettings):
         if self.telegram_kimmie_chat_id is not None:
             ids.add(self.telegram_kimmie_chat_id)
         return frozenset(ids)
-
-    @property
-    def telegram_mode(self) -> str:
-        """'off', 'polling' or 'webhook'."""
-        if not self.telegram_bot_token:
-            return "off"
-        return "webhook" if self.public_base_url else "polling"
 
     @property
     def stripe_enabled(self) -> bool:

@@ -1,4 +1,5 @@
-"""Kimmie's booking cards: approve, decline, decline offering another time, back to the card.
+"""Kimmie's booking cards: approve (one tap), decline (a second tap says why), undo a decline for 5
+minutes, decline offering another time, back to the card.
 
 One handler per button action (bot/callbacks.py `ApptAction`); each runs one booking use case in the
 update's unit of work and re-renders the card after the transaction closed. A stale card (already
@@ -18,10 +19,11 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import cards, keyboards, views
-from bot.callbacks import ApptAction, CardVerb
+from bot.callbacks import ApptAction, CardVerb, DeclineReason
 from bot.notifier import edit_card
 from bot.routing import RouterSpec
 from bot.scope import UpdateScope
+from core.booking import texts
 from core.booking.api import (
     BookingError,
     BookingService,
@@ -82,9 +84,36 @@ async def _refuse_stale(
 Decision = Callable[[BookingService, AsyncSession, ApptAction, Settings], Awaitable[str]]
 
 
+async def _decide_and_show(
+    query: CallbackQuery,
+    bot: Bot,
+    scope: UpdateScope,
+    booking: BookingService,
+    settings: Settings,
+    appointment_id: int,
+    decide: Callable[[AsyncSession], Awaitable[str]],
+) -> None:
+    """Run `decide`, then show the card with its outcome, or say why nothing changed (already
+    decided, slot taken, booking gone, too late to undo)."""
+    try:
+        async with scope.transaction() as session:
+            outcome = await decide(session)
+            card = await views.load_card(session, booking, appointment_id)
+    except (InvalidTransitionError, SlotUnavailableError) as exc:
+        await _refuse_stale(bot, query, await _load(scope, booking, appointment_id), settings, exc)
+        return
+    except NotFoundError:
+        await query.answer("This booking no longer exists.", show_alert=True)
+        return
+    except BookingError as exc:
+        await query.answer(str(exc)[:190], show_alert=True)
+        return
+    await _show_card(bot, query, card, settings, note=outcome)
+    await query.answer(outcome[:190])
+
+
 def decision(action: CardVerb) -> Callable[[Decision], Decision]:
-    """Register the handler of one card button: run `decide`, then show the card with its outcome,
-    or say why nothing changed (already decided, slot taken, booking gone)."""
+    """Register the handler of one card button: run `decide` and show its outcome on the card."""
 
     def register(decide: Decision) -> Decision:
         async def handler(
@@ -95,22 +124,10 @@ def decision(action: CardVerb) -> Callable[[Decision], Decision]:
             booking: BookingService,
             settings: Settings,
         ) -> None:
-            appointment_id = callback_data.appointment_id
-            try:
-                async with scope.transaction() as session:
-                    outcome = await decide(booking, session, callback_data, settings)
-                    card = await views.load_card(session, booking, appointment_id)
-            except (InvalidTransitionError, SlotUnavailableError) as exc:
-                await _refuse_stale(bot, query, await _load(scope, booking, appointment_id), settings, exc)
-                return
-            except NotFoundError:
-                await query.answer("This booking no longer exists.", show_alert=True)
-                return
-            except BookingError as exc:
-                await query.answer(str(exc)[:190], show_alert=True)
-                return
-            await _show_card(bot, query, card, settings, note=outcome)
-            await query.answer(outcome[:190])
+            async def run(session: AsyncSession) -> str:
+                return await decide(booking, session, callback_data, settings)
+
+            await _decide_and_show(query, bot, scope, booking, settings, callback_data.appointment_id, run)
 
         handler.__name__ = handler.__qualname__ = decide.__name__
         router.callback_query(ApptAction.filter(F.action == action))(handler)
@@ -127,12 +144,58 @@ async def approve(
     return "Approved: the customer is being told."
 
 
-@decision("decline")
-async def decline(
+@router.callback_query(ApptAction.filter(F.action == "decline"))
+async def ask_decline_reason(
+    query: CallbackQuery,
+    callback_data: ApptAction,
+    bot: Bot,
+    scope: UpdateScope,
+    booking: BookingService,
+    settings: Settings,
+) -> None:
+    """Decline's first tap asks why (the reason shapes the customer's message); nothing changes yet."""
+    card = await _load(scope, booking, callback_data.appointment_id)
+    if card.booking.status != AppointmentStatus.REQUESTED:
+        await _refuse_stale(bot, query, card, settings, InvalidTransitionError(""))
+        return
+    await _show_card(
+        bot,
+        query,
+        card,
+        settings,
+        note="Why decline? The customer's message follows from it:",
+        markup=keyboards.decline_reasons_keyboard(card.booking.id),
+    )
+    await query.answer()
+
+
+@router.callback_query(DeclineReason.filter())
+async def decline_for_reason(
+    query: CallbackQuery,
+    callback_data: DeclineReason,
+    bot: Bot,
+    scope: UpdateScope,
+    booking: BookingService,
+    settings: Settings,
+) -> None:
+    async def run(session: AsyncSession) -> str:
+        await booking.decline(
+            session, appointment_id=callback_data.appointment_id, reason_code=callback_data.reason
+        )
+        return (
+            f"Declined ({texts.DECLINE_REASONS[callback_data.reason].lower()}): the customer is being "
+            "told. Undo is possible for 5 minutes."
+        )
+
+    await _decide_and_show(query, bot, scope, booking, settings, callback_data.appointment_id, run)
+
+
+@decision("undo")
+async def undo_decline(
     booking: BookingService, session: AsyncSession, data: ApptAction, settings: Settings
 ) -> str:
-    await booking.decline(session, appointment_id=data.appointment_id)
-    return "Declined: the customer is being told."
+    await booking.restore(session, appointment_id=data.appointment_id)
+    return "Decline undone: the request is back and the customer is being told."
 
 
 @decision("alt")
@@ -144,7 +207,8 @@ async def decline_offering(
     start = datetime.fromtimestamp(data.ts, UTC)
     offered = Slot(start=start, end=start + (current.end - current.start))
     await booking.decline(session, appointment_id=data.appointment_id, alternatives=[offered])
-    return f"Declined; {cards.fmt_slot(offered.start, offered.end, settings.tz)} offered instead."
+    when = cards.fmt_slot(offered.start, offered.end, settings.tz)
+    return f"Declined; {when} offered instead (if the customer takes it, it is booked). Undo: 5 minutes."
 
 
 @router.callback_query(ApptAction.filter(F.action == "offer"))

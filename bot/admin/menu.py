@@ -23,6 +23,7 @@ ADMIN_COMMANDS = {
     "client": "Find a client: /client <name or phone>",
     "done": "Hand the open chat back to the assistant",
     "calendar": "Connect Google Calendar (a link valid 30 minutes)",
+    "whoami": "Your Telegram id",
     "help": "What I can do",
 }
 
@@ -45,6 +46,11 @@ async def calendar_link(message: Message, settings: Settings) -> None:
         f"Open this link within 30 minutes to connect Google Calendar:\n{start_link(settings)}",
         disable_web_page_preview=True,
     )
+
+
+@router.message(Command("whoami"))
+async def admin_whoami(message: Message) -> None:
+    await message.answer(f"Your Telegram id is {message.chat.id}: you are set up as the salon's admin.")
 
 
 @router.message(Command("help", "start"), StateFilter(None))

@@ -2,7 +2,8 @@
 
 core/notify/jobs.py hands it over (with the notify_admin payload, the reason and the notifying job's
 id); this renders the same facts as the Telegram card (core/notify/facts.py, views.py) as plain text
-(client, dog, service, time, chat id; no tokens, no buttons), reading in a short transaction, and sends
+(client, dog, service, time, chat id; with PUBLIC_BASE_URL, one-time Approve / Decline links to a
+confirming page: channels/email/decide_page.py), reading in a short transaction, and sends
 one mail through the e-mail channel's SMTP code (channels/email/sender.py) outside it. Wired only with
 ADMIN_EMAIL and SMTP_URL.
 
@@ -24,8 +25,9 @@ from channels.email.sender import SmtpConfig, build_mail, send_mail
 from core.alerts import NotifyAdminPayload
 from core.booking.api import BookingService, NotFoundError
 from core.db.database import Database
+from core.db.models import utcnow
 from core.jobs.queue import ClaimedJob, PermanentJobError
-from core.notify import views
+from core.notify import links, views
 from core.notify.facts import (
     EVENT_LABEL,
     QUIET_EVENTS,
@@ -171,8 +173,20 @@ class AdminMailer:
         return AdminMail(
             "New booking request",
             f"{card.client.name or 'a customer'}, {pets}, {b.service_name}, {local:%a %-d %b %H:%M}",
-            "\n".join([f"Booking request #{b.id}", "", *booking_lines(card, tz)]),
+            "\n".join([f"Booking request #{b.id}", "", *booking_lines(card, tz), *self.decision_links(b.id)]),
         )
+
+    def decision_links(self, appointment_id: int) -> list[str]:
+        """Approve / Decline links to a confirming page (with PUBLIC_BASE_URL): one use each, 24 h."""
+        if not links.enabled(self.settings):
+            return []
+        now = utcnow()
+        return [
+            "",
+            "Decide here (each link opens a page asking you to confirm; it works once, for 24 hours):",
+            f"Approve: {links.make_link(self.settings, appointment_id, 'approve', now=now)}",
+            f"Decline: {links.make_link(self.settings, appointment_id, 'decline', now=now)}",
+        ]
 
     async def booking_changed(self, appointment_id: int, event: str) -> AdminMail | None:
         if event in QUIET_EVENTS:

@@ -137,7 +137,15 @@ class BookingService(Protocol):
         appointment_id: int,
         reason: str | None = None,
         alternatives: Sequence[Slot] = (),
-    ) -> Booking: ...
+        reason_code: str | None = None,
+    ) -> Booking:
+        """`reason_code`: the reason Kimmie tapped (texts.DECLINE_REASONS), shaping the customer's
+        message; `alternatives`: times offered instead (the customer taking one is confirmed)."""
+        ...
+
+    async def restore(self, session: AsyncSession, *, appointment_id: int) -> Booking:
+        """Undo a decline within 5 minutes of it: the request is back, the customer told."""
+        ...
 
     async def cancel(
         self, session: AsyncSession, *, appointment_id: int, client_id: int | None, reason: str | None = None

@@ -36,6 +36,8 @@ REMINDER_JOB = "booking_reminder"
 REBOOK_JOB = "booking_rebook_nudge"
 CALENDAR_UPSERT_JOB = "calendar_upsert"
 CALENDAR_DELETE_JOB = "calendar_delete"
+# Queued when Google Calendar gets connected: events for the bookings confirmed before it was.
+CALENDAR_BACKFILL_JOB = "calendar_backfill"
 
 
 # Their payloads, here beside the kinds: this module queues them, core/booking/jobs.py reads them.
@@ -277,13 +279,18 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
             *calendar,
             remind,
             customer(lambda c, _e: texts.confirmed(c.booking, tz)),
-            card_change(fixed("confirmed")),
+            # Kimmie's own approval is quiet; a customer taking the time she offered is news to her.
+            card_change(lambda e: "offer_accepted" if _by(e) == "customer" else "confirmed"),
         ),
         events.BOOKING_DECLINED: (
             unhold,
             customer(
                 lambda c, e: texts.declined(
-                    c.booking, tz, e.data.get("reason"), bool(e.data.get("alternatives"))
+                    c.booking,
+                    tz,
+                    e.data.get("reason"),
+                    bool(e.data.get("alternatives")),
+                    e.data.get("reason_code"),
                 )
             ),
             card_change(fixed("declined")),
@@ -311,6 +318,11 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
             card_change(fixed("completed")),
         ),
         events.BOOKING_NO_SHOW: (unremind, card_change(fixed("no_show"))),
+        events.BOOKING_RESTORED: (
+            hold,
+            customer(lambda c, _e: texts.restored(c.booking, tz)),
+            card_change(fixed("restored")),
+        ),
         events.BOOKING_HOLD_EXPIRED: (
             customer(lambda c, _e: texts.expired(c.booking, tz)),
             card_change(fixed("expired")),

@@ -1,4 +1,6 @@
-"""Job handlers of the booking domain: hold expiry, reminders, rebooking nudges, calendar writes.
+"""Job handlers of the booking domain: hold expiry, reminders, rebooking nudges, calendar writes,
+and the calendar back-fill (when Google Calendar is connected, the bookings confirmed before it
+get their events, through the usual upsert job: idempotent, as each event's id is the booking's).
 
 Each handler reads its payload with its model (core/booking/followups.py, which queues them; a
 malformed one ends the job dead at once) and opens its own short transaction. Calendar handlers
@@ -9,9 +11,14 @@ a transaction across a network call).
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.booking.api import NotFoundError
 from core.booking.followups import (
+    CALENDAR_BACKFILL_JOB,
     CALENDAR_DELETE_JOB,
     CALENDAR_UPSERT_JOB,
     EXPIRE_HOLD_JOB,
@@ -23,15 +30,59 @@ from core.booking.followups import (
     RebookPayload,
     ReminderPayload,
 )
+from core.booking.records import CONFIRMED
 from core.booking.service import DefaultBookingService
 from core.db.database import Database
-from core.jobs.queue import ClaimedJob, RetryLater
+from core.db.models import Appointment, utcnow
+from core.jobs.payloads import JobPayload, job_payload
+from core.jobs.queue import ClaimedJob, NewJob, RetryLater, enqueue, enqueue_many
 from core.jobs.worker import JobRegistry
 from core.ports import CalendarProvider, CalendarUnavailableError
 from core.settings import Settings
 from core.types import AppointmentStatus
 
 log = logging.getLogger(__name__)
+
+
+@job_payload(CALENDAR_BACKFILL_JOB)
+class CalendarBackfillPayload(JobPayload):
+    """Why the back-fill runs ("connected": the OAuth callback; "startup": credentials at start)."""
+
+    reason: str = "connected"
+
+
+async def queue_calendar_backfill(session: AsyncSession, *, reason: str) -> None:
+    """Queue the back-fill in the caller's unit of work (with the stored token, or at start-up)."""
+    await enqueue(session, CALENDAR_BACKFILL_JOB, CalendarBackfillPayload(reason=reason).dump())
+
+
+async def queue_missing_events(session: AsyncSession, *, now: datetime) -> int:
+    """One calendar_upsert job per confirmed, still-coming booking without an event. Each is keyed by
+    the booking, so running the back-fill twice (two connects, a restart) queues it once."""
+    rows = await session.execute(
+        select(Appointment.id)
+        .where(
+            Appointment.status == CONFIRMED,
+            Appointment.end_at > now,
+            Appointment.calendar_event_id.is_(None),
+        )
+        .order_by(Appointment.start_at)
+    )
+    ids = list(rows.scalars())
+    if ids:
+        await enqueue_many(
+            session,
+            [
+                NewJob(
+                    CALENDAR_UPSERT_JOB,
+                    CalendarUpsertPayload(appointment_id=i).dump(),
+                    idempotency_key=f"calendar_backfill:{i}",
+                    queue_key=f"calendar:{i}",
+                )
+                for i in ids
+            ],
+        )
+    return len(ids)
 
 
 def register_jobs(
@@ -96,5 +147,12 @@ def register_jobs(
         except CalendarUnavailableError as exc:
             raise RetryLater(min(60.0 * job.attempts, 900.0), f"calendar unavailable: {exc}") from None
 
+    async def calendar_backfill(job: ClaimedJob) -> None:
+        CalendarBackfillPayload.load(job.payload)
+        async with db.transaction() as session:
+            queued = await queue_missing_events(session, now=utcnow())
+        log.info("calendar back-fill queued events", extra={"count": queued})
+
     registry.register(CALENDAR_UPSERT_JOB, calendar_upsert)
     registry.register(CALENDAR_DELETE_JOB, calendar_delete)
+    registry.register(CALENDAR_BACKFILL_JOB, calendar_backfill)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,13 +35,26 @@ from core.booking.records import (
     to_booking,
 )
 from core.booking.sizing import cadence_weeks, quote_pets, size_counts
-from core.booking.transitions import Action, allowed, transition
+from core.booking.transitions import UNDO_WINDOW, Action, allowed, transition
 from core.db.models import Appointment, AppointmentPet
 from core.events import FollowUps, emit
 from core.settings import Settings
-from core.types import Booking, Channel, QuickReply, Slot
+from core.types import AppointmentStatus, Booking, Channel, QuickReply, Slot
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NewBooking:
+    """What a new appointment is filed with (a request, or a customer taking Kimmie's offer)."""
+
+    client_id: int
+    service_code: str
+    pet_ids: tuple[int, ...]
+    start: datetime
+    source_channel: Channel | None
+    addon_codes: tuple[str, ...] = ()
+    notes: str | None = None
 
 
 class Lifecycle:
@@ -66,16 +80,30 @@ class Lifecycle:
         addon_codes: Sequence[str] = (),
         notes: str | None = None,
     ) -> Booking:
-        step = transition(Action.REQUEST, None)
+        return await self._file(
+            session,
+            NewBooking(
+                client_id, service_code, tuple(pet_ids), start, source_channel, tuple(addon_codes), notes
+            ),
+        )
+
+    async def _file(self, session: AsyncSession, new: NewBooking, *, offer_of: int | None = None) -> Booking:
+        """File a new appointment: a request for Kimmie, or (`offer_of`: the declined request whose
+        offered time the customer took) confirmed at once. Both after the same slot check."""
+        step = transition(Action.REQUEST if offer_of is None else Action.ACCEPT_OFFER, None)
+        client_id, start = new.client_id, new.start
         rules = await read_rules(session)
         now = self.now()
         start = self.utc(start)
-        service = await load_service(session, service_code)
-        addons = await load_addons(session, addon_codes)
-        pets = await load_pets(session, pet_ids, client_id)
+        service = await load_service(session, new.service_code)
+        addons = await load_addons(session, new.addon_codes)
+        pets = await load_pets(session, new.pet_ids, client_id)
         quote = quote_pets(rules, service, addons, pets)
         end = start + timedelta(minutes=quote.duration_min)
-        self._check_notice_and_horizon(rules, start, now)
+        if offer_of is None:
+            self._check_notice_and_horizon(rules, start, now)
+        elif start <= now:  # her own offer needs no notice, but it must still lie ahead
+            raise PolicyError(texts.ALREADY_PASSED)
         day = self.guard.local_day(start)
         if not inside_windows(start, end, day_windows(rules, day, self.tz)):
             raise SlotUnavailableError(texts.OUTSIDE_HOURS)
@@ -90,29 +118,37 @@ class Lifecycle:
         await self.guard.lock_days(session, [day])
         await self.guard.ensure_free(session, check, rules=rules, now=now)
 
+        confirmed = step.to.value == CONFIRMED
         appt = Appointment(
             client_id=client_id,
             service_id=service.id,
             start_at=start,
             end_at=end,
             status=step.to.value,
-            hold_expires_at=min(now + timedelta(hours=self._hold_hours(rules)), start),
-            source_channel=source_channel.value if source_channel else None,
+            hold_expires_at=None if confirmed else min(now + timedelta(hours=self._hold_hours(rules)), start),
+            decided_at=now if confirmed else None,
+            source_channel=new.source_channel.value if new.source_channel else None,
             addon_codes=[a.code for a in addons],
             price_min_cents=quote.price_min_cents,
             price_max_cents=quote.price_max_cents,
             availability_verified=verified,
-            notes=notes,
+            notes=new.notes,
         )
         session.add(appt)
-        await session.flush()
+        if confirmed:
+            await flush_confirmed(session)
+        else:
+            await session.flush()
         if pets:
             await session.execute(
                 insert(AppointmentPet), [{"appointment_id": appt.id, "pet_id": p.id} for p in pets]
             )
         booking = to_booking(appt, service=service, pets=pets)
-        await self._emit(session, step.event, appt, booking, by="customer")
-        log.info("booking requested", extra={"appointment_id": appt.id, "verified": verified})
+        extra: dict[str, Any] = {} if offer_of is None else {"offer_of": offer_of}
+        await self._emit(session, step.event, appt, booking, by="customer", **extra)
+        log.info(
+            "booking filed", extra={"appointment_id": appt.id, "verified": verified, "status": appt.status}
+        )
         return booking
 
     async def request_alternative(
@@ -124,21 +160,32 @@ class Lifecycle:
         start: datetime,
         source_channel: Channel | None,
     ) -> Booking:
-        """A new request like an earlier one (same service, pets, add-ons) at another time: what the
-        customer's tap on an alternative offered with a decline (payload "ALT:...") asks for."""
-        old = await load_appointment(session, appointment_id)
+        """A booking like an earlier one (same service, pets, add-ons) at another time: what the
+        customer's tap on an alternative offered with a decline (payload "ALT:...") asks for. A time
+        Kimmie offered is confirmed at once (after the slot check: she does not approve her own
+        offer again), and her offers are then used up; any other time is a new request for her."""
+        old = await load_appointment(session, appointment_id, for_update=True)
         if old.client_id != client_id:
             raise NotFoundError(texts.NO_APPOINTMENT)
-        return await self.request(
-            session,
-            client_id=client_id,
-            service_code=old.service.code,
-            pet_ids=[p.id for p in old.pets],
-            start=start,
-            source_channel=source_channel or (Channel(old.source_channel) if old.source_channel else None),
-            addon_codes=list(old.addon_codes or []),
-            notes=old.notes,
+        start = self.utc(start)
+        offered = old.status == AppointmentStatus.DECLINED.value and start.isoformat() in (
+            old.offered_starts or []
         )
+        new = NewBooking(
+            client_id,
+            old.service.code,
+            tuple(p.id for p in old.pets),
+            start,
+            source_channel or (Channel(old.source_channel) if old.source_channel else None),
+            tuple(old.addon_codes or []),
+            old.notes,
+        )
+        if not offered:
+            return await self._file(session, new)
+        booking = await self._file(session, new, offer_of=old.id)
+        old.offered_starts = None  # one offer taken: the others are not held for a second booking
+        await session.flush()
+        return booking
 
     async def approve(self, session: AsyncSession, *, appointment_id: int) -> Booking:
         # A first, unlocked read: the Calendar call (usually a cache hit) must not hold row locks.
@@ -175,22 +222,29 @@ class Lifecycle:
         appointment_id: int,
         reason: str | None = None,
         alternatives: Sequence[Slot] = (),
+        reason_code: str | None = None,
     ) -> Booking:
+        if reason_code is not None and reason_code not in texts.DECLINE_REASONS:
+            raise PolicyError(texts.unknown_decline_reason(reason_code))
         appt = await load_appointment(session, appointment_id, for_update=True)
         step = transition(Action.DECLINE, appt.status, appointment_id=appt.id)
         appt.status = step.to.value
         appt.decided_at = self.now()
         appt.decision_reason = reason
+        appt.decline_code = reason_code
         appt.hold_expires_at = None
+        offered = list(alternatives)[:10]
+        appt.offered_starts = [self.utc(s.start).isoformat() for s in offered] or None
         await session.flush()
         booking = to_booking(appt)
-        offered = list(alternatives)[:10]
         replies = tuple(
             QuickReply(
                 title=texts.short_when(s.start, self.tz), payload=payloads.alternative(appt.id, s.start)
             )
             for s in offered
-        ) or (QuickReply(title=texts.PICK_ANOTHER_TIME, payload=payloads.BOOK),)
+        )
+        if not replies and reason_code != "not_a_fit":  # not a fit: another time would not help
+            replies = (QuickReply(title=texts.PICK_ANOTHER_TIME, payload=payloads.BOOK),)
         await self._emit(
             session,
             step.event,
@@ -199,8 +253,43 @@ class Lifecycle:
             replies=replies,
             by="kimmie",
             reason=reason,
+            reason_code=reason_code,
             alternatives=[{"start": s.start, "end": s.end} for s in offered],
         )
+        return booking
+
+    async def restore(self, session: AsyncSession, *, appointment_id: int) -> Booking:
+        """Undo a decline within UNDO_WINDOW: the request is back, holding its slot again (if nobody
+        took it meanwhile), and the customer is told to disregard the decline."""
+        appt = await load_appointment(session, appointment_id)
+        transition(Action.RESTORE, appt.status, appointment_id=appt.id)
+        now = self.now()
+        if appt.decided_at is None or now - appt.decided_at > UNDO_WINDOW:
+            raise PolicyError(texts.UNDO_TOO_LATE)
+        if appt.start_at <= now:
+            raise PolicyError(texts.ALREADY_PASSED)
+        rules = await read_rules(session)
+        check = SlotCheck(
+            appt.start_at,
+            appt.end_at,
+            timedelta(minutes=rules.buffer_min),
+            exclude=appt.id,
+            sizes=size_counts(rules, list(appt.pets)),
+            taken=texts.UNDO_SLOT_TAKEN,
+        )
+        await self.guard.lock_days(session, [self.guard.local_day(appt.start_at)])
+        appt = await load_appointment(session, appointment_id, for_update=True)
+        step = transition(Action.RESTORE, appt.status, appointment_id=appt.id)
+        await self.guard.ensure_free(session, check, rules=rules, now=now)
+        appt.status = step.to.value
+        appt.hold_expires_at = min(now + timedelta(hours=self._hold_hours(rules)), appt.start_at)
+        appt.decided_at = None
+        appt.decision_reason = None
+        appt.decline_code = None
+        appt.offered_starts = None
+        await session.flush()
+        booking = to_booking(appt)
+        await self._emit(session, step.event, appt, booking, by="kimmie")
         return booking
 
     async def cancel(

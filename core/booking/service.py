@@ -217,10 +217,18 @@ class DefaultBookingService:
         appointment_id: int,
         reason: str | None = None,
         alternatives: Sequence[Slot] = (),
+        reason_code: str | None = None,
     ) -> Booking:
         return await self.lifecycle.decline(
-            session, appointment_id=appointment_id, reason=reason, alternatives=alternatives
+            session,
+            appointment_id=appointment_id,
+            reason=reason,
+            alternatives=alternatives,
+            reason_code=reason_code,
         )
+
+    async def restore(self, session: AsyncSession, *, appointment_id: int) -> Booking:
+        return await self.lifecycle.restore(session, appointment_id=appointment_id)
 
     async def cancel(
         self, session: AsyncSession, *, appointment_id: int, client_id: int | None, reason: str | None = None

@@ -51,8 +51,32 @@ def confirmed(booking: Booking, tz: ZoneInfo) -> str:
     )
 
 
-def declined(booking: Booking, tz: ZoneInfo, reason: str | None, has_alternatives: bool) -> str:
-    text = f"Sorry, Kimmie can't take {pets(booking)} on {when(booking.start, tz)}."
+# The reasons Kimmie picks from when she declines (code -> her button's title). The code shapes what
+# the customer reads (`declined`); it is stored on the appointment (decline_code).
+DECLINE_REASONS = {
+    "fully_booked": "Fully booked",
+    "not_a_fit": "Not a fit",
+    "other": "Other reason",
+}
+
+
+def declined(
+    booking: Booking, tz: ZoneInfo, reason: str | None, has_alternatives: bool, code: str | None = None
+) -> str:
+    if code == "fully_booked":
+        text = (
+            f"Sorry, Kimmie is fully booked on {when(booking.start, tz)}, "
+            f"so she can't take {pets(booking)} then."
+        )
+    elif code == "not_a_fit":
+        # Not a time problem: offering other times would mislead.
+        return (
+            f"Sorry, Kimmie isn't able to take this booking for {pets(booking)}: it isn't a good fit for "
+            "her salon. Thank you for thinking of her, and we hope you find the right groomer."
+            + (f" {reason.strip()}" if reason else "")
+        )
+    else:
+        text = f"Sorry, Kimmie can't take {pets(booking)} on {when(booking.start, tz)}."
     if reason:
         text += f" {reason.strip()}"
     if has_alternatives:
@@ -60,6 +84,13 @@ def declined(booking: Booking, tz: ZoneInfo, reason: str | None, has_alternative
     else:
         text += " Would you like to pick another time?"
     return text
+
+
+def restored(booking: Booking, tz: ZoneInfo) -> str:
+    return (
+        f"Good news: please ignore the last message. Kimmie is looking at your request for "
+        f"{pets(booking)} on {when(booking.start, tz)} again, and will confirm shortly."
+    )
 
 
 def cancelled_by_salon(booking: Booking, tz: ZoneInfo, reason: str | None) -> str:
@@ -107,6 +138,8 @@ ALREADY_PASSED = "That appointment time has already passed."
 NEW_TIME_IN_PAST = "The new time is in the past."
 CALENDAR_BUSY_ON_APPROVE = "Your Google Calendar is busy at that time: the request was not approved."
 REQUEST_CHANGED = "The request was changed meanwhile: please look at it again."
+UNDO_SLOT_TAKEN = "That time was taken meanwhile, so the decline stays."
+UNDO_TOO_LATE = "Too late to undo: a decline can be undone for 5 minutes."
 APPOINTMENT_CHANGED = "The appointment was changed meanwhile: please look at it again."
 OVERLAPS_CONFIRMED = "That time overlaps a confirmed appointment."
 CALENDAR_DOWN_ALERT = (
@@ -132,6 +165,10 @@ def no_addon(code: str) -> str:
 
 def overlaps_confirmed_on_approve(appointment_id: int) -> str:
     return f"That time overlaps a confirmed appointment (#{appointment_id}): the request was not approved."
+
+
+def unknown_decline_reason(code: str) -> str:
+    return f"There is no decline reason called {code!r}."
 
 
 def not_now(verb: str, appointment_id: int, status: str) -> str:

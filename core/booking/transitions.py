@@ -8,6 +8,7 @@ is a stale Telegram card: the request was decided meanwhile).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import Enum
 
 from core import events
@@ -25,6 +26,8 @@ class Action(Enum):
     COMPLETE = "complete"
     NO_SHOW = "mark as no-show"
     EXPIRE = "expire"
+    RESTORE = "undo the decline of"
+    ACCEPT_OFFER = "accept the offered time for"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +48,14 @@ TRANSITIONS: dict[tuple[Action, S | None], Transition] = {
     (Action.COMPLETE, S.CONFIRMED): Transition(S.COMPLETED, events.BOOKING_COMPLETED),
     (Action.NO_SHOW, S.CONFIRMED): Transition(S.NO_SHOW, events.BOOKING_NO_SHOW),
     (Action.EXPIRE, S.REQUESTED): Transition(S.EXPIRED, events.BOOKING_HOLD_EXPIRED),
+    # Undo: only within UNDO_WINDOW of the decline (the lifecycle checks the time).
+    (Action.RESTORE, S.DECLINED): Transition(S.REQUESTED, events.BOOKING_RESTORED),
+    # The customer takes a time Kimmie offered with a decline: confirmed without a second approval.
+    (Action.ACCEPT_OFFER, None): Transition(S.CONFIRMED, events.BOOKING_CONFIRMED),
 }
+
+# How long after a decline Kimmie may still undo it.
+UNDO_WINDOW = timedelta(minutes=5)
 
 
 def allowed(action: Action, status: str | None) -> bool:

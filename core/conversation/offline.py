@@ -28,7 +28,16 @@ from core.db.models import Client, Conversation, utcnow
 from core.previews import texts as preview_texts
 from core.previews.service import Previews, is_preview_payload
 from core.settings import Settings
-from core.types import Booking, Channel, CoatType, OutboundMessage, QuickReply, SizeClass, Slot
+from core.types import (
+    AppointmentStatus,
+    Booking,
+    Channel,
+    CoatType,
+    OutboundMessage,
+    QuickReply,
+    SizeClass,
+    Slot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -589,6 +598,11 @@ class OfflineResponder:
                 )
             except (BookingError, ValueError) as exc:
                 return Outcome().say(str(exc), [QuickReply("Book", pl.BOOK)])
+            if booking.status == AppointmentStatus.CONFIRMED:
+                # The time Kimmie offered: confirmed at once; the confirmation follows from the event.
+                return Outcome().say(
+                    f"{self.when(booking.start)} it is!", [QuickReply("My bookings", pl.MY_BOOKINGS)]
+                )
             return Outcome().say(
                 f"Request sent for {self.when(booking.start)}. {self.groomer} will confirm shortly.",
                 [QuickReply("My bookings", pl.MY_BOOKINGS)],

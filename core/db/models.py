@@ -201,6 +201,12 @@ class Appointment(TimestampMixin, Base):
     notes: Mapped[str | None] = mapped_column(Text)
     decision_reason: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Why Kimmie declined (core/booking/texts.py DECLINE_REASONS: fully_booked, not_a_fit, other);
+    # with decided_at it bounds the Undo (5 minutes).
+    decline_code: Mapped[str | None] = mapped_column(String(20))
+    # The starts Kimmie offered with a decline (UTC ISO strings): the customer accepting one of these
+    # is confirmed at once, any other time is a new request.
+    offered_starts: Mapped[list[Any] | None] = mapped_column(JsonType)
     # Kimmie's Telegram approval card, so it can be edited when the request changes.
     admin_card_chat_id: Mapped[int | None] = mapped_column(BigInteger)
     admin_card_message_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -443,6 +449,17 @@ class BusinessConfig(Base):
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ActionLinkUse(Base):
+    """A used one-time link from Kimmie's e-mail (Approve / Decline): its nonce, so it works once."""
+
+    __tablename__ = "action_link_use"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    appointment_id: Mapped[int] = mapped_column(BigInteger)
+    action: Mapped[str] = mapped_column(String(20))
+    used_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class StoredCredential(Base):

@@ -13,6 +13,8 @@ from core.types import AppointmentStatus
 # booking_changed events as Kimmie reads them (Telegram line and e-mail).
 EVENT_LABEL = {
     "confirmed": "confirmed ✅",
+    "offer_accepted": "confirmed: the customer took the time you offered ✅",
+    "restored": "decline undone: waiting for your decision again ↩",
     "declined": "declined ❌",
     "cancelled_by_customer": "cancelled by the customer 🚫",
     "cancelled_by_kimmie": "cancelled 🚫",
@@ -34,6 +36,7 @@ QUIET_EVENTS = frozenset(
     {
         "confirmed",
         "declined",
+        "restored",
         "cancelled_by_kimmie",
         "rescheduled_by_kimmie",
         "completed",

@@ -7,16 +7,17 @@ other.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import customers
 from core.booking.api import BookingService
+from core.booking.transitions import UNDO_WINDOW
 from core.db.models import Appointment, ChannelIdentity, Client, Conversation, GroomingDesign, Pet
 from core.payments.card import DepositView, deposit_view
-from core.types import Booking
+from core.types import AppointmentStatus, Booking
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,8 @@ class CardData:
     card_chat_id: int | None
     card_message_id: int | None
     deposit: DepositView | None = None  # None: no deposit asked (core/payments/)
+    # A decline Kimmie may still undo until then (core/booking/transitions.py UNDO_WINDOW).
+    undo_until: datetime | None = None
 
 
 async def client_view(session: AsyncSession, client_id: int) -> ClientView:
@@ -146,6 +149,11 @@ async def load_card(session: AsyncSession, booking_service: BookingService, appo
         card_chat_id=appointment.admin_card_chat_id,
         card_message_id=appointment.admin_card_message_id,
         deposit=await deposit_view(session, appointment_id),
+        undo_until=(
+            appointment.decided_at + UNDO_WINDOW
+            if booking.status == AppointmentStatus.DECLINED and appointment.decided_at is not None
+            else None
+        ),
     )
 
 

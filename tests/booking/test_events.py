@@ -132,6 +132,7 @@ def call_for(
         ),
         Action.COMPLETE: lambda s: service.complete(s, appointment_id=appointment_id),
         Action.NO_SHOW: lambda s: service.no_show(s, appointment_id=appointment_id),
+        Action.RESTORE: lambda s: service.restore(s, appointment_id=appointment_id),
     }
     return calls[action]
 
@@ -152,7 +153,7 @@ async def queued_after(db: Database, job_id: int) -> list[str]:
 
 # --- The transition table ---------------------------------------------------------------------------
 
-KIMMIES_ACTIONS = [a for a in Action if a not in (Action.REQUEST, Action.EXPIRE)]
+KIMMIES_ACTIONS = [a for a in Action if a not in (Action.REQUEST, Action.EXPIRE, Action.ACCEPT_OFFER)]
 
 
 @pytest.mark.parametrize("status", list(S), ids=lambda s: s.value)
@@ -163,6 +164,8 @@ async def test_every_transition_emits_its_event_or_is_refused_writing_nothing(
     ann = await make_customer(db, "ann")
     appointment_id = await new_request(db, service, ann, at(WED, 9))
     await force_status(db, appointment_id, status)
+    async with db.transaction() as session:  # decided just now: inside the Undo's 5 minutes
+        (await session.get_one(Appointment, appointment_id)).decided_at = service.now()
     before = await snapshot(db, appointment_id)
     expected = TRANSITIONS.get((action, status))
 
@@ -209,6 +212,8 @@ def test_the_table_is_the_lifecycle_kimmie_knows() -> None:
         (Action.COMPLETE, S.CONFIRMED): (S.COMPLETED, events.BOOKING_COMPLETED),
         (Action.NO_SHOW, S.CONFIRMED): (S.NO_SHOW, events.BOOKING_NO_SHOW),
         (Action.EXPIRE, S.REQUESTED): (S.EXPIRED, events.BOOKING_HOLD_EXPIRED),
+        (Action.RESTORE, S.DECLINED): (S.REQUESTED, events.BOOKING_RESTORED),
+        (Action.ACCEPT_OFFER, None): (S.CONFIRMED, events.BOOKING_CONFIRMED),
     }
     assert {key: (t.to, t.event) for key, t in TRANSITIONS.items()} == spec
     assert {t.event for t in TRANSITIONS.values()} == set(events.BOOKING_EVENTS)
@@ -234,6 +239,7 @@ SCENARIOS: list[tuple[str, list[Action], list[str]]] = [
     (events.BOOKING_RESCHEDULED, [Action.APPROVE, Action.RESCHEDULE], [CAL_UP, REMINDER, DELIVER, NOTIFY]),
     (events.BOOKING_COMPLETED, [Action.APPROVE, Action.COMPLETE], [REBOOK, NOTIFY]),
     (events.BOOKING_NO_SHOW, [Action.APPROVE, Action.NO_SHOW], [NOTIFY]),
+    (events.BOOKING_RESTORED, [Action.DECLINE, Action.RESTORE], [EXPIRE, DELIVER, NOTIFY]),
 ]
 
 
