@@ -68,9 +68,7 @@ async def notify_admin(session: AsyncSession, kind: str, **data: object) -> None
     await enqueue(session, NOTIFY_ADMIN_JOB, {"type": kind, **data})
 
 
-async def credentials_refused(
-    session: AsyncSession, channel: str, fault_key: str | None, error: str
-) -> None:
+async def credentials_refused(session: AsyncSession, channel: str, fault_key: str | None, error: str) -> None:
     """A channel's token was refused (delivery, profile look-ups): Kimmie hears once per token. The
     adapter names its `credentials_fault_key` so every user of one token shares it."""
     await raise_alert(

@@ -68,6 +68,10 @@ class ChannelCapabilities:
     # Sends a message as parts it reports to `on_part_sent` and resumes after `resume_from` (False:
     # nothing reaches a platform, so there is no progress to record).
     parts: bool = True
+    # Past the messaging window, a message carrying a `template` (a reminder) may go out as that
+    # utility template (Meta's utility messages, with META_UTILITY_MESSAGES): delivery sets
+    # `as_template` and the sender sends the template instead of the text.
+    utility_templates: bool = False
 
 
 class ChannelSender(Protocol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import events
 from core.alerts import NOTIFY_ADMIN_JOB, notify_admin
+from core import reach
 from core.booking import texts
 from core.booking.records import CONFIRMED, REQUESTED, customer_conversation
 from core.db.models import Appointment
@@ -66,6 +67,7 @@ class BookingEnv:
     now: Callable[[], datetime]
     reminder_hours_before: float
     calendar: bool  # a calendar is configured: confirmed bookings get events
+    reach: reach.ReachPolicy = field(default_factory=reach.ReachPolicy)
 
 
 def booking_facts(booking: Booking, tz: ZoneInfo) -> dict[str, Any]:
@@ -170,6 +172,18 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
 
         return FollowUp(DELIVER_JOB, run, "the customer's message", when=when)
 
+    async def confirmation(session: AsyncSession, event: Event) -> None:
+        """The confirmation names the route its reminder will take, or says there is none."""
+        change = change_of(event)
+        ahead = reminder_ahead(event)
+        via = None
+        if ahead:
+            at = change.booking.start - timedelta(hours=env.reminder_hours_before)
+            routes = await reach.routes_at(session, change.appt.client_id, at, env.reach)
+            via = routes[0].channel if routes else None
+        body = texts.confirmed(change.booking, env.tz, reminder_ahead=ahead, reminder_via=via)
+        await tell_customer(session, change.appt, body, change.replies)
+
     # --- The hold's expiry timer -------------------------------------------------------------------
     async def start_hold(session: AsyncSession, event: Event) -> None:
         appt = change_of(event).appt
@@ -246,7 +260,7 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
             unhold,
             *calendar,
             remind,
-            customer(lambda c, _e: texts.confirmed(c.booking, tz)),
+            FollowUp(DELIVER_JOB, confirmation, "the customer's message"),
             card_change(fixed("confirmed")),
         ),
         events.BOOKING_DECLINED: (

@@ -48,6 +48,7 @@ from core.booking.reminders import Reminders
 from core.booking.search import SlotSearch
 from core.db.models import Appointment, Service, utcnow
 from core.events import FollowUps
+from core.reach import ReachPolicy
 from core.ports import CalendarProvider
 from core.settings import Settings
 from core.types import AppointmentStatus, Booking, Channel, CoatType, Quote, SizeClass, Slot
@@ -60,8 +61,11 @@ class DefaultBookingService:
         calendar: CalendarProvider | None = None,
         *,
         now: Callable[[], datetime] = utcnow,
+        reach: ReachPolicy | None = None,
     ) -> None:
         self.settings = settings
+        # Which channels reach a customer at reminder time (core/reach.py), from what is configured.
+        self.reach = reach or ReachPolicy()
         self.calendar = calendar
         self.now = now
         self.tz = settings.tz
@@ -72,6 +76,7 @@ class DefaultBookingService:
                 now=now,
                 reminder_hours_before=settings.reminder_hours_before,
                 calendar=calendar is not None,
+                reach=self.reach,
             )
         )
         self.search = SlotSearch(self.tz, self.guard, now=now)
