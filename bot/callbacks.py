@@ -29,6 +29,13 @@ class ApptAction(CallbackData, prefix="k.ap"):
     ts: int = 0  # unix seconds of an alternative start
 
 
+class ReminderAction(CallbackData, prefix="k.rm"):
+    """confirm: Kimmie reached the customer whose reminder did not arrive (her daily list)."""
+
+    action: Literal["confirm"]
+    appointment_id: int
+
+
 class ChatAction(CallbackData, prefix="k.ch"):
     """open (take over and reply) | done (hand back)."""
 

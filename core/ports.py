@@ -4,7 +4,7 @@ modules implement them; core code depends only on these.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -146,6 +146,11 @@ class AdminNotifier(Protocol):
     async def handover(self, conversation_id: int, reason: str) -> None: ...
 
     async def alert(self, text: str) -> None: ...
+
+    async def reminder_digest(self, appointment_ids: Sequence[int]) -> None:
+        """ONE daily list of visits whose reminder could not reach the customer, with their contact
+        details and a "Mark confirmed" button each."""
+        ...
 
 
 # --- Google Calendar ------------------------------------------------------------------------------

@@ -17,9 +17,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import events
+from core import events, reach
 from core.alerts import NOTIFY_ADMIN_JOB, notify_admin
-from core import reach
 from core.booking import texts
 from core.booking.records import CONFIRMED, REQUESTED, customer_conversation
 from core.db.models import Appointment

@@ -44,6 +44,8 @@ async def deliver(notifier: AdminNotifier, payload: dict[str, Any]) -> None:
             await notifier.booking_changed(
                 int(payload["appointment_id"]), str(payload.get("event", "changed"))
             )
+        elif kind == "reminder_digest":
+            await notifier.reminder_digest([int(i) for i in payload["appointment_ids"]])
         elif kind == "handover":
             await notifier.handover(int(payload["conversation_id"]), str(payload.get("reason", "")))
         else:
