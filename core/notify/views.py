@@ -89,15 +89,12 @@ async def client_view(session: AsyncSession, client_id: int) -> ClientView:
             .order_by(ChannelIdentity.id)
         )
     ).all()
-    counts = dict(
-        (
-            await session.execute(
-                select(Appointment.status, func.count())
-                .where(Appointment.client_id == client_id, Appointment.status.in_(("completed", "no_show")))
-                .group_by(Appointment.status)
-            )
-        ).tuples()
+    counted = await session.execute(
+        select(Appointment.status, func.count())
+        .where(Appointment.client_id == client_id, Appointment.status.in_(("completed", "no_show")))
+        .group_by(Appointment.status)
     )
+    counts = {str(status): int(n) for status, n in counted.all()}
     return ClientView(
         id=client.id,
         name=client.name,
@@ -106,8 +103,8 @@ async def client_view(session: AsyncSession, client_id: int) -> ClientView:
         notes=client.notes,
         channels=tuple(dict.fromkeys(channel for channel, _h, _d in rows)),
         handles=tuple(dict.fromkeys((channel, handle) for channel, handle, _d in rows if handle)),
-        visits=int(counts.get("completed", 0)),
-        no_shows=int(counts.get("no_show", 0)),
+        visits=counts.get("completed", 0),
+        no_shows=counts.get("no_show", 0),
         display_name=next((d for _c, _h, d in rows if d), None),
     )
 
