@@ -49,7 +49,6 @@ async def test_booking_request_card_shows_the_request_and_its_buttons(harness: H
         "small",
         "curly coat",
         "shy with strangers",
-        "vaccination: unknown",
         "Full Groom",
         "$",
         "Nervous with dryers",
