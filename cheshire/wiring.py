@@ -265,7 +265,12 @@ def wire_conversation(
         chat_model = build_chat_model(settings, on_call=on_llm_call)
         on_shutdown = (partial(close_chat_model, chat_model),)
     engine = ConversationEngine(
-        db=db, settings=settings, booking=booking, model=chat_model, contact_links=contact_links
+        db=db,
+        settings=settings,
+        booking=booking,
+        model=chat_model,
+        contact_links=contact_links,
+        reach=booking.reach,
     )
     register_conversation_jobs(registry, db=db, engine=engine)
     return ConversationWiring(engine=engine, on_shutdown=on_shutdown)

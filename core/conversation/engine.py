@@ -56,6 +56,7 @@ from core.llm.types import (
 )
 from core.outbox import queue_outbound
 from core.profiles import queue_profile_lookup
+from core.reach import ReachPolicy
 from core.settings import Settings
 from core.types import OutboundMessage, QuickReply
 
@@ -101,14 +102,20 @@ class ConversationEngine:
         offline: OfflineResponder | None = None,
         contact_links: ContactLinks | None = None,
         now: Callable[[], Any] = utcnow,
+        reach: ReachPolicy | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.booking = booking
         self.model = model
         self.now = now
-        self.offline = offline or OfflineResponder(booking, settings, now=now)
-        self.toolbox = ToolBox(booking, settings.tz, contact_links=contact_links)
+        # Which routes reach a customer later (core/reach.py): both flows ask for a contact first
+        # when none would.
+        policy = reach or ReachPolicy()
+        self.offline = offline or OfflineResponder(
+            booking, settings, now=now, reach=policy, contact_links=contact_links
+        )
+        self.toolbox = ToolBox(booking, settings.tz, contact_links=contact_links, reach=policy)
         self._stable: tuple[float, str] | None = None
         self.gave_up_text = GAVE_UP_TEXT.format(groomer=settings.groomer_name)
 
@@ -136,7 +143,9 @@ class ConversationEngine:
             if conversation.human_takeover:
                 _mark(conversation, message_id)
                 return TurnResult("silent")
-            if self.model is None or pl.is_ours(inbound.payload):
+            # The button flow asked a question before filing (the dog's name, an e-mail): its answer
+            # goes back to the flow that asked, not to the model.
+            if self.model is None or pl.is_ours(inbound.payload) or self.offline.asking(conversation):
                 outcome = await self.offline.respond(
                     session, conversation, text=inbound.text or "", payload=inbound.payload
                 )
