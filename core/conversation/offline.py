@@ -70,7 +70,7 @@ PENDING_KEY = "pending_request"
 ASKING_KEY = "asking"
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
 _PERSON = re.compile(
-    r"^(?:(?:my name is|i am|i'm|it's|this is|name's)\s+)?(?P<name>[^\W\d_][^\W\d_' .-]{0,59})$", re.I
+    r"^(?:(?:my name is|i am|i'm|it's|this is|name's)\s+)?(?P<name>[^\W\d_](?:[^\W\d_]|[' .-]){0,59})$", re.I
 )
 
 ASK_PET_NAME = "Before I send the request: what's your dog's name?"
