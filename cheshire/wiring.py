@@ -74,7 +74,6 @@ def wire_booking(
 
     async def load_catalog() -> None:  # catalog.toml -> DB (when the file changed); stored Google token
         async with db.transaction() as session:
-            await booking.watch.schedule_digest(session)  # Kimmie's daily list of unreachable reminders
             # Processes starting together would both insert the services (a unique violation).
             await one_process_at_a_time(session, "catalog")
             await apply_catalog_file(session, settings.catalog_file)

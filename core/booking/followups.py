@@ -9,7 +9,7 @@ neither its event nor its jobs. Integrations do not go here: they subscribe to t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +35,7 @@ REMINDER_JOB = "booking_reminder"
 REBOOK_JOB = "booking_rebook_nudge"
 CALENDAR_UPSERT_JOB = "calendar_upsert"
 CALENDAR_DELETE_JOB = "calendar_delete"
+DIGEST_JOB = "reminder_digest"  # handler: core/booking/reach_jobs.py (REMINDER_DIGEST_JOB)
 
 
 def expire_key(appointment_id: int) -> str:
@@ -67,6 +68,9 @@ class BookingEnv:
     reminder_hours_before: float
     calendar: bool  # a calendar is configured: confirmed bookings get events
     reach: reach.ReachPolicy = field(default_factory=reach.ReachPolicy)
+    # Kimmie's daily list of reminders that cannot arrive (core/booking/reach_jobs.py): scheduled
+    # with the first reminder, then by each list for the next day.
+    schedule_digest: Callable[[AsyncSession], Awaitable[None]] | None = None
 
 
 def booking_facts(booking: Booking, tz: ZoneInfo) -> dict[str, Any]:
@@ -210,6 +214,10 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
             idempotency_key=reminder_key(booking.id),
         )
 
+    async def start_digest(session: AsyncSession, event: Event) -> None:
+        if env.schedule_digest is not None:  # once a day at most (an idempotency key per day)
+            await env.schedule_digest(session)
+
     async def stop_reminder(session: AsyncSession, event: Event) -> None:
         await cancel_jobs(session, idempotency_key=reminder_key(change_of(event).appt.id))
 
@@ -245,6 +253,7 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
     unhold = FollowUp(EXPIRE_HOLD_JOB, stop_hold, "hold expiry", stops=True)
     remind = FollowUp(REMINDER_JOB, start_reminder, "reminder", when=reminder_ahead)
     unremind = FollowUp(REMINDER_JOB, stop_reminder, "reminder", stops=True)
+    digest = FollowUp(DIGEST_JOB, start_digest, "Kimmie's daily list", when=reminder_ahead)
     calendar: tuple[FollowUp, ...] = ()
     uncalendar: tuple[FollowUp, ...] = ()
     if env.calendar:
@@ -259,6 +268,7 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
             unhold,
             *calendar,
             remind,
+            digest,
             FollowUp(DELIVER_JOB, confirmation, "the customer's message"),
             card_change(fixed("confirmed")),
         ),
@@ -285,6 +295,7 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
             *calendar,
             unremind,
             remind,
+            digest,
             customer(lambda c, _e: texts.moved_by_salon(c.booking, tz), when=by_kimmie),
             card_change(lambda e: f"rescheduled_by_{_by(e)}"),
         ),

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import customers, reach
 from core.alerts import notify_admin
-from core.booking.followups import reminder_key
+from core.booking.followups import DIGEST_JOB, reminder_key
 from core.db.models import Appointment, ChannelIdentity, Job, Message, utcnow
 from core.jobs.payloads import JobPayload, job_payload
 from core.jobs.queue import enqueue
@@ -36,7 +36,7 @@ from core.types import Author, Channel, DeliveryStatus, OutboundMessage, QuickRe
 log = logging.getLogger(__name__)
 
 REMINDER_CHECK_JOB = "reminder_check"
-REMINDER_DIGEST_JOB = "reminder_digest"
+REMINDER_DIGEST_JOB = DIGEST_JOB
 DIGEST_NOTIFICATION = "reminder_digest"
 DIGEST_HORIZON = timedelta(hours=48)
 PENDING_RECHECK = timedelta(minutes=10)

@@ -71,17 +71,6 @@ class DefaultBookingService:
         self.now = now
         self.tz = settings.tz
         self.guard = SlotGuard(self.tz, calendar)
-        self.follow_ups: FollowUps = booking_follow_ups(
-            BookingEnv(
-                tz=self.tz,
-                now=now,
-                reminder_hours_before=settings.reminder_hours_before,
-                calendar=calendar is not None,
-                reach=self.reach,
-            )
-        )
-        self.search = SlotSearch(self.tz, self.guard, now=now)
-        self.lifecycle = Lifecycle(settings, self.guard, self.follow_ups, now=now)
         self.watch = ReminderWatch(
             self.tz,
             self.reach,
@@ -90,6 +79,18 @@ class DefaultBookingService:
             fetch_wait=timedelta(minutes=settings.reminder_fetch_wait_min),
             digest_hour=settings.reminder_digest_hour,
         )
+        self.follow_ups: FollowUps = booking_follow_ups(
+            BookingEnv(
+                tz=self.tz,
+                now=now,
+                reminder_hours_before=settings.reminder_hours_before,
+                calendar=calendar is not None,
+                reach=self.reach,
+                schedule_digest=self.watch.schedule_digest,
+            )
+        )
+        self.search = SlotSearch(self.tz, self.guard, now=now)
+        self.lifecycle = Lifecycle(settings, self.guard, self.follow_ups, now=now)
         template = (
             TemplateName(settings.meta_utility_template, settings.meta_utility_template_language)
             if self.reach.templates
