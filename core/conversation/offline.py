@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import customers
 from core.booking.api import BookingError, BookingService
+from core.booking.reach_jobs import mark_confirmed
 from core.conversation import payloads as pl
 from core.conversation.takeover import handover_requested
 from core.conversation.tools import ContactLinks
@@ -774,6 +775,8 @@ class OfflineResponder:
         except ValueError:
             return await self.greet(session, conversation)
         if head == "APPT_OK":
+            if await self._own_booking(session, conversation, appointment_id) is not None:
+                await mark_confirmed(session, appointment_id)  # off Kimmie's list of unreached visits
             return Outcome().say("Thanks for confirming! See you then.")
         if head == "APPT_CANCEL":
             return await self.appointment_step(

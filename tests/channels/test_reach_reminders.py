@@ -489,3 +489,22 @@ async def test_a_returning_customer_books_the_same_again_in_three_taps(make_salo
         booked = await salon.booking.get_booking(session, again.id)
     assert booked.service_code == "full_groom" and booked.pet_names == ("Biscuit",)
     assert again.addon_codes == ["nail_grind"] and again.notes == "teddy bear cut, short legs"
+
+
+async def test_a_visit_the_customer_confirmed_is_not_on_kimmies_list(make_salon: SalonFactory) -> None:
+    salon = await make_salon()
+    await salon.book_by_buttons()
+    await salon.tap(await salon.say("Biscuit"), "Skip")
+    appt = await salon.approve_latest()
+    thanks = await salon.say("Confirm", payload=f"APPT_OK:{appt.id}")
+    assert thanks.text.startswith("Thanks for confirming")
+    assert (await salon.appointment(appt.id)).reminder_confirmed_at is not None
+    salon.clock[0] = appt.start_at - timedelta(hours=40)
+    assert await salon.daily_list() == []
+    # Another customer's button cannot confirm (or hide) this visit.
+    other = await salon.say("Confirm", payload=f"APPT_OK:{appt.id}", user="psid-mallory")
+    assert other.text.startswith("Thanks")
+    async with salon.db.transaction() as session:
+        await session.execute(update(Appointment).values(reminder_confirmed_at=None))
+    await salon.say("Confirm", payload=f"APPT_OK:{appt.id}", user="psid-mallory")
+    assert (await salon.appointment(appt.id)).reminder_confirmed_at is None
