@@ -35,6 +35,7 @@ from core.db.database import Database
 from core.db.models import Appointment, ChannelIdentity, Job, Message, Pet, Service
 from core.delivery import Delivery
 from core.jobs.queue import ClaimedJob, PermanentJobError
+from core.notify.views import load_card
 from core.outbox import DELIVER_JOB
 from core.ports import ChannelSender
 from core.settings import Settings
@@ -398,16 +399,21 @@ async def _web_booking(salon: Salon, session_id: str, *, email: str | None) -> A
     kw: dict[str, Any] = {"channel": Channel.WEB, "user": session_id}
     asked = await salon.book_by_buttons(**kw)
     assert asked.text == "Before I send the request: what's your dog's name?"
+    assert salon.taps == 6  # Book, service, size, coat, day, time (was 7, with "Another dog")
     who = await salon.say("Biscuit", **kw)
     assert who.text.startswith("And your name, please?")  # a website visitor comes without one
     contact = await salon.say("I'm Zoe Hart", **kw)
     filed = await (salon.say(email, **kw) if email else salon.tap(contact, "Skip", **kw))
     assert filed.text.startswith("Request sent!") and "Biscuit" in filed.text
+    assert salon.taps == (6 if email else 7)  # the contact step: one tap to skip, none to type
     async with salon.db.transaction() as session:
         appt = (await session.execute(select(Appointment))).scalars().one()
         client = appt.client_id
         pet = (await session.execute(select(Pet).where(Pet.client_id == client))).scalar_one()
         assert pet.name == "Biscuit" and not pet.placeholder
+        card = await load_card(session, salon.booking, appt.id)  # what Kimmie's card is made of
+    assert card.client.label == "Zoe Hart" and [p.name for p in card.pets] == ["Biscuit"]
+    assert card.client.email == (email.lower() if email else None)
     await salon.approve_latest()
     return appt
 
