@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 REMINDER_CHECK_JOB = "reminder_check"
 REMINDER_DIGEST_JOB = DIGEST_JOB
-DIGEST_NOTIFICATION = "reminder_digest"
 DIGEST_HORIZON = timedelta(hours=48)
 PENDING_RECHECK = timedelta(minutes=10)
 EMAIL_RECHECK = timedelta(minutes=10)
@@ -192,7 +191,7 @@ class ReminderWatch:
             appt.reminder_listed_at = now
         ids = [appt.id for appt in listed]
         if ids:
-            await notify_admin(session, DIGEST_NOTIFICATION, appointment_ids=ids)
+            await notify_admin(session, "reminder_digest", appointment_ids=tuple(ids))
         return ids
 
     async def _cannot_arrive(self, session: AsyncSession, appt: Appointment) -> bool:

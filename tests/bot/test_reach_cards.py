@@ -4,6 +4,7 @@ not arrive, with a "Mark confirmed" button per visit (section 1), through the fa
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -73,11 +74,10 @@ async def test_the_card_names_the_customer_their_handle_contacts_history_and_the
 
 async def test_telegram_username_is_kept_and_a_nameless_customer_is_never_client_n(harness: Harness) -> None:
     h = harness
-    update_ = h.message(
-        CUSTOMER,
-        "hello",
-        **{"from": {"id": CUSTOMER, "is_bot": False, "first_name": "Ann", "username": "ann_tg"}},
-    )
+    sender: dict[str, Any] = {
+        "from": {"id": CUSTOMER, "is_bot": False, "first_name": "Ann", "username": "ann_tg"}
+    }
+    update_ = h.message(CUSTOMER, "hello", **sender)
     await h.feed(update_)
     async with h.db.transaction() as session:
         identity = (
