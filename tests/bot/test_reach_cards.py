@@ -113,7 +113,7 @@ async def test_the_daily_list_is_one_message_with_contacts_and_a_mark_confirmed_
         )
         async with h.db.transaction() as session:
             await session.execute(update(Client).where(Client.id == client_id).values(phone=f"+1555000{n}"))
-        start = datetime.now(UTC) + timedelta(hours=30 + n)
+        start = datetime.now(UTC) + timedelta(hours=30 + 3 * n)  # no overlap (PostgreSQL refuses it)
         ids.append(await _appointment(h, client_id, pet_id, start))
     before = len(h.fake.calls_to("sendMessage"))
     async with h.db.transaction() as session:
