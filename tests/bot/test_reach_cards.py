@@ -129,9 +129,12 @@ async def test_the_daily_list_is_one_message_with_contacts_and_a_mark_confirmed_
     data = ReminderAction(action="confirm", appointment_id=ids[1]).pack()
     assert digest.button_data(f"#{ids[1]}") == data
 
-    await h.feed(h.callback(KIMMIE, data))
+    markup = {"inline_keyboard": [[{"text": t, "callback_data": d}] for t, d in digest.buttons()]}
+    await h.feed(h.callback(KIMMIE, data, markup=markup))
     async with h.db.transaction() as session:
         marked = await session.get_one(Appointment, ids[1])
         other = await session.get_one(Appointment, ids[0])
     assert marked.reminder_confirmed_at is not None and other.reminder_confirmed_at is None
     assert "marked confirmed" in h.fake.last("answerCallbackQuery").data["text"]
+    edited = h.fake.last("editMessageReplyMarkup")
+    assert f"#{ids[0]}" in str(edited.data) and f"#{ids[1]}" not in str(edited.data)  # the rest stay
