@@ -220,3 +220,30 @@ async def test_thanks_is_answered_kindly_and_asking_for_the_groomer_hands_over(
     assert "Kimmie will answer you personally" in handed.text
     async with catalog_db.transaction() as session:
         assert (await session.get_one(Conversation, ask.conversation_id)).needs_attention
+
+
+async def test_the_contact_step_offers_the_telegram_link_and_one_tap_files_the_request(
+    catalog_db: Database, make_engine: Callable[..., ConversationEngine]
+) -> None:
+    link = "https://t.me/LookingGlassBot?start=signed-token"
+    engine = make_engine(None, contact_links=lambda client_id: {"telegram": link})
+    db = catalog_db
+    hello = await send(db, "hi")
+    await engine.process(hello.message_id, hello.conversation_id)
+    [greeting] = await replies(db, hello.conversation_id)
+    sizes = await _tap(db, engine, await _tap(db, engine, greeting, contains="Book"), contains="Full groom")
+    days = await _tap(db, engine, await _tap(db, engine, sizes, contains="Small"), contains="Short")
+    times = await _tap(db, engine, days, index=0)
+    await _tap(db, engine, times, index=0)
+    named = await send(db, "her name is Pip")
+    await engine.process(named.message_id, named.conversation_id)
+    contact = (await replies(db, named.conversation_id))[-1]
+    assert link in contact.text
+    assert [q["title"] for q in contact.quick_replies] == ["Done on Telegram", "Skip"]
+    done = await _tap(db, engine, contact, contains="Done on Telegram")
+    assert done.text.startswith("Request sent!") and "Pip" in done.text
+    async with db.transaction() as session:
+        [appt] = (await session.execute(select(Appointment))).scalars().all()
+        conversation = await session.get_one(Conversation, hello.conversation_id)
+    assert appt.status == "requested"
+    assert "pending_request" not in (conversation.state or {})  # nothing left waiting
