@@ -27,6 +27,7 @@ from cheshire.wiring import (
     wire_booking,
     wire_channels,
     wire_conversation,
+    wire_integrations,
     wire_notify,
     wire_telegram,
 )
@@ -115,6 +116,14 @@ def build_runtime(settings: Settings) -> Runtime:
         on_llm_call=metrics.llm_call,
         contact_links=telegram_contact_links(settings, telegram),
     )
+    integrations = wire_integrations(
+        settings=settings,
+        db=db,
+        registry=registry,
+        app=app,
+        subscribers=subscribers,
+        on_call=metrics.integration_call,
+    )
     return Runtime(
         settings=settings,
         db=db,
@@ -128,8 +137,14 @@ def build_runtime(settings: Settings) -> Runtime:
         engine=conversation.engine,
         telegram=telegram,
         # The catalog first: searches need it. Shutdown runs these in reverse.
-        on_startup=(*booking.on_startup, *(telegram.on_startup if telegram else ()), *channels.on_startup),
+        on_startup=(
+            *booking.on_startup,
+            *(telegram.on_startup if telegram else ()),
+            *channels.on_startup,
+            *integrations.on_startup,
+        ),
         on_shutdown=(
+            *integrations.on_shutdown,
             *booking.on_shutdown,
             *(telegram.on_shutdown if telegram else ()),
             *channels.on_shutdown,

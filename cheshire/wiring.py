@@ -26,6 +26,7 @@ from aiohttp import web
 from core.conversation.tools import ContactLinks
 from core.db.database import Database
 from core.db.leader import one_process_at_a_time
+from core.events import FollowUps
 from core.jobs.worker import JobRegistry
 from core.notify.jobs import ADMIN_EMAIL_JOB, EmailFallback
 from core.ports import AdminNotifier, CalendarProvider, ChannelSender
@@ -273,6 +274,60 @@ def wire_conversation(
     )
     register_conversation_jobs(registry, db=db, engine=engine)
     return ConversationWiring(engine=engine, on_shutdown=on_shutdown)
+
+
+# --- Outbound integrations: n8n events, Twenty CRM ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationsWiring:
+    enabled: tuple[str, ...]
+    on_startup: tuple[Hook, ...]
+    on_shutdown: tuple[Hook, ...]
+
+
+def wire_integrations(
+    *,
+    settings: Settings,
+    db: Database,
+    registry: JobRegistry,
+    app: web.Application,
+    subscribers: FollowUps,
+    on_call: Callable[[str, str], None],
+) -> IntegrationsWiring:
+    """n8n (N8N_BASE_URL + N8N_WEBHOOK_SECRET) and Twenty (TWENTY_BASE_URL + TWENTY_API_KEY): each
+    subscribes to the events and registers its jobs; httpx and the adapters load only then.
+    `on_call` counts their calls by outcome (GET /metrics)."""
+    enabled: list[str] = []
+    startup: list[Hook] = []
+    shutdown: list[Hook] = []
+    if settings.n8n_base_url is not None and settings.n8n_webhook_secret is None:
+        log.warning("N8N_BASE_URL is set without N8N_WEBHOOK_SECRET: no events are sent to n8n")
+    if settings.integrations()["n8n"]:
+        from core.integrations import n8n
+
+        client = n8n.N8nClient(settings)
+        n8n.subscribe(subscribers, settings)
+        n8n.register_jobs(registry, db=db, client=client, on_call=on_call)
+        enabled.append("n8n")
+        checking = n8n.StartupCheck(client)
+        startup.append(checking.start)
+        shutdown += [client.close, checking.stop]  # run in reverse: the check stops first
+    if settings.integrations()["twenty"]:
+        from core.integrations import twenty
+
+        crm = twenty.TwentyClient(settings)
+        twenty.subscribe(subscribers)
+        twenty.register_jobs(registry, db=db, client=crm, settings=settings, on_call=on_call)
+        enabled.append("twenty")
+        shutdown.append(crm.close)
+    if settings.twenty_webhook_secret is not None:  # Twenty's edits read back (POST /webhook/twenty)
+        from channels.twenty import setup_routes as setup_twenty_routes
+
+        setup_twenty_routes(
+            app, db=db, secret=settings.twenty_webhook_secret, max_body_bytes=settings.max_body_bytes
+        )
+    return IntegrationsWiring(enabled=tuple(enabled), on_startup=tuple(startup), on_shutdown=tuple(shutdown))
 
 
 def telegram_contact_links(settings: Settings, telegram: TelegramWiring | None) -> ContactLinks | None:

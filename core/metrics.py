@@ -54,6 +54,13 @@ class Metrics:
             ["provider", "outcome"],
             registry=self.registry,
         )
+        self.integration_calls = Counter(
+            "cheshire_integration_calls",
+            "Calls to n8n and Twenty CRM by integration and outcome: delivered, retry (5xx, time-out, "
+            "connection), rate_limited, not_found, refused, rejected (4xx, dead), skipped (already sent).",
+            ["integration", "outcome"],
+            registry=self.registry,
+        )
         # (route, method, status class) -> the label children: `labels()` validates and locks on every
         # call, a dict lookup does not (the webhook path runs thousands of times a second).
         self._http_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
@@ -78,6 +85,9 @@ class Metrics:
 
     def llm_call(self, provider: str, outcome: str) -> None:
         self.llm_calls.labels(provider, outcome).inc()
+
+    def integration_call(self, integration: str, outcome: str) -> None:
+        self.integration_calls.labels(integration, outcome).inc()
 
     def render(self, queue: QueueStats | None, *, now: datetime) -> bytes:
         """The text exposition: this process's counters, then the queue as read at scrape time

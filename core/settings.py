@@ -198,10 +198,22 @@ class Settings(BaseSettings):
     aws_endpoint_url_s3: str | None = None
 
     # --- Automation / CRM / mail --------------------------------------------------------------
+    # n8n (core/integrations/n8n.py): events are POSTed to {N8N_BASE_URL}/webhook/{N8N_WEBHOOK_PATH},
+    # signed with N8N_WEBHOOK_SECRET; N8N_API_KEY only checks that the workflow exists and is active.
     n8n_api_key: SecretStr | None = None
     n8n_base_url: str | None = None
+    n8n_webhook_path: str = "cheshire"
+    n8n_webhook_secret: SecretStr | None = None
+    # Event types sent ("booking.confirmed", "booking.*", "*"); empty: all of them.
+    n8n_events: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    n8n_timeout_s: float = Field(10.0, gt=0)
+    # Twenty CRM (core/integrations/twenty.py): people, notes/tasks or the pets/appointments objects.
     twenty_api_key: SecretStr | None = None
     twenty_base_url: str | None = None
+    twenty_rest_prefix: str = "/rest"
+    # Twenty's webhook to POST /webhook/twenty (name, e-mail, phone edits made in the CRM); unset: off.
+    twenty_webhook_secret: SecretStr | None = None
+    twenty_timeout_s: float = Field(10.0, gt=0)
     # smtp://user:pass@host:587 (STARTTLS when offered) or smtps://user:pass@host:465 (implicit TLS):
     # customers' e-mail channel (reminders outside Meta's 24-hour window) and alert e-mails.
     smtp_url: SecretStr | None = None
@@ -213,7 +225,9 @@ class Settings(BaseSettings):
     admin_email: str | None = Field(None, validation_alias=AliasChoices("ADMIN_EMAIL", "ALERT_EMAIL_TO"))
 
     # ----------------------------------------------------------------------------------------------
-    @field_validator("telegram_admin_ids", "cors_allowed_origins", "trusted_proxies", mode="before")
+    @field_validator(
+        "telegram_admin_ids", "cors_allowed_origins", "trusted_proxies", "n8n_events", mode="before"
+    )
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -275,10 +289,23 @@ class Settings(BaseSettings):
     def _bare_username(cls, value: str | None) -> str | None:
         return value.strip().removeprefix("@") or None if value else value
 
-    @field_validator("public_base_url")
+    @field_validator("public_base_url", "n8n_base_url", "twenty_base_url")
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("n8n_webhook_path")
+    @classmethod
+    def _bare_path(cls, value: str) -> str:
+        value = value.strip().strip("/")
+        if not value:
+            raise ValueError("must be the webhook node's path, such as cheshire")
+        return value
+
+    @field_validator("twenty_rest_prefix")
+    @classmethod
+    def _rest_prefix(cls, value: str) -> str:
+        return "/" + value.strip().strip("/")
 
     @model_validator(mode="after")
     def _production_rules(self) -> Settings:
@@ -322,7 +349,7 @@ class Settings(BaseSettings):
         return "webhook" if self.public_base_url else "polling"
 
     def integrations(self) -> dict[str, bool]:
-        """Which integrations have credentials; printed at start-up."""
+        """Which integrations are configured (and so wired); printed at start-up."""
         return {
             "claude": self.anthropic_api_key is not None,
             "openai": self.openai_api_key is not None,
@@ -335,8 +362,9 @@ class Settings(BaseSettings):
             "stripe": self.stripe_secret_key is not None,
             "s3": self.s3_bucket is not None,
             "redis": self.redis_url is not None,
-            "n8n": self.n8n_base_url is not None,
-            "twenty": self.twenty_base_url is not None,
+            # Events are signed: without the secret n8n is not wired (a warning says so at start-up).
+            "n8n": self.n8n_base_url is not None and self.n8n_webhook_secret is not None,
+            "twenty": self.twenty_base_url is not None and self.twenty_api_key is not None,
             "email": self.smtp_url is not None,
         }
 

@@ -40,6 +40,8 @@ SDK_ADAPTERS: Mapping[str, tuple[str, ...]] = {
     "fal_client": (),
     "aiogram": ("bot",),  # the whole Telegram adapter, and nothing else
     "aiosmtplib": ("channels.email.sender",),
+    # n8n and Twenty have no SDK: httpx is their client, one adapter each.
+    "httpx": ("core.integrations.n8n", "core.integrations.twenty"),
 }
 
 

@@ -134,7 +134,7 @@ def test_disabled_integrations_load_no_vendor_sdk(tmp_path: Path) -> None:
         "from cheshire.runtime import build_runtime\n"
         "build_runtime(Settings.load())\n"
         "sdks = ['aiogram', 'anthropic', 'openai', 'googleapiclient', 'aioboto3', 'stripe', 'fal_client',\n"
-        "        'aiosmtplib']\n"
+        "        'aiosmtplib', 'httpx', 'core.integrations.n8n', 'core.integrations.twenty']\n"
         "print(','.join(m for m in sdks if m in sys.modules))\n"
     )
     env = {"HOME": str(tmp_path), "PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}

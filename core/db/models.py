@@ -97,6 +97,8 @@ class Client(TimestampMixin, Base):
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     notes: Mapped[str | None] = mapped_column(Text)
     crm_id: Mapped[str | None] = mapped_column(String(100))
+    # The Twenty CRM Person this client is (core/integrations/twenty.py); set once it is found or made.
+    twenty_person_id: Mapped[str | None] = mapped_column(String(64))
 
     identities: Mapped[list[ChannelIdentity]] = relationship(back_populates="client")
     pets: Mapped[list[Pet]] = relationship(back_populates="client", order_by="Pet.id")
@@ -382,6 +384,29 @@ class ProcessedEvent(Base):
     source: Mapped[str] = mapped_column(String(30))
     event_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, server_default=func.now())
+
+
+class IntegrationDelivery(Base):
+    """An event an integration accepted (n8n answered 2xx): a job run again never posts it twice."""
+
+    __tablename__ = "integration_delivery"
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    subscriber: Mapped[str] = mapped_column(String(30), primary_key=True)
+    status_code: Mapped[int] = mapped_column(Integer)
+    delivered_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class TwentyRecord(Base):
+    """A Twenty CRM record Cheshire keeps current: ("appointment", 12, "notes") -> its Twenty id."""
+
+    __tablename__ = "twenty_record"
+
+    local_kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    local_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    twenty_object: Mapped[str] = mapped_column(String(60), primary_key=True)
+    twenty_id: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class AdminAlert(Base):

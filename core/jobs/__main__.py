@@ -1,4 +1,5 @@
-"""`python -m core.jobs dead [--limit N]` lists dead jobs with their last error;
+"""`python -m core.jobs dead [--limit N]` lists dead jobs with their last error, then the kinds still
+retrying after failures (an integration whose vendor is down: n8n, Twenty);
 `python -m core.jobs retry <id>` gives one a fresh set of attempts.
 
 Uses the same settings (DATABASE_URL, .env) as the service. Exit codes: 0 ok, 1 no such dead job,
@@ -12,6 +13,7 @@ import asyncio
 import sys
 
 from core.db.database import Database
+from core.db.models import Job
 from core.jobs import queue
 from core.settings import Settings, SettingsError
 
@@ -19,16 +21,25 @@ from core.settings import Settings, SettingsError
 async def _list_dead(db: Database, limit: int) -> int:
     async with db.transaction() as session:
         jobs = await queue.dead_jobs(session, limit=limit)
+        retrying = await queue.retrying_jobs(session)
+    _print_dead(jobs)
+    for group in retrying:
+        at = group.next_run_at.isoformat(timespec="seconds")
+        print(f"retrying: {group.kind}  {group.count} waiting  next={at}")
+        print(f"    {(group.last_error.strip().splitlines() or ['-'])[0][:300]}")
+    return 0
+
+
+def _print_dead(jobs: list[Job]) -> None:
     if not jobs:
         print("no dead jobs")
-        return 0
+        return
     for job in jobs:
         finished = job.finished_at.isoformat(timespec="seconds") if job.finished_at else "-"
         print(f"#{job.id}  {job.kind}  attempts={job.attempts}/{job.max_attempts}  died={finished}")
         error = (job.last_error or "(no error recorded)").strip()
         for line in error.splitlines()[:5]:
             print(f"    {line}")
-    return 0
 
 
 async def _retry(db: Database, job_id: int) -> int:

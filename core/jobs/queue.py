@@ -353,6 +353,34 @@ async def dead_jobs(session: AsyncSession, *, limit: int = 50) -> list[Job]:
     return list(rows.scalars())
 
 
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    """Jobs of one kind that failed at least once and wait for another try (an integration whose
+    vendor is down or refusing: n8n's 404, Twenty's 401, 5xx)."""
+
+    kind: str
+    count: int
+    next_run_at: datetime
+    last_error: str
+
+
+async def retrying_jobs(session: AsyncSession) -> list[Retrying]:
+    """Per kind: how many queued jobs carry a failure, when the next one runs, the latest error."""
+    rows = await session.execute(
+        select(Job.kind, Job.run_at, Job.last_error)
+        .where(Job.status == "queued", Job.last_error.is_not(None))
+        .order_by(Job.kind, Job.id.desc())
+    )
+    by_kind: dict[str, Retrying] = {}
+    for kind, run_at, error in rows:
+        seen = by_kind.get(kind)
+        if seen is None:
+            by_kind[kind] = Retrying(kind, 1, run_at, error or "")
+        else:
+            by_kind[kind] = Retrying(kind, seen.count + 1, min(seen.next_run_at, run_at), seen.last_error)
+    return list(by_kind.values())
+
+
 async def get_job(session: AsyncSession, job_id: int) -> Job | None:
     return await session.get(Job, job_id)
 
