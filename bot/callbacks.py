@@ -15,14 +15,15 @@ from aiogram.filters.callback_data import CallbackData
 
 ADMIN_PREFIX = "k."
 
-CardVerb = Literal["approve", "decline", "offer", "alt", "back"]
+CardVerb = Literal["approve", "decline", "offer", "alt", "back", "refund", "refund_yes"]
 ChatVerb = Literal["open", "done"]
 PhotoVerb = Literal["appt", "kind", "cancel"]
 MyBookingVerb = Literal["cancel", "cancel_yes", "keep", "resched", "slot"]
 
 
 class ApptAction(CallbackData, prefix="k.ap"):
-    """approve | decline | offer | alt (decline offering `ts`) | back (re-render the card)."""
+    """approve | decline | offer | alt (decline offering `ts`) | back (re-render the card) | refund
+    (ask to confirm) | refund_yes (refund the deposit)."""
 
     action: CardVerb
     appointment_id: int

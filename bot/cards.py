@@ -13,6 +13,7 @@ from html import escape
 from zoneinfo import ZoneInfo
 
 from bot.views import CardData, ClientCard, ClientView, ConversationView, PetView
+from core.db.models import GroomingDesign
 from core.notify.facts import (
     CHANNEL_LABEL,
     STATUS_WORDS,
@@ -100,6 +101,8 @@ def booking_card_text(card: CardData, tz: ZoneInfo, *, note: str | None = None) 
         lines.append("⚠ calendar not checked — make sure the slot is free")
     if b.notes:
         lines.append(f"📝 {e(b.notes)}")
+    if card.deposit is not None:
+        lines.append(f"💳 {e(card.deposit.line)}")
     lines.append(f"Status: {STATUS_LABEL.get(b.status, e(b.status))}")
     if note:
         lines.append(f"\n<i>{e(note)}</i>")
@@ -169,6 +172,19 @@ def client_card_text(card: ClientCard, tz: ZoneInfo) -> str:
             )
     else:
         lines.append("No appointments yet.")
+    return "\n".join(lines)
+
+
+def previews_text(designs: Sequence[GroomingDesign], pets: Sequence[PetView], tz: ZoneInfo) -> str:
+    """A client's Looking Glass previews, newest first: pet, style, angle, status, cost, booking."""
+    names = {p.id: p.name for p in pets}
+    lines = ["<b>Looking Glass previews</b>"]
+    for d in designs:
+        when = d.created_at.astimezone(tz).strftime("%b %d")
+        booked = f" · appt #{d.appointment_id}" if d.appointment_id else ""
+        pet = e(names.get(d.pet_id, f"pet #{d.pet_id}"))
+        style = f"{e(d.style_code or '?')} ({e(d.angle)})"
+        lines.append(f"#{d.id} {pet} · {style} · {e(d.status)} · ${d.cost_usd:.2f} · {when}{booked}")
     return "\n".join(lines)
 
 

@@ -54,9 +54,23 @@ def booking_card_keyboard(card: CardData) -> InlineKeyboardMarkup | None:
             ]
         )
         rows.append([_card_button("🕑 Offer another time", "offer", appointment_id)])
+    if card.deposit is not None and card.deposit.refundable:
+        rows.append([_card_button("↩ Refund deposit", "refund", appointment_id)])
     if card.conversation_id is not None:
         rows.append([open_chat_button(card.conversation_id)])
     return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
+
+
+def refund_confirm_keyboard(appointment_id: int) -> InlineKeyboardMarkup:
+    """The confirming tap: money leaves only on "Yes, refund"."""
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                _card_button("✅ Yes, refund", "refund_yes", appointment_id),
+                _card_button("✖ Keep it", "back", appointment_id),
+            ]
+        ]
+    )
 
 
 def open_chat_button(conversation_id: int) -> InlineKeyboardButton:
@@ -128,6 +142,9 @@ def quick_reply_keyboard(quick_replies: tuple[QuickReply, ...]) -> InlineKeyboar
     rows: list[list[InlineKeyboardButton]] = []
     for reply in quick_replies:
         payload = reply.payload
+        if reply.url:  # a link (the deposit's Checkout page): its own row
+            rows.append([InlineKeyboardButton(text=reply.title, url=reply.url)])
+            continue
         if len(payload.encode()) > MAX_CALLBACK_LENGTH:
             log.warning("quick reply payload over 64 bytes dropped", extra={"title": reply.title})
             continue

@@ -3,7 +3,7 @@
 - Text is HTML-escaped (customers and Kimmie type `<`, `&`) and sent with parse_mode HTML.
 - Long texts are split at Telegram's 4,096-character limit, on a line or word boundary when possible.
 - Quick replies become inline keyboard buttons whose callback_data is the payload (ASCII, <= 64 bytes).
-- Images go out with sendPhoto (by URL).
+- Images go out with sendPhoto (by URL); several (a preview's three angles) as one sendMediaGroup album.
 - A token-bucket limiter keeps sends under Telegram's limits: ~30 messages/s overall, ~1/s per chat
   (with a small burst, so a three-part reply is not slowed down). Telegram counts per bot, not per
   process: with REDIS_URL set the buckets live in Redis (`RedisSendLimiter`), shared by every process.
@@ -23,8 +23,9 @@ import html
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
+from io import BytesIO
 from typing import Any, TypeVar
 
 from aiogram import Bot
@@ -37,6 +38,13 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
     TelegramUnauthorizedError,
+)
+from aiogram.types import (
+    InputMediaAudio,
+    InputMediaDocument,
+    InputMediaLivePhoto,
+    InputMediaPhoto,
+    InputMediaVideo,
 )
 from redis.exceptions import RedisError
 
@@ -57,6 +65,7 @@ log = logging.getLogger(__name__)
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
 T = TypeVar("T")
+MediaItem = InputMediaAudio | InputMediaDocument | InputMediaLivePhoto | InputMediaPhoto | InputMediaVideo
 
 
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
@@ -235,10 +244,20 @@ class TelegramSender:
         for index in range(max(0, resume_from), len(steps)):
             await self.limiter.acquire(chat)
             sent = await self._call(chat, steps[index])
-            last_id = str(sent.message_id)
+            # An album answers with its messages; the last one stands for the part.
+            last_id = str((sent[-1] if isinstance(sent, list) else sent).message_id)
             if on_part_sent is not None:
                 await on_part_sent(index, last_id)
         return SendResult(platform_message_id=last_id)
+
+    async def fetch_photo(self, attachment: Mapping[str, Any]) -> bytes:
+        """A customer's photo, by its Telegram file id (core/previews asks for the bytes)."""
+        file_id = str(attachment.get("file_id") or "")
+        if not file_id:
+            raise PermanentDeliveryError("photo without a file id")
+        buffer = BytesIO()
+        await self._call("", partial(self.bot.download, file_id, destination=buffer))
+        return buffer.getvalue()
 
     async def send_typing(self, chat_id: int | str) -> None:
         """ "typing…" while the engine works; best effort, never fails the caller."""
@@ -253,7 +272,14 @@ class TelegramSender:
         keyboard = quick_reply_keyboard(message.quick_replies)
         texts = split_text(message.text) if message.text.strip() else []
         steps: list[Callable[[], Awaitable[Any]]] = []
-        for n, url in enumerate(message.image_urls):
+        if len(message.image_urls) > 1:
+            # Several images (a preview's three angles) are one album: sendMediaGroup, which takes no
+            # buttons, so they go on the text after it (or on a short line when there is none).
+            album: list[MediaItem] = [InputMediaPhoto(media=url) for url in message.image_urls[:10]]
+            steps.append(partial(self.bot.send_media_group, chat_id=chat, media=album))
+            if not texts and keyboard is not None:
+                texts = ["…"]
+        for n, url in enumerate(message.image_urls if len(message.image_urls) == 1 else ()):
             markup = keyboard if not texts and n == len(message.image_urls) - 1 else None
             steps.append(partial(self.bot.send_photo, chat_id=chat, photo=url, reply_markup=markup))
         for n, part in enumerate(texts):

@@ -48,6 +48,8 @@ SIGNED_PATHS_KEY = web.AppKey("channels_signed_webhook_paths", set[str])
 PUBLIC_PREFIXES = ("/api/", "/webhook/")
 CHAT_PREFIX = "/api/"
 WEBHOOK_PREFIX = "/webhook/"
+PHOTOS_SUFFIX = "/photos"
+PHOTO_FORM_SLACK = 64 * 1024
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -238,8 +240,14 @@ async def guard_middleware(request: web.Request, handler: _Handler) -> web.Strea
     if request.method != "POST" or not path.startswith(PUBLIC_PREFIXES):
         return await handler(request)
     settings = request.app[_SETTINGS_KEY]
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        raise ApiError(413, f"request body is larger than {settings.max_body_bytes} bytes")
+    # Photo uploads (channels/web/photos.py) may be larger: PREVIEW_MAX_BYTES, plus the form's framing.
+    limit = (
+        settings.preview_max_bytes + PHOTO_FORM_SLACK
+        if path.endswith(PHOTOS_SUFFIX)
+        else settings.max_body_bytes
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"request body is larger than {limit} bytes")
     if path.startswith(WEBHOOK_PREFIX):
         if path not in request.app.get(SIGNED_PATHS_KEY, ()):  # signed ones: limited if the check fails
             await limit_unsigned(request)

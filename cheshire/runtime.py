@@ -29,6 +29,8 @@ from cheshire.wiring import (
     wire_conversation,
     wire_integrations,
     wire_notify,
+    wire_payments,
+    wire_previews,
     wire_telegram,
 )
 from core.alerts import raise_alert
@@ -97,6 +99,7 @@ def build_runtime(settings: Settings) -> Runtime:
     registry.dead_listeners.append(_alert_on_dead_job(db))
     app = create_app(settings, db, metrics)
     booking = wire_booking(settings=settings, db=db, registry=registry, app=app)
+    payments = wire_payments(settings=settings, db=db, registry=registry, app=app, subscribers=subscribers)
     telegram = wire_telegram(settings=settings, db=db, registry=registry, app=app, booking=booking.service)
     notify = wire_notify(
         settings=settings,
@@ -108,6 +111,10 @@ def build_runtime(settings: Settings) -> Runtime:
     channels = wire_channels(
         settings=settings, db=db, registry=registry, app=app, telegram=telegram.sender if telegram else None
     )
+    fetchers = dict(channels.photo_fetchers)
+    if telegram is not None:
+        fetchers["telegram"] = telegram.sender.fetch_photo
+    previews = wire_previews(settings=settings, db=db, registry=registry, app=app, photo_fetchers=fetchers)
     conversation = wire_conversation(
         settings=settings,
         db=db,
@@ -115,6 +122,7 @@ def build_runtime(settings: Settings) -> Runtime:
         booking=booking.service,
         on_llm_call=metrics.llm_call,
         contact_links=telegram_contact_links(settings, telegram),
+        previews=previews.previews,
     )
     integrations = wire_integrations(
         settings=settings,
@@ -146,8 +154,10 @@ def build_runtime(settings: Settings) -> Runtime:
         on_shutdown=(
             *integrations.on_shutdown,
             *booking.on_shutdown,
+            *payments.on_shutdown,
             *(telegram.on_shutdown if telegram else ()),
             *channels.on_shutdown,
+            *previews.on_shutdown,
             *conversation.on_shutdown,
         ),
     )

@@ -1,5 +1,5 @@
-"""The composition root's parts: one small wiring function per domain (booking, telegram, notify,
-channels, conversation).
+"""The composition root's parts: one small wiring function per domain (booking, payments, telegram,
+notify, channels, conversation).
 
 Each takes what it needs as explicit arguments and returns what it built in a small frozen dataclass,
 with the async start-up and shutdown hooks it needs (load the catalog, set the Telegram webhook, close
@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -33,10 +33,14 @@ from core.ports import AdminNotifier, CalendarProvider, ChannelSender
 from core.reach import ReachPolicy
 from core.settings import Settings
 
+PhotoFetcher = Callable[[Mapping[str, Any]], Awaitable[bytes]]  # as core/previews/service.py's
+
 if TYPE_CHECKING:
     from bot.wiring import TelegramWiring
     from core.booking.service import DefaultBookingService
     from core.conversation.engine import ConversationEngine
+    from core.payments.service import Payments
+    from core.previews.service import Previews
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +115,58 @@ def reach_policy(settings: Settings) -> ReachPolicy:
         windows={"messenger": WINDOW_S, "instagram": WINDOW_S},
         templates=frozenset({"messenger"}) if settings.meta_utility_messages else frozenset(),
     )
+
+
+# --- Payments: Stripe deposits (core/payments/) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentsWiring:
+    payments: Payments
+    on_shutdown: tuple[Hook, ...]
+
+
+def wire_payments(
+    *,
+    settings: Settings,
+    db: Database,
+    registry: JobRegistry,
+    app: web.Application,
+    subscribers: FollowUps,
+) -> PaymentsWiring:
+    """Deposits on the booking events (one subscription per event), their jobs, POST /webhook/stripe
+    and the pages Checkout returns to. The stripe SDK is loaded only with STRIPE_SECRET_KEY and
+    STRIPE_WEBHOOK_SECRET; without them no deposit is asked for (the card says so) and the webhook
+    answers 400 to everything."""
+    from channels.payments import CANCEL_PATH, SUCCESS_PATH
+    from channels.payments import setup_routes as setup_payment_routes
+    from core.payments.gateway import PaymentGateway, SignatureError
+    from core.payments.service import PaymentPages, Payments
+
+    gateway: PaymentGateway | None = None
+    if settings.stripe_enabled:
+        from core.payments.stripe_adapter import StripeGateway  # loads the stripe SDK only then
+
+        gateway = StripeGateway(settings)
+    elif settings.stripe_secret_key or settings.stripe_webhook_secret:
+        log.warning("Stripe needs both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET: deposits are off")
+    base = settings.public_base_url or f"http://{settings.host}:{settings.port}"
+    payments = Payments(
+        db=db,
+        gateway=gateway,
+        pages=PaymentPages(success_url=base + SUCCESS_PATH, cancel_url=base + CANCEL_PATH),
+        currency=settings.stripe_currency,
+        tz=settings.tz,
+    )
+    payments.subscribe(subscribers)
+    payments.register_jobs(registry)
+
+    def refuse(raw: bytes, signature: str | None) -> Mapping[str, Any]:
+        del raw, signature
+        raise SignatureError("Stripe is not configured")
+
+    setup_payment_routes(app, db=db, verify=gateway.verify_event if gateway is not None else refuse)
+    return PaymentsWiring(payments=payments, on_shutdown=(gateway.close,) if gateway is not None else ())
 
 
 # --- Telegram (the bot, its sender, Kimmie's notifier): bot/wiring.py -----------------------------
@@ -194,6 +250,8 @@ def wire_email_fallback(
 class ChannelsWiring:
     # Channel value ("telegram", "messenger", "instagram", "web", "email") -> its sender.
     senders: Mapping[str, ChannelSender]
+    # Channel value -> how to fetch a customer's image attachment (Messenger, Instagram).
+    photo_fetchers: Mapping[str, PhotoFetcher]
     on_startup: tuple[Hook, ...]
     on_shutdown: tuple[Hook, ...]
 
@@ -229,7 +287,66 @@ def wire_channels(
     register_delivery_jobs(registry, db=db, senders=senders, settings=settings)
     # "fetch_profile": a new Messenger/Instagram customer's name, asked of the Graph API once.
     register_profile_jobs(registry, db=db, sources=meta.senders)
-    return ChannelsWiring(senders=senders, on_startup=(meta.start,), on_shutdown=(meta.close,))
+    fetchers = {channel: meta.fetch_photo for channel in meta.senders}
+    return ChannelsWiring(
+        senders=senders, photo_fetchers=fetchers, on_startup=(meta.start,), on_shutdown=(meta.close,)
+    )
+
+
+# --- Looking Glass previews (FAL) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewsWiring:
+    previews: Previews | None  # None: FAL_KEY not set (or no styles); no buttons, no tool, no routes
+    on_shutdown: tuple[Hook, ...]
+
+
+def wire_previews(
+    *,
+    settings: Settings,
+    db: Database,
+    registry: JobRegistry,
+    app: web.Application,
+    photo_fetchers: Mapping[str, PhotoFetcher],
+) -> PreviewsWiring:
+    """The preview service and its jobs, the web chat's photo upload, /media links (local storage)
+    and POST /webhook/fal; fal_client is imported only with FAL_KEY."""
+    if settings.fal_ai_key is None:
+        log.info("Looking Glass previews are off: FAL_KEY is not set")
+        return PreviewsWiring(previews=None, on_shutdown=())
+    from core.previews.styles import load_styles
+
+    styles = load_styles(settings.catalog_file)
+    if not styles:
+        log.warning("Looking Glass previews are off: %s has no [[styles]]", settings.catalog_file)
+        return PreviewsWiring(previews=None, on_shutdown=())
+    from channels.fal_webhook import setup_routes as setup_fal_routes
+    from channels.web.photos import setup_routes as setup_photo_routes
+    from core.previews.fal import FalEditor  # loads fal_client only now
+    from core.previews.service import Previews
+    from core.storage import media_storage
+
+    editor = FalEditor(
+        key=settings.fal_ai_key,
+        model=settings.fal_model,
+        queue_base=settings.fal_queue_base,
+        jwks_url=settings.fal_jwks_url,
+    )
+    storage = media_storage(settings)
+    previews = Previews(
+        db=db, settings=settings, storage=storage, editor=editor, styles=styles, fetchers=photo_fetchers
+    )
+    previews.register(registry)
+    setup_photo_routes(app, db=db, settings=settings, storage=storage)
+    setup_fal_routes(app, settings=settings, previews=previews)
+    log.info(
+        "Looking Glass previews are on: %s, %d styles, photos in %s",
+        settings.fal_model,
+        len(styles),
+        "S3" if settings.s3_bucket else settings.media_dir,
+    )
+    return PreviewsWiring(previews=previews, on_shutdown=(editor.close,))
 
 
 # --- Conversation engine --------------------------------------------------------------------------
@@ -249,6 +366,7 @@ def wire_conversation(
     booking: DefaultBookingService,
     on_llm_call: Callable[[str, str], None] | None,
     contact_links: ContactLinks | None,
+    previews: Previews | None = None,
 ) -> ConversationWiring:
     """ "process_message": Claude -> OpenAI -> offline responder, tools on `booking`. `on_llm_call`
     counts LLM calls by provider and outcome (GET /metrics); `contact_links` lets the assistant share
@@ -271,6 +389,7 @@ def wire_conversation(
         model=chat_model,
         contact_links=contact_links,
         reach=booking.reach,
+        previews=previews,
     )
     register_conversation_jobs(registry, db=db, engine=engine)
     return ConversationWiring(engine=engine, on_shutdown=on_shutdown)

@@ -194,7 +194,7 @@ class Delivery:
                 outbound=OutboundMessage(
                     text=row.text or "",
                     quick_replies=tuple(
-                        QuickReply(title=str(q["title"]), payload=str(q["payload"]))
+                        QuickReply(title=str(q["title"]), payload=str(q["payload"]), url=q.get("url"))
                         for q in row.quick_replies or []
                     ),
                     image_urls=tuple(str(url) for url in row.image_urls or []),

@@ -83,7 +83,10 @@ async def queue_outbound(
         "text": message.text,
         "payload": None,
         "attachments": [],
-        "quick_replies": [{"title": q.title, "payload": q.payload} for q in message.quick_replies],
+        "quick_replies": [
+            {"title": q.title, "payload": q.payload, **({"url": q.url} if q.url else {})}
+            for q in message.quick_replies
+        ],
         "image_urls": list(message.image_urls),
         "delivery_status": DeliveryStatus.PENDING.value,
         "purpose": purpose,

@@ -32,6 +32,9 @@ DEFAULT_CORS_ORIGINS = (
 DEFAULT_TRUSTED_PROXIES = ("127.0.0.0/8", "::1/128")
 # One address, syntax only (whether the mailbox exists, the SMTP server says).
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
+# The Stripe API version stripe-python 16.1.0 pins (its stripe/_api_version.py). Kept here as text
+# so settings never import the SDK; a test checks the two agree.
+STRIPE_SDK_API_VERSION = "2026-10-28.endive"
 # Values people paste from templates; refused outside development.
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "xxx", "your-key-here", "secret"})
 
@@ -101,9 +104,23 @@ class Settings(BaseSettings):
     takeover_idle_hours: float = Field(12.0, gt=0)
 
     # --- Image generation -------------------------------------------------------------------
-    fal_ai_key: SecretStr | None = Field(None, validation_alias=AliasChoices("FAL_AI_KEY", "FAL_KEY"))
-    fal_model: str = "fal-ai/flux-pro/kontext"
+    # Looking Glass previews (core/previews/). FAL_KEY; FAL_AI_KEY is the old system's name, still read.
+    fal_ai_key: SecretStr | None = Field(None, validation_alias=AliasChoices("FAL_KEY", "FAL_AI_KEY"))
+    # An image-edit model that takes the customer's photo (`image_urls`); $0.08 per 1K image (fal docs).
+    fal_model: str = "fal-ai/nano-banana-2/edit"
+    fal_price_per_image_usd: float = Field(0.08, ge=0)
+    # The queue host, e.g. http://127.0.0.1:P/ for a local fake; None: https://queue.fal.run/.
     fal_queue_base: str | None = None
+    # FAL's webhook signing keys (Ed25519 JWKS), cached for a day.
+    fal_jwks_url: str = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+    fal_poll_timeout_s: float = Field(600.0, gt=0)  # a job still unfinished after this ends dead
+    preview_daily_limit: int = Field(3, ge=0)  # preview requests per client per local day (3 angles: one)
+    preview_monthly_budget_usd: float = Field(50.0, ge=0)
+    preview_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)  # an uploaded or fetched photo
+    # Photos and previews without S3_BUCKET are files here, served by signed /media/... links.
+    media_dir: str = "var/media"
+    # Key for signing short-lived /media/... links (local storage); None: derived from FAL_KEY.
+    media_signing_secret: SecretStr | None = None
 
     # --- Telegram ----------------------------------------------------------------------------
     telegram_bot_token: SecretStr | None = None
@@ -187,7 +204,13 @@ class Settings(BaseSettings):
     stripe_publishable_key: str | None = Field(
         None, validation_alias=AliasChoices("STRIPE_PUBLISHABLE_KEY", "NEXT_PUBLIC_STRIPE_PUBLISHABLE_KEY")
     )
+    # A local fake Stripe in tests (http allowed); None: Stripe's own https://api.stripe.com.
     stripe_api_base: str | None = None
+    # The API version every request and the webhook endpoint use: the one stripe-python 16.1 targets
+    # (stripe/_api_version.py; tests/payments check they agree). Change it with the SDK, not alone.
+    stripe_api_version: str = STRIPE_SDK_API_VERSION
+    stripe_currency: str = Field("usd", pattern=r"^[A-Za-z]{3}$")
+    stripe_timeout_s: float = Field(20.0, gt=0)
 
     # --- Storage (S3) --------------------------------------------------------------------------
     s3_bucket: str | None = None
@@ -348,6 +371,10 @@ class Settings(BaseSettings):
             return "off"
         return "webhook" if self.public_base_url else "polling"
 
+    @property
+    def stripe_enabled(self) -> bool:
+        return self.stripe_secret_key is not None and self.stripe_webhook_secret is not None
+
     def integrations(self) -> dict[str, bool]:
         """Which integrations are configured (and so wired); printed at start-up."""
         return {
@@ -358,8 +385,12 @@ class Settings(BaseSettings):
             "instagram": self.instagram_access_token is not None,
             "meta_signature": self.meta_app_secret is not None or self.instagram_app_secret is not None,
             "google_calendar": self.google_refresh_token is not None or self.google_private_key is not None,
+            # Previews need the key and somewhere FAL can read the photo from (S3, PUBLIC_BASE_URL, or
+            # a data URI: always), and the Pillow check of every photo (a dependency).
             "fal": self.fal_ai_key is not None,
-            "stripe": self.stripe_secret_key is not None,
+            # Deposits need the key to ask and the webhook secret to hear back (or nothing is ever
+            # marked paid): both, or Stripe is off and no deposit is asked for.
+            "stripe": self.stripe_enabled,
             "s3": self.s3_bucket is not None,
             "redis": self.redis_url is not None,
             # Events are signed: without the secret n8n is not wired (a warning says so at start-up).

@@ -11,12 +11,16 @@ overwrites one object instead of creating a second, and linking it twice keeps o
 from __future__ import annotations
 
 import mimetypes
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import signing
 from core.db.models import Appointment, AppointmentPet, Pet
 from core.settings import Settings
 
@@ -43,6 +47,17 @@ class ObjectStorage(Protocol):
     def configured(self) -> bool: ...
 
     async def put(self, key: str, data: bytes, *, content_type: str) -> StoredObject: ...
+
+
+class MediaStorage(ObjectStorage, Protocol):
+    """Storage that can also read an object back and hand out a short-lived link to it (previews:
+    the customer's photo for FAL, the results for the channels)."""
+
+    async def get(self, key: str) -> bytes: ...
+
+    async def link(self, key: str, *, expires_s: int) -> str | None:
+        """A URL that can be fetched for `expires_s` (relative when there is no public address)."""
+        ...
 
 
 def extension_for(content_type: str | None, fallback: str = ".jpg") -> str:
@@ -113,6 +128,86 @@ class S3Storage:
         except Exception as exc:  # never let a botocore type out of this adapter
             raise StorageError(f"could not sign {key}: {type(exc).__name__}") from exc
         return url
+
+    async def get(self, key: str) -> bytes:
+        if not self._bucket:
+            raise StorageNotConfiguredError("Photo storage is not set up (S3_BUCKET is empty).")
+        try:
+            async with self._client() as s3:
+                answer = await s3.get_object(Bucket=self._bucket, Key=key)
+                async with answer["Body"] as body:
+                    data: bytes = await body.read()
+        except Exception as exc:  # never let a botocore type out of this adapter
+            raise StorageError(f"download of {key} failed: {type(exc).__name__}") from exc
+        return data
+
+    async def link(self, key: str, *, expires_s: int) -> str | None:
+        return await self.presigned_url(key, expires_s=expires_s)
+
+
+class LocalStorage:
+    """Files under a directory (`var/media/` by default) when no S3 bucket is configured. Links are
+    `{PUBLIC_BASE_URL}/media/<key>?e=<expiry>&s=<signature>` (channels/web/photos.py serves them),
+    relative without a public address (then FAL gets the photo as a data URI)."""
+
+    def __init__(self, root: Path, *, public_base_url: str | None, signing_key: bytes) -> None:
+        self.root = root
+        self.prefix = ""
+        self._public = public_base_url
+        self._key = signing_key
+
+    @property
+    def configured(self) -> bool:
+        return True
+
+    def path_for(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()) or ".." in key.split("/"):
+            raise StorageError("key outside the media directory")
+        return path
+
+    async def put(self, key: str, data: bytes, *, content_type: str) -> StoredObject:
+        path = self.path_for(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(path.suffix + ".part")
+            tmp.write_bytes(data)
+            tmp.replace(path)  # readers never see half a file
+        except OSError as exc:
+            raise StorageError(f"writing {key} failed: {type(exc).__name__}") from exc
+        return StoredObject(key=key, url=f"/media/{key}", content_type=content_type)
+
+    async def get(self, key: str) -> bytes:
+        try:
+            return self.path_for(key).read_bytes()
+        except OSError as exc:
+            raise StorageError(f"reading {key} failed: {type(exc).__name__}") from exc
+
+    def signed_path(self, key: str, *, expires_s: int, now: float | None = None) -> str:
+        expiry = int((now if now is not None else time.time()) + expires_s)
+        return f"/media/{key}?e={expiry}&s={signing.mac(self._key, 'media', f'{key}:{expiry}')}"
+
+    def verify(self, key: str, expiry: str, signature: str, *, now: float | None = None) -> bool:
+        if not expiry.isdigit() or int(expiry) < (now if now is not None else time.time()):
+            return False
+        return signing.matches(self._key, "media", f"{key}:{expiry}", signature)
+
+    async def link(self, key: str, *, expires_s: int) -> str | None:
+        # Without a public address the link is relative: the web chat (same origin) can show it,
+        # FAL cannot fetch it (it gets a data URI instead).
+        return (self._public or "") + self.signed_path(key, expires_s=expires_s)
+
+
+def media_storage(settings: Settings) -> S3Storage | LocalStorage:
+    """S3 when S3_BUCKET is set, else files under MEDIA_DIR (var/media/)."""
+    if settings.s3_bucket:
+        return S3Storage(settings)
+    secret = settings.media_signing_secret or settings.fal_ai_key or SecretStr("cheshire-media")
+    return LocalStorage(
+        Path(settings.media_dir),
+        public_base_url=settings.public_base_url,
+        signing_key=signing.derive_key("cheshire-media", secret),
+    )
 
 
 class PhotoTargetError(LookupError):

@@ -90,6 +90,9 @@ class QuickReply:
 
     title: str
     payload: str
+    # A link button instead ("Pay the deposit"): channels with URL buttons (Telegram) show it, the
+    # others leave it out (the message's text carries the link too).
+    url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,8 +36,8 @@ SDK_ADAPTERS: Mapping[str, tuple[str, ...]] = {
     "aioboto3": ("core.storage",),
     "boto3": ("core.storage",),
     "botocore": ("core.storage",),
-    "stripe": (),
-    "fal_client": (),
+    "stripe": ("core.payments.stripe_adapter",),
+    "fal_client": ("core.previews.fal",),
     "aiogram": ("bot",),  # the whole Telegram adapter, and nothing else
     "aiosmtplib": ("channels.email.sender",),
     # n8n and Twenty have no SDK: httpx is their client, one adapter each.

@@ -29,6 +29,7 @@ from core.booking.api import (
     NotFoundError,
     SlotUnavailableError,
 )
+from core.payments.service import request_refund
 from core.settings import Settings
 from core.types import AppointmentStatus, Slot
 
@@ -187,6 +188,47 @@ async def offer_alternatives(
         markup=keyboards.alternatives_keyboard(appointment_id, slots, settings.tz),
     )
     await query.answer()
+
+
+@router.callback_query(ApptAction.filter(F.action == "refund"))
+async def ask_refund(
+    query: CallbackQuery,
+    callback_data: ApptAction,
+    bot: Bot,
+    scope: UpdateScope,
+    booking: BookingService,
+    settings: Settings,
+) -> None:
+    """First tap: the card asks to confirm (nothing is refunded yet)."""
+    card = await _load(scope, booking, callback_data.appointment_id)
+    if card.deposit is None or not card.deposit.refundable:
+        await query.answer("There is no deposit to refund.", show_alert=True)
+        return
+    markup = keyboards.refund_confirm_keyboard(callback_data.appointment_id)
+    await _show_card(
+        bot, query, card, settings, note="Refund the deposit to the customer's card?", markup=markup
+    )
+    await query.answer()
+
+
+@router.callback_query(ApptAction.filter(F.action == "refund_yes"))
+async def confirm_refund(
+    query: CallbackQuery,
+    callback_data: ApptAction,
+    bot: Bot,
+    scope: UpdateScope,
+    booking: BookingService,
+    settings: Settings,
+) -> None:
+    """The confirming tap: the refund is queued (Stripe's Refunds API, with an idempotency key)."""
+    async with scope.transaction() as session:
+        started = await request_refund(
+            session, callback_data.appointment_id, by="kimmie", now=datetime.now(UTC)
+        )
+        card = await views.load_card(session, booking, callback_data.appointment_id)
+    note = "Refund started: the customer is told when Stripe confirms." if started else "Nothing to refund."
+    await _show_card(bot, query, card, settings, note=note)
+    await query.answer(note)
 
 
 @router.callback_query(ApptAction.filter(F.action == "back"))

@@ -93,6 +93,8 @@ def booking_lines(card: views.CardData, tz: ZoneInfo) -> list[str]:
         lines.append("Calendar not checked — make sure the slot is free.")
     if b.notes:
         lines.append(f"Notes:   {b.notes}")
+    if card.deposit is not None:
+        lines.append(f"Deposit: {card.deposit.line.removeprefix('deposit: ')}")
     lines.append(f"Status:  {STATUS_WORDS.get(b.status, str(b.status))}")
     if card.conversation_id is not None:
         lines.append(f"Chat:    #{card.conversation_id} ({channel_label(channel)})")

@@ -35,7 +35,7 @@ Authorization header, never in a URL that could end up in a log line or an excep
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -109,6 +109,7 @@ def split_text(text: str, limit: int, measure: Callable[[str], int] = _chars) ->
 
 
 def _quick_replies(quick_replies: tuple[QuickReply, ...]) -> list[dict[str, str]]:
+    quick_replies = tuple(q for q in quick_replies if not q.url)  # links are in the text
     shown = quick_replies[:MAX_QUICK_REPLIES]
     if len(quick_replies) > MAX_QUICK_REPLIES:
         log.warning("quick replies cut to %d (were %d)", MAX_QUICK_REPLIES, len(quick_replies))
@@ -209,7 +210,7 @@ class MetaSender:
             {"attachment": {"type": "image", "payload": {"url": url, **extra}}} for url in message.image_urls
         ]
         bodies += [{"text": part} for part in split_text(message.text, self._limit, self._measure)]
-        if message.quick_replies:
+        if any(not q.url for q in message.quick_replies):
             if not bodies:
                 bodies.append({"text": "…"})
             # Instagram shows quick replies on text only; Messenger on either.
@@ -355,6 +356,28 @@ class MetaSenders:
         if self._session is None:
             raise RetryableDeliveryError("meta sender not started yet")
         return self._session
+
+    async def fetch_photo(self, attachment: Mapping[str, Any]) -> bytes:
+        """A customer's image attachment (Meta's CDN URL in the webhook; it expires, so fetched at once
+        by the preview job). At most PREVIEW_MAX_BYTES (+1, so the check refuses it as too big)."""
+        url = str(attachment.get("url") or "")
+        if not url.startswith(("https://", "http://")):
+            raise PermanentDeliveryError("image attachment without a URL")
+        limit = self.settings.preview_max_bytes
+        try:
+            async with self.http().get(url) as response:
+                if response.status in (403, 404, 410):  # Meta's CDN link expired or was never ours
+                    raise PermanentDeliveryError(f"image download answered {response.status}")
+                if response.status >= 400:
+                    raise RetryableDeliveryError(f"image download answered {response.status}")
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    data += chunk
+                    if len(data) > limit:
+                        break  # enough to know it is too big
+                return bytes(data)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RetryableDeliveryError(f"image download failed: {type(exc).__name__}") from None
 
     async def start(self) -> None:
         if self._session is None:

@@ -92,7 +92,11 @@ class _Signal:
 
 
 def _render(row: Message) -> dict[str, Any]:
-    options = [{"title": str(q["title"]), "payload": str(q["payload"])} for q in row.quick_replies or []]
+    options = [
+        {"title": str(q["title"]), "payload": str(q["payload"])}
+        for q in row.quick_replies or []
+        if not q.get("url")  # a link button: the text carries the link
+    ]
     return {
         "id": row.id,
         "text": row.text,

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.alerts import raise_alert
 from core.db.models import BusinessConfig, Service, utcnow
+from core.payments.policy import DepositPolicy, PolicyConfigError, parse_policy
 from core.types import CoatType, SizeClass
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 SOURCE_KEY = "catalog_source"
-CONFIG_KEYS = ("booking", "sizes", "matting", "hours", "breaks", "closures", "policies", "breeds")
+CONFIG_KEYS = ("booking", "sizes", "matting", "hours", "breaks", "closures", "policies", "breeds", "deposits")
 
 
 class CatalogError(ValueError):
@@ -69,6 +70,7 @@ class Rules:
     closures: frozenset[date] = frozenset()
     policies: tuple[tuple[str, str], ...] = ()
     breeds: Mapping[str, tuple[SizeClass | None, CoatType | None]] = field(default_factory=dict)
+    deposits: DepositPolicy = field(default_factory=DepositPolicy)  # [deposits] (core/payments/policy.py)
 
     def windows(self, day: date) -> list[Window]:
         """Open windows of a local day: opening hours minus breaks, in order (empty when closed)."""
@@ -134,6 +136,10 @@ def rules_from_config(config: Mapping[str, Any]) -> Rules:
         coat = CoatType(hint["coat"]) if hint.get("coat") else None
         breeds[str(name).strip().lower()] = (size, coat)
     policies = tuple((str(k), str(v)) for k, v in (config.get("policies") or {}).items())
+    try:
+        deposits = parse_policy(config.get("deposits"))
+    except PolicyConfigError as exc:
+        raise CatalogError(str(exc)) from None
     return Rules(
         currency=str(booking.get("currency", "USD")),
         slot_step_min=int(booking.get("slot_step_min", 30)),
@@ -161,6 +167,7 @@ def rules_from_config(config: Mapping[str, Any]) -> Rules:
         closures=closures,
         policies=policies,
         breeds=breeds,
+        deposits=deposits,
     )
 
 

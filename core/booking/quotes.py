@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.booking.catalog import Rules
+from core.booking.texts import money
 from core.db.models import Service
 from core.types import CoatType, Quote, SizeClass
 
@@ -146,6 +147,9 @@ def quote_pet(
         notes.append("coat type unknown")
     if pet.size_source == "breed":
         notes.append(f"priced as a {pet.size.value if pet.size else '?'} dog from the breed")
+    deposit = deposit_note(rules, pet.size)
+    if deposit:
+        notes.append(deposit)
     name = service.name + "".join(f" + {a.name}" for a in addons)
     return Quote(
         service_code=service.code,
@@ -156,6 +160,20 @@ def quote_pet(
         currency=rules.currency,
         notes=tuple(notes),
     )
+
+
+def deposit_note(rules: Rules, size: SizeClass | None) -> str | None:
+    """The deposit rules that could apply to a pet of this size (who the client is, the request
+    decides): "a $20 deposit may be asked (first visit, giant breed), taken off the final price"."""
+    shown = []
+    for rule in rules.deposits.rules:
+        if rule.sizes and (size is None or size.value not in rule.sizes):
+            continue
+        amount = money(rule.amount_cents) if rule.amount_cents is not None else f"{rule.percent:g}%"
+        shown.append(f"{amount} ({rule.name})")
+    if not shown:
+        return None
+    return f"a deposit may be asked: {'; '.join(shown)}, taken off the final price"
 
 
 def combine(quotes: Sequence[Quote]) -> Quote:

@@ -55,6 +55,7 @@ from core.llm.types import (
     Usage,
 )
 from core.outbox import queue_outbound
+from core.previews.service import Previews, image_attachment
 from core.profiles import queue_profile_lookup
 from core.reach import ReachPolicy
 from core.settings import Settings
@@ -101,6 +102,7 @@ class ConversationEngine:
         model: ChatModel | None,
         offline: OfflineResponder | None = None,
         contact_links: ContactLinks | None = None,
+        previews: Previews | None = None,
         now: Callable[[], Any] = utcnow,
         reach: ReachPolicy | None = None,
     ) -> None:
@@ -109,13 +111,17 @@ class ConversationEngine:
         self.booking = booking
         self.model = model
         self.now = now
+        # Looking Glass previews: None without FAL, and then photos get no style buttons and no tool.
+        self.previews = previews
         # Which routes reach a customer later (core/reach.py): both flows ask for a contact first
         # when none would.
         policy = reach or ReachPolicy()
         self.offline = offline or OfflineResponder(
-            booking, settings, now=now, reach=policy, contact_links=contact_links
+            booking, settings, now=now, previews=previews, reach=policy, contact_links=contact_links
         )
-        self.toolbox = ToolBox(booking, settings.tz, contact_links=contact_links, reach=policy)
+        self.toolbox = ToolBox(
+            booking, settings.tz, contact_links=contact_links, previews=previews, reach=policy
+        )
         self._stable: tuple[float, str] | None = None
         self.gave_up_text = GAVE_UP_TEXT.format(groomer=settings.groomer_name)
 
@@ -143,6 +149,13 @@ class ConversationEngine:
             if conversation.human_takeover:
                 _mark(conversation, message_id)
                 return TurnResult("silent")
+            if self.previews is not None and image_attachment(inbound.attachments) is not None:
+                # A dog photo: filed and answered with style buttons by its own job (it downloads).
+                await self.previews.queue_intake(
+                    session, message_id=message_id, conversation_id=conversation.id
+                )
+                _mark(conversation, message_id)
+                return TurnResult("offline")
             # The button flow asked a question before filing (the dog's name, an e-mail): its answer
             # goes back to the flow that asked, not to the model.
             if self.model is None or pl.is_ours(inbound.payload) or self.offline.asking(conversation):

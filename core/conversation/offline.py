@@ -28,6 +28,8 @@ from core.conversation import payloads as pl
 from core.conversation.takeover import handover_requested
 from core.conversation.tools import ContactLinks
 from core.db.models import Appointment, AppointmentPet, Client, Conversation, Pet, Service, utcnow
+from core.previews import texts as preview_texts
+from core.previews.service import Previews, is_preview_payload
 from core.reach import ReachPolicy, has_lasting_route
 from core.settings import Settings
 from core.types import Booking, Channel, CoatType, OutboundMessage, QuickReply, SizeClass, Slot
@@ -160,10 +162,13 @@ class OfflineResponder:
         settings: Settings,
         *,
         now: Callable[[], datetime] = utcnow,
+        previews: Previews | None = None,
         reach: ReachPolicy | None = None,
         contact_links: ContactLinks | None = None,
     ) -> None:
         self.booking = booking
+        # Looking Glass previews (None without FAL: no style buttons, PV: payloads get the menu).
+        self.previews = previews
         self.reach = reach or ReachPolicy()
         self.contact_links = contact_links
         self.settings = settings
@@ -232,6 +237,8 @@ class OfflineResponder:
         }.get(payload)
         if entry is not None:
             return await entry()
+        if self.previews is not None and is_preview_payload(payload):
+            return await self.preview_step(session, conversation, payload)
         step = pl.parse_book(payload)
         if step is not None:
             return await self.book_step(session, conversation, step)
@@ -244,6 +251,30 @@ class OfflineResponder:
         if payload in (pl.CONTACT_SKIP, pl.CONTACT_DONE):
             return await self._file_pending(session, conversation)
         return await self.booking_service_payload(session, conversation, payload)
+
+    async def preview_step(self, session: AsyncSession, conversation: Conversation, payload: str) -> Outcome:
+        """A style button (the preview is queued), or "Book this style": on to the days for that dog,
+        the request carrying the style and the preview."""
+        assert self.previews is not None
+        answer = await self.previews.on_payload(session, conversation, payload)
+        if isinstance(answer, OutboundMessage):
+            return Outcome([answer])
+        pet_id, _design_id, style = answer
+        services = [s for s in await self.booking.list_services(session) if not s.is_addon]
+        if not services:
+            return await self.handover(session, conversation, "booking a previewed style: no service")
+        service = services[0].code  # the full groom: what a styled cut is
+        outcome = await self._days(
+            session,
+            conversation.client_id,
+            service,
+            [pet_id],
+            lambda d: pl.book(service, pet_id=pet_id, day=d),
+        )
+        outcome.messages.insert(
+            0, OutboundMessage(preview_texts.BOOKING_WITH_STYLE.format(style=style, pet="your dog"))
+        )
+        return outcome
 
     # --- simple answers ---------------------------------------------------------------------------
     async def greet(self, session: AsyncSession, conversation: Conversation) -> Outcome:
@@ -512,6 +543,7 @@ class OfflineResponder:
                     f"That one is already requested ({self.when(existing.start)}): {existing.status.value}.",
                     [QuickReply("My bookings", pl.MY_BOOKINGS)],
                 )
+        note = await self.previews.booking_note(session, conversation, pet_id) if self.previews else None
         try:
             booking = await self.booking.request_booking(
                 session,
@@ -521,10 +553,13 @@ class OfflineResponder:
                 start=start,
                 source_channel=_channel(conversation.channel),
                 addon_codes=pending.addons,
-                notes=pending.notes,
+                # The preview's note (Looking Glass) wins; else the visit repeated ("same again").
+                notes=note or pending.notes,
             )
         except BookingError as exc:
             return Outcome().say(str(exc), [QuickReply("Other times", pl.book(service, pet_id=pet_id))])
+        if self.previews is not None and note is not None:
+            await self.previews.attach_to_booking(session, conversation, appointment_id=booking.id)
         return Outcome().say(
             f"Request sent! {booking.service_name} for {', '.join(booking.pet_names) or 'your dog'} on "
             f"{self.when(booking.start)}. {self.groomer} will confirm shortly; "

@@ -26,6 +26,9 @@ Same again (the dog, service, add-ons and notes of appointment <id>, the custome
     AG:<id>:t<YYYYMMDDHHMM>   file the request (after the questions below, if any)
 Before filing, the flow may ask for a way to reach the customer later:
     RQ:skip          file without one      RQ:done    file (they opened the Telegram link)
+Looking Glass previews (core/previews/service.py):
+    PV:s:<style>  preview of the last photo     PV:f:<style>  the same from three angles
+    PV:b:<id>     book with that preview        PV:m          the style buttons again
 The booking service's own payloads (core/booking/payloads.py: APPT_OK, APPT_CANCEL, APPT_MOVE, ALT)
 are understood too.
 """
@@ -218,4 +221,4 @@ def is_ours(payload: str | None) -> bool:
     if payload in ENTRY or payload in (CONTACT_SKIP, CONTACT_DONE):
         return True
     head = payload.split(":", 1)[0]
-    return head in {"BK", "CX", "MV", "AG", "APPT_OK", "APPT_CANCEL", "APPT_MOVE", "ALT"}
+    return head in {"BK", "CX", "MV", "AG", "PV", "APPT_OK", "APPT_CANCEL", "APPT_MOVE", "ALT"}

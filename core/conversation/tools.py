@@ -30,6 +30,7 @@ from core.booking.api import BookingError, BookingService
 from core.conversation.takeover import handover_requested
 from core.db.models import Client, Conversation, Pet
 from core.llm.types import ToolCall, ToolResult, ToolSpec
+from core.previews.service import Previews
 from core.reach import ReachPolicy, has_lasting_route
 from core.types import Booking, Channel, CoatType, Quote, SizeClass, Slot
 
@@ -75,6 +76,12 @@ class RequestBookingArgs(_Args):
         description="True only after you asked for an e-mail address (or offered the Telegram link) "
         "and the customer would rather not give one.",
     )
+
+
+class PreviewStyleArgs(_Args):
+    style_code: str = Field(description="A style code from list_styles.")
+    pet_id: int | None = Field(None, description="This customer's dog; default: the dog of the last photo.")
+    full_preview: bool = Field(False, description="Three angles (front, side, back) instead of one.")
 
 
 class MyAppointmentsArgs(_Args):
@@ -204,9 +211,11 @@ class ToolBox:
         tz: ZoneInfo,
         *,
         contact_links: ContactLinks | None = None,
+        previews: Previews | None = None,
         reach: ReachPolicy | None = None,
     ) -> None:
         self.booking = booking
+        self.previews = previews
         self.reach = reach or ReachPolicy()
         self.tz = tz
         # Given by the composition root when the Telegram bot (and its username) is configured.
@@ -286,6 +295,20 @@ class ToolBox:
                 ),
             )
         }
+        if previews is not None:  # FAL configured: the assistant may offer previews of the customer's photo
+            self.tools["list_styles"] = Tool(
+                "list_styles",
+                "The grooming styles a preview can show (code, name, description).",
+                NoArgs,
+                self._list_styles,
+            )
+            self.tools["preview_style"] = Tool(
+                "preview_style",
+                "Make an AI preview of the customer's own dog photo in a grooming style; it is sent to them "
+                "in about a minute. Needs a photo they sent in this chat.",
+                PreviewStyleArgs,
+                self._preview_style,
+            )
         self.specs = tuple(t.spec() for t in self.tools.values())
 
     async def run(self, session: AsyncSession, ctx: ToolContext, call: ToolCall) -> ToolResult:
@@ -594,6 +617,27 @@ class ToolBox:
                 else "."
             ),
         }
+
+    async def _list_styles(self, session: AsyncSession, ctx: ToolContext, args: NoArgs) -> Any:
+        assert self.previews is not None
+        return [
+            {"code": s.code, "name": s.name, "description": s.description}
+            for s in self.previews.styles.values()
+        ]
+
+    async def _preview_style(self, session: AsyncSession, ctx: ToolContext, args: PreviewStyleArgs) -> Any:
+        assert self.previews is not None
+        if args.pet_id is not None:
+            await self._own_pets(session, ctx, [args.pet_id])
+        conversation = await session.get_one(Conversation, ctx.conversation_id)
+        answer = await self.previews.request(
+            session,
+            conversation,
+            style_code=args.style_code,
+            angles=3 if args.full_preview else 1,
+            pet_id=args.pet_id,
+        )
+        return {"tell_customer": answer.text}
 
     async def _handover(self, session: AsyncSession, ctx: ToolContext, args: HandoverArgs) -> Any:
         await _flag_for_groomer(session, ctx, args.reason)

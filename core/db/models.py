@@ -238,8 +238,23 @@ class GroomingDesign(TimestampMixin, Base):
     reference_image_url: Mapped[str | None] = mapped_column(Text)
     image_urls: Mapped[list[Any]] = mapped_column(JsonType, default=list)
     status: Mapped[str] = mapped_column(String(20), default="pending")
-    provider_request_id: Mapped[str | None] = mapped_column(String(200))
+    provider_request_id: Mapped[str | None] = mapped_column(String(200), index=True)
     error: Mapped[str | None] = mapped_column(Text)
+    # Migration 0008 (core/previews/): who asked, where to deliver, what was run and what it cost.
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("client.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversation.id", ondelete="SET NULL"))
+    style_code: Mapped[str | None] = mapped_column(String(50))
+    angle: Mapped[str] = mapped_column(String(10), default="front", server_default="front")
+    model: Mapped[str | None] = mapped_column(String(200))
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    photo_key: Mapped[str | None] = mapped_column(Text)
+    storage_keys: Mapped[list[Any]] = mapped_column(JsonType, default=list, server_default="[]")
+    # The designs of one request (1 angle, or 3 for a full preview) share it: delivered as one album.
+    batch_key: Mapped[str | None] = mapped_column(String(64))
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_grooming_design_client_created", "client_id", "created_at"),)
 
 
 class Conversation(TimestampMixin, Base):
@@ -309,18 +324,29 @@ class Message(Base):
 
 
 class Payment(TimestampMixin, Base):
+    """One deposit or card hold for an appointment (core/payments/): its Stripe ids and every status it
+    went through (`history`: [{"at", "status", "note"}], appended, never rewritten). One per
+    appointment: the Checkout idempotency key is the appointment's id."""
+
     __tablename__ = "payment"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     appointment_id: Mapped[int | None] = mapped_column(
-        ForeignKey("appointment.id", ondelete="SET NULL"), index=True
+        ForeignKey("appointment.id", ondelete="SET NULL"), index=True, unique=True
     )
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("client.id", ondelete="SET NULL"))
+    # "charge" (a deposit taken now) or "hold" (a manual-capture PaymentIntent: the card is held).
+    kind: Mapped[str] = mapped_column(String(10), default="charge", server_default="charge")
     stripe_checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
-    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255))
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    stripe_refund_id: Mapped[str | None] = mapped_column(String(255))
     amount_cents: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3), default="usd")
     status: Mapped[str] = mapped_column(String(20), default="pending")
     checkout_url: Mapped[str | None] = mapped_column(Text)
+    # When the Checkout Session stops taking payment (the request's hold, within Stripe's limits).
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    history: Mapped[list[Any]] = mapped_column(JsonType, default=list)
 
 
 class Job(Base):

@@ -22,10 +22,28 @@ EVENT_LABEL = {
     "completed": "completed ✔",
     "no_show": "marked no-show",
     "payment_received": "deposit paid 💳",
+    "deposit_pending": "deposit link sent 💳",
+    "deposit_expired": "deposit link expired unpaid ⌛",
+    "deposit_failed": "deposit payment failed ⚠",
+    "deposit_refunded": "deposit refunded ↩",
+    "deposit_captured": "card hold charged 💳",
+    "deposit_released": "card hold released ↩",
 }
 # Changes Kimmie made herself (a button she just pressed): the card is refreshed, no extra message.
 QUIET_EVENTS = frozenset(
-    {"confirmed", "declined", "cancelled_by_kimmie", "rescheduled_by_kimmie", "completed", "no_show"}
+    {
+        "confirmed",
+        "declined",
+        "cancelled_by_kimmie",
+        "rescheduled_by_kimmie",
+        "completed",
+        "no_show",
+        # The money side of her own decisions (and the link going out): the card line says it.
+        "deposit_pending",
+        "deposit_refunded",
+        "deposit_captured",
+        "deposit_released",
+    }
 )
 
 CHANNEL_LABEL = {"telegram": "Telegram", "instagram": "Instagram", "messenger": "Messenger", "web": "Website"}

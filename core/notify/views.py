@@ -6,7 +6,7 @@ other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from sqlalchemy import func, select
@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import customers
 from core.booking.api import BookingService
-from core.db.models import Appointment, ChannelIdentity, Client, Conversation, Pet
+from core.db.models import Appointment, ChannelIdentity, Client, Conversation, GroomingDesign, Pet
+from core.payments.card import DepositView, deposit_view
 from core.types import Booking
 
 
@@ -78,6 +79,7 @@ class CardData:
     conversation_id: int | None
     card_chat_id: int | None
     card_message_id: int | None
+    deposit: DepositView | None = None  # None: no deposit asked (core/payments/)
 
 
 async def client_view(session: AsyncSession, client_id: int) -> ClientView:
@@ -130,12 +132,34 @@ async def conversation_for_client(session: AsyncSession, client_id: int, channel
     return rows.scalars().first()
 
 
+async def _with_chosen_preview(
+    session: AsyncSession, appointment_id: int, pets: list[PetView]
+) -> list[PetView]:
+    """The Looking Glass preview the customer booked with ("Book this style") is the picture on
+    Kimmie's card, in place of the pet's own photo: it shows what they asked for."""
+    chosen = (
+        await session.scalars(
+            select(GroomingDesign)
+            .where(GroomingDesign.appointment_id == appointment_id, GroomingDesign.status == "done")
+            .order_by(GroomingDesign.id)
+            .limit(1)
+        )
+    ).first()
+    if chosen is None or not chosen.storage_keys:
+        return pets
+    key = str(chosen.storage_keys[0])
+    return [
+        replace(p, photo_key=key, photo_url=f"/media/{key}") if p.id == chosen.pet_id else p for p in pets
+    ]
+
+
 async def load_card(session: AsyncSession, booking_service: BookingService, appointment_id: int) -> CardData:
     booking = await booking_service.get_booking(session, appointment_id)
     appointment = await session.get_one(Appointment, appointment_id)
     pets = [
         PetView.of(p) for p in await customers.pets_of(session, booking.client_id) if p.id in booking.pet_ids
     ]
+    pets = await _with_chosen_preview(session, appointment_id, pets)
     channel = booking.source_channel.value if booking.source_channel else None
     return CardData(
         booking=booking,
@@ -144,6 +168,7 @@ async def load_card(session: AsyncSession, booking_service: BookingService, appo
         conversation_id=await conversation_for_client(session, booking.client_id, channel),
         card_chat_id=appointment.admin_card_chat_id,
         card_message_id=appointment.admin_card_message_id,
+        deposit=await deposit_view(session, appointment_id),
     )
 
 

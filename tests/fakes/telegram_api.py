@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 _JSON_FIELDS = {
+    "media",
     "reply_markup",
     "entities",
     "caption_entities",
@@ -38,7 +39,6 @@ _JSON_FIELDS = {
     "allowed_updates",
     "link_preview_options",
     "reply_parameters",
-    "media",
 }
 
 
@@ -270,6 +270,16 @@ class FakeTelegramAPI:
             )
             self._photo_messages.add((sent["chat"]["id"], sent["message_id"]))
             return sent
+        if method == "sendMediaGroup":
+            return [
+                self._message(
+                    data,
+                    photo=[
+                        {"file_id": f"album-{n}", "file_unique_id": f"album-u{n}", "width": 1, "height": 1}
+                    ],
+                )
+                for n, _ in enumerate(data.get("media") or [])
+            ]
         if method == "getFile":
             path, content = self.files[str(data["file_id"])]
             return {

@@ -43,7 +43,10 @@
     '<div class="cheshire-header"></div>' +
     '<div class="cheshire-log" aria-live="polite"></div>' +
     '<div class="cheshire-options"></div>' +
-    '<form class="cheshire-form"><input id="cheshire-input" class="cheshire-input" maxlength="2000" ' +
+    '<form class="cheshire-form">' +
+    '<button type="button" class="cheshire-photo" aria-label="Send a photo of your dog" hidden>📷</button>' +
+    '<input type="file" class="cheshire-file" accept="image/jpeg,image/png,image/webp,image/gif" hidden>' +
+    '<input id="cheshire-input" class="cheshire-input" maxlength="2000" ' +
     'autocomplete="off" placeholder="Type a message…" aria-label="Message">' +
     '<button type="submit" class="cheshire-send">Send</button></form></div>';
   (document.getElementById("cheshire-chat") || document.body).appendChild(root);
@@ -90,7 +93,7 @@
         var img = document.createElement("img");
         img.className = "cheshire-image";
         img.alt = "";
-        img.src = url;
+        img.src = url.charAt(0) === "/" ? api + url : url; // our /media links are relative
         log.appendChild(img);
       });
       showOptions(reply.options || []);
@@ -141,6 +144,42 @@
         bubble("system", "Sorry, we could not reach the salon. Please try again.");
       });
   }
+
+  // Style previews: a photo goes to /api/chat/<session>/photos (the route exists only when the salon
+  // has previews on; the button shows after a probe answers anything but 404).
+  var photoButton = root.querySelector(".cheshire-photo");
+  var fileInput = root.querySelector(".cheshire-file");
+  fetch(api + "/api/chat/" + sessionId() + "/photos", { method: "POST", body: new FormData() })
+    .then(function (r) { if (r.status !== 404) photoButton.hidden = false; })
+    .catch(function () {});
+  photoButton.addEventListener("click", function () { fileInput.click(); });
+  fileInput.addEventListener("change", function () {
+    var file = fileInput.files && fileInput.files[0];
+    if (!file) return;
+    var data = new FormData();
+    data.append("photo", file, file.name);
+    if (input.value.trim()) data.append("caption", input.value.trim());
+    showOptions([]);
+    bubble("me", "📷 " + file.name);
+    input.value = "";
+    fileInput.value = "";
+    var typing = bubble("typing", "…");
+    fetch(api + "/api/chat/" + sessionId() + "/photos", { method: "POST", body: data })
+      .then(function (r) {
+        return r.json().then(function (body) { return { status: r.status, data: body }; });
+      })
+      .then(function (res) {
+        typing.remove();
+        if (res.status === 413) { bubble("system", "That photo is too large; please send a smaller one."); return; }
+        if (res.status === 415 || res.status === 400) { bubble("system", "Please send a JPEG or PNG photo."); return; }
+        if (res.status >= 400) { bubble("system", "Sorry, that did not go through: " + (res.data.error || res.status)); return; }
+        poll(POLL_TRIES);
+      })
+      .catch(function () {
+        typing.remove();
+        bubble("system", "Sorry, we could not reach the salon. Please try again.");
+      });
+  });
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();

@@ -1,0 +1,137 @@
+"""Telegram: a photo (the largest size is fetched through getFile) → style buttons → a tap → the
+preview with sendPhoto, and three angles as one sendMediaGroup album. The whole runtime with the real
+aiogram Bot against the fake Bot API server; FAL is the local fake."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiogram.types import Update
+from PIL import Image
+
+from core.db.database import Database
+from tests.bot.conftest import TOKEN
+from tests.fakes.fal import FakeFal
+from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.previews.conftest import designs, eventually, preview_settings, running
+
+CUSTOMER = 4242
+KIMMIE = 777
+
+
+@pytest.fixture
+async def fake_tg() -> AsyncIterator[FakeTelegramAPI]:
+    fake = FakeTelegramAPI()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+_ids = itertools.count(5000)
+
+
+def photo_bytes() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (1280, 960), (200, 180, 160)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def update(bot: Any, *, chat_kimmie: bool = False, **message: Any) -> Update:
+    chat = KIMMIE if chat_kimmie else CUSTOMER
+    body = {
+        "message_id": next(_ids),
+        "date": int(datetime.now(UTC).timestamp()),
+        "chat": {"id": chat, "type": "private", "first_name": "Ann"},
+        "from": {"id": chat, "is_bot": False, "first_name": "Ann"},
+        **message,
+    }
+    return Update.model_validate({"update_id": next(_ids), "message": body}, context={"bot": bot})
+
+
+def tap(bot: Any, data: str) -> Update:
+    query = {
+        "id": f"cq{next(_ids)}",
+        "from": {"id": CUSTOMER, "is_bot": False, "first_name": "Ann"},
+        "chat_instance": "ci",
+        "data": data,
+        "message": {
+            "message_id": 1,
+            "date": int(datetime.now(UTC).timestamp()),
+            "chat": {"id": CUSTOMER, "type": "private"},
+            "from": {"id": 1, "is_bot": True, "first_name": "Cheshire"},
+            "text": "buttons",
+        },
+    }
+    return Update.model_validate({"update_id": next(_ids), "callback_query": query}, context={"bot": bot})
+
+
+async def test_photo_in_preview_out_on_telegram(
+    db: Database, database_url: str, fal: FakeFal, fake_tg: FakeTelegramAPI, tmp_path: Path
+) -> None:
+    settings = preview_settings(
+        database_url,
+        fal,
+        tmp_path,
+        telegram_bot_token=TOKEN,
+        telegram_api_base=fake_tg.base_url,
+        telegram_kimmie_chat_id=KIMMIE,
+    )
+    async with running(settings) as service:
+        tg = service.rt.telegram
+        assert tg is not None
+        fake_tg.add_file("dog-big", photo_bytes(), "photos/dog.jpg")
+        sizes = [
+            {"file_id": "dog-small", "file_unique_id": "s", "width": 90, "height": 60},
+            {"file_id": "dog-big", "file_unique_id": "b", "width": 1280, "height": 960},
+        ]
+        await tg.dispatcher.feed_update(tg.bot, update(tg.bot, photo=sizes))
+
+        async def buttons() -> Any:
+            return [
+                c for c in fake_tg.calls_to("sendMessage") if ("Teddy bear", "PV:s:teddy_bear") in c.buttons()
+            ]
+
+        await eventually(buttons)
+        assert [c.data["file_id"] for c in fake_tg.calls_to("getFile")] == ["dog-big"]  # the largest size
+
+        await tg.dispatcher.feed_update(tg.bot, tap(tg.bot, "PV:s:teddy_bear"))
+        (photo,) = await eventually(lambda: _calls(fake_tg, "sendPhoto"))
+        assert photo.chat_id == CUSTOMER
+        # The buttons ride on the text after the photo (a photo then its words and choices).
+        design_id = (await designs(db))[0].id
+
+        async def ready() -> Any:
+            return [
+                c
+                for c in fake_tg.calls_to("sendMessage")
+                if ("Book this style", f"PV:b:{design_id}") in c.buttons()
+            ]
+
+        (words,) = await eventually(ready)
+        assert ("Try another style", "PV:m") in words.buttons() and "AI sketch" in words.text
+        assert fake_tg.calls.index(photo) < fake_tg.calls.index(words)
+
+        await tg.dispatcher.feed_update(tg.bot, tap(tg.bot, "PV:f:teddy_bear"))
+        (album,) = await eventually(lambda: _calls(fake_tg, "sendMediaGroup"))
+        assert len(album.data["media"]) == 3 and album.chat_id == CUSTOMER
+        assert len(fal.submissions) == 4  # 1 + 3 angles, each submitted once
+
+        # Kimmie sees the dog's previews from /client.
+        await tg.dispatcher.feed_update(tg.bot, update(tg.bot, text="/client Ann", chat_kimmie=True))
+
+        async def listed() -> Any:
+            return [c for c in fake_tg.calls_to("sendMessage") if "Looking Glass previews" in c.text]
+
+        (listing,) = await eventually(listed)
+        assert listing.chat_id == 777
+        assert listing.text.count("teddy_bear") == 4 and "(side)" in listing.text and "$0.08" in listing.text
+
+
+async def _calls(fake: FakeTelegramAPI, method: str) -> Any:
+    return fake.calls_to(method)
