@@ -39,6 +39,13 @@ class DeclineReason(CallbackData, prefix="k.dr"):
     appointment_id: int
 
 
+class ReminderAction(CallbackData, prefix="k.rm"):
+    """confirm: Kimmie reached the customer whose reminder did not arrive (her daily list)."""
+
+    action: Literal["confirm"]
+    appointment_id: int
+
+
 class ChatAction(CallbackData, prefix="k.ch"):
     """open (take over and reply) | done (hand back)."""
 

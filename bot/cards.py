@@ -12,9 +12,19 @@ from datetime import date, datetime, timedelta
 from html import escape
 from zoneinfo import ZoneInfo
 
-from bot.views import CardData, ClientCard, ConversationView, PetView
+from bot.views import CardData, ClientCard, ClientView, ConversationView, PetView
 from core.db.models import GroomingDesign
-from core.notify.facts import CHANNEL_LABEL, STATUS_WORDS, channel_label, fmt_money, pet_traits, vaccination
+from core.notify.facts import (
+    CHANNEL_LABEL,
+    STATUS_WORDS,
+    channel_label,
+    digest_intro,
+    fmt_money,
+    handle_text,
+    history_text,
+    pet_traits,
+    vaccination,
+)
 from core.types import AppointmentStatus, Booking
 
 STATUS_EMOJI = {
@@ -44,7 +54,7 @@ def fmt_day(day: date) -> str:
 
 def vaccination_text(pet: PetView, today: date) -> str:
     text, expired = vaccination(pet, today)
-    return f"⚠ {text}" if expired else text
+    return f"⚠ {e(text)}" if expired else e(text)
 
 
 def pet_line(pet: PetView, today: date, *, show_id: bool = False) -> str:
@@ -57,19 +67,28 @@ def pet_line(pet: PetView, today: date, *, show_id: bool = False) -> str:
     extra = [e(f"temperament: {pet.temperament}") if pet.temperament else "", vaccination_text(pet, today)]
     if pet.health_notes:
         extra.append(e(f"health: {pet.health_notes}"))
-    return line + "\n    " + "; ".join(x for x in extra if x)
+    shown = "; ".join(x for x in extra if x)
+    return line + ("\n    " + shown if shown else "")
+
+
+def who_lines(client: ClientView, channel: str) -> list[str]:
+    """Who and how to reach them: name, handles, phone, e-mail, history."""
+    who = f"👤 <b>{e(client.label)}</b> · via {e(channel)}"
+    reach = [handle_text(c, h) for c, h in client.handles] + [x for x in (client.phone, client.email) if x]
+    lines = [who]
+    if reach:
+        lines.append("📇 " + " · ".join(e(x) for x in reach))
+    lines.append(f"📊 {history_text(client.visits, client.no_shows)}")
+    return lines
 
 
 def booking_card_text(card: CardData, tz: ZoneInfo, *, note: str | None = None) -> str:
     b = card.booking
     today = datetime.now(tz).date()
     channel = channel_label(b.source_channel.value if b.source_channel else None)
-    who = e(card.client.name or "(no name)")
-    if card.client.phone:
-        who += f" · {e(card.client.phone)}"
     lines = [
         f"<b>Booking request #{b.id}</b>",
-        f"👤 {who} · via {e(channel)}",
+        *who_lines(card.client, channel),
         *[pet_line(p, today) for p in card.pets],
     ]
     if not card.pets and b.pet_names:
@@ -87,6 +106,18 @@ def booking_card_text(card: CardData, tz: ZoneInfo, *, note: str | None = None) 
     lines.append(f"Status: {STATUS_LABEL.get(b.status, e(b.status))}")
     if note:
         lines.append(f"\n<i>{e(note)}</i>")
+    return "\n".join(lines)
+
+
+def reminder_digest_text(items: Sequence[CardData], tz: ZoneInfo) -> str:
+    """Kimmie's daily list: each visit with who, how to reach them, dogs and time."""
+    lines = [e(digest_intro(len(items)))]
+    for card in items:
+        b = card.booking
+        channel = channel_label(b.source_channel.value if b.source_channel else None)
+        dogs = ", ".join(p.name for p in card.pets) or ", ".join(b.pet_names) or "—"
+        lines += ["", f"<b>#{b.id}</b> {fmt_slot(b.start, b.end, tz)} · {e(b.service_name)} · 🐾 {e(dogs)}"]
+        lines += who_lines(card.client, channel)
     return "\n".join(lines)
 
 
@@ -122,10 +153,11 @@ def agenda_text(
 def client_card_text(card: ClientCard, tz: ZoneInfo) -> str:
     c = card.client
     today = datetime.now(tz).date()
-    lines = [f"<b>{e(c.name or '(no name)')}</b> · client #{c.id}"]
-    contact = " · ".join(e(x) for x in (c.phone, c.email) if x)
+    lines = [f"<b>{e(c.label)}</b> · client #{c.id}"]
+    contact = " · ".join(e(x) for x in [handle_text(ch, h) for ch, h in c.handles] + [c.phone, c.email] if x)
     if contact:
         lines.append(contact)
+    lines.append(history_text(c.visits, c.no_shows))
     if c.channels:
         lines.append("Writes on: " + ", ".join(CHANNEL_LABEL.get(ch, ch) for ch in c.channels))
     if c.notes:

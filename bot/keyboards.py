@@ -20,7 +20,15 @@ from aiogram.types import (
     ReplyKeyboardMarkup,
 )
 
-from bot.callbacks import ApptAction, CardVerb, ChatAction, DeclineCode, DeclineReason, PhotoAction
+from bot.callbacks import (
+    ApptAction,
+    CardVerb,
+    ChatAction,
+    DeclineCode,
+    DeclineReason,
+    PhotoAction,
+    ReminderAction,
+)
 from bot.cards import fmt_slot
 from bot.views import CardData
 from core.storage import PHOTO_KINDS
@@ -186,3 +194,17 @@ def share_phone_keyboard() -> ReplyKeyboardMarkup:
         resize_keyboard=True,
         one_time_keyboard=True,
     )
+
+
+def reminder_digest_keyboard(appointment_ids: Sequence[int]) -> InlineKeyboardMarkup:
+    """One "Mark confirmed" button per visit on Kimmie's list of reminders that did not arrive."""
+    rows = [
+        [
+            InlineKeyboardButton(
+                text=f"✅ Mark #{appointment_id} confirmed",
+                callback_data=ReminderAction(action="confirm", appointment_id=appointment_id).pack(),
+            )
+        ]
+        for appointment_id in appointment_ids
+    ]
+    return InlineKeyboardMarkup(inline_keyboard=rows)

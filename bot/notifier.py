@@ -7,7 +7,7 @@ transaction held across a network call), and writes back the card's message id i
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from html import escape
 
@@ -137,6 +137,28 @@ class TelegramAdminNotifier:
         markup = keyboards.open_chat_keyboard(conversation_id)
         await self.bot.send_message(
             chat_id, cards.handover_text(view, reason), parse_mode=ParseMode.HTML, reply_markup=markup
+        )
+
+    async def reminder_digest(self, appointment_ids: Sequence[int]) -> None:
+        async with telegram_errors():
+            await self._reminder_digest(appointment_ids)
+
+    async def _reminder_digest(self, appointment_ids: Sequence[int]) -> None:
+        chat_id = self._chat()
+        async with self.db.transaction() as session:
+            items = []
+            for appointment_id in appointment_ids:
+                try:
+                    items.append(await views.load_card(session, self.booking, appointment_id))
+                except NotFoundError:
+                    continue
+        if not items:
+            return
+        await self.bot.send_message(
+            chat_id,
+            cards.reminder_digest_text(items, self.settings.tz),
+            parse_mode=ParseMode.HTML,
+            reply_markup=keyboards.reminder_digest_keyboard([c.booking.id for c in items]),
         )
 
     async def alert(self, text: str) -> None:

@@ -40,8 +40,6 @@ async def set_card_location(
     )
 
 
-
-
 async def client_card(session: AsyncSession, booking_service: BookingService, client_id: int) -> ClientCard:
     pets = tuple(PetView.of(p) for p in await customers.pets_of(session, client_id))
     history = await booking_service.my_appointments(session, client_id=client_id, include_past=True)

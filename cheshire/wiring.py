@@ -30,6 +30,7 @@ from core.events import FollowUps
 from core.jobs.worker import JobRegistry
 from core.notify.jobs import ADMIN_EMAIL_JOB, EmailFallback
 from core.ports import AdminNotifier, CalendarProvider, ChannelSender
+from core.reach import ReachPolicy
 from core.settings import Settings
 
 PhotoFetcher = Callable[[Mapping[str, Any]], Awaitable[bytes]]  # as core/previews/service.py's
@@ -73,7 +74,7 @@ def wire_booking(
         from core.calendar.google import GoogleCalendarProvider  # loads the Google SDK only then
 
         google = GoogleCalendarProvider(settings)
-    booking = DefaultBookingService(settings, google)
+    booking = DefaultBookingService(settings, google, reach=reach_policy(settings))
     register_booking_jobs(registry, db=db, settings=settings, calendar=google, booking=booking)
     setup_oauth_routes(app, db=db, settings=settings, calendar=google)
 
@@ -98,6 +99,24 @@ def wire_booking(
         calendar=google,
         on_startup=(load_catalog,),
         on_shutdown=(google.stop_warming,) if google is not None else (),
+    )
+
+
+def reach_policy(settings: Settings) -> ReachPolicy:
+    """Which channels can carry a reminder (core/reach.py), from what is configured: a channel
+    counts only with its sender; Messenger past its window only with utility messages."""
+    from core.reach import WINDOW_S
+
+    configured = {
+        "telegram": settings.telegram_bot_token is not None,
+        "email": settings.smtp_url is not None,
+        "messenger": settings.facebook_page_access_token is not None,
+        "instagram": settings.instagram_access_token is not None,
+    }
+    return ReachPolicy(
+        pushable=frozenset(channel for channel, on in configured.items() if on),
+        windows={"messenger": WINDOW_S, "instagram": WINDOW_S},
+        templates=frozenset({"messenger"}) if settings.meta_utility_messages else frozenset(),
     )
 
 
@@ -383,6 +402,7 @@ def wire_conversation(
         booking=booking,
         model=chat_model,
         contact_links=contact_links,
+        reach=booking.reach,
         previews=previews,
     )
     register_conversation_jobs(registry, db=db, engine=engine)

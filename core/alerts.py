@@ -19,13 +19,14 @@ from core.jobs.queue import enqueue
 
 NOTIFY_ADMIN_JOB = "notify_admin"
 
-NotifyType = Literal["alert", "booking_request", "booking_changed", "handover"]
+NotifyType = Literal["alert", "booking_request", "booking_changed", "handover", "reminder_digest"]
 # The fields each type cannot do without (the others are optional context).
 _NEEDS: dict[str, tuple[str, ...]] = {
     "alert": ("text",),
     "booking_request": ("appointment_id",),
     "booking_changed": ("appointment_id",),
     "handover": ("conversation_id",),
+    "reminder_digest": ("appointment_ids",),
 }
 
 
@@ -42,6 +43,7 @@ class NotifyAdminPayload(JobPayload):
     event: str | None = None  # booking_changed (missing: "changed"; booking_request: "requested")
     conversation_id: int | None = None  # handover
     reason: str | None = None  # handover
+    appointment_ids: tuple[int, ...] | None = None  # reminder_digest: Kimmie's daily list
 
     @model_validator(mode="after")
     def _has_what_its_type_needs(self) -> Self:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy import func, inspect, or_, select
+from sqlalchemy import func, inspect, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -382,6 +382,20 @@ async def save_pet(
             setattr(pet, field, value)
     await session.flush()
     return pet
+
+
+async def set_handle(session: AsyncSession, identity_id: int, handle: str) -> None:
+    """Remember the person's username on that channel (only when it changed: no needless write)."""
+    handle = handle.strip().lstrip("@")[:200]
+    if handle:
+        await session.execute(
+            update(ChannelIdentity)
+            .where(
+                ChannelIdentity.id == identity_id,
+                or_(ChannelIdentity.handle.is_(None), ChannelIdentity.handle != handle),
+            )
+            .values(handle=handle)
+        )
 
 
 def touch_inbound(identity: ChannelIdentity, conversation: Conversation, at: datetime | None) -> None:

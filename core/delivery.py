@@ -61,7 +61,7 @@ from core.db.models import ChannelIdentity, Client, Conversation, Message, utcno
 from core.jobs.payloads import JobPayloadError
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater, backoff_delay
 from core.jobs.worker import JobRegistry
-from core.outbox import DELIVER_JOB, DeliverPayload
+from core.outbox import DELIVER_JOB, REMINDER_PURPOSE, DeliverPayload, template_of
 from core.ports import (
     ChannelCredentialsError,
     ChannelSender,
@@ -103,6 +103,8 @@ class _Pending:
     # Parts of this message already accepted, and the identity they went to (see the docstring).
     parts_sent: int = 0
     parts_identity_id: int | None = None
+    # "reminder": a dead one is not alerted one by one; core/booking/reach_jobs.py lists it for Kimmie.
+    purpose: str | None = None
 
     def routes(self) -> tuple[_Route, ...]:
         """Primary first, then the others; a route already holding part of the message goes first."""
@@ -196,6 +198,7 @@ class Delivery:
                         for q in row.quick_replies or []
                     ),
                     image_urls=tuple(str(url) for url in row.image_urls or []),
+                    template=template_of(row.template),
                 ),
                 client_label=(client.name if client and client.name else None)
                 or identity.display_name
@@ -204,6 +207,7 @@ class Delivery:
                 others=tuple(_route(other) for other in others),
                 parts_sent=row.parts_sent,
                 parts_identity_id=row.parts_identity_id,
+                purpose=row.purpose,
             )
 
     async def _try(self, pending: _Pending, route: _Route, *, is_primary: bool) -> SendResult:
@@ -220,7 +224,10 @@ class Delivery:
         if window_s is not None and pending.author in AUTOMATED_AUTHORS:
             opened = route.last_inbound_at
             if opened is None or utcnow() > opened + timedelta(seconds=window_s) - WINDOW_MARGIN:
-                raise _NotDelivered("outside the 24-hour messaging window")
+                if outbound.template is None or not capabilities.utility_templates:
+                    raise _NotDelivered("outside the 24-hour messaging window")
+                # A reminder past the window: the platform's utility template for appointment updates.
+                outbound = replace(outbound, as_template=True)
         elif window_s is not None and pending.author == Author.KIMMIE.value:
             outbound = _as_human_agent(capabilities.human_agent_window_s, route, outbound, window_s)
         try:
@@ -301,6 +308,10 @@ class Delivery:
                 )
                 .values(delivery_status=DeliveryStatus.DEAD.value, delivery_error=reason[:2000])
             )
+            if pending.purpose == REMINDER_PURPOSE:
+                # Not one alert per reminder: the reminder check puts it on Kimmie's daily list.
+                log.info("reminder undeliverable", extra={"message_id": pending.message_id})
+                return
             await notify_admin(
                 session,
                 "alert",

@@ -13,9 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.db.models import Message, utcnow
 from core.jobs.payloads import JobPayload, job_payload
 from core.jobs.queue import NewJob, enqueue_many
-from core.types import Author, DeliveryStatus, Direction, OutboundMessage
+from core.types import Author, DeliveryStatus, Direction, OutboundMessage, UtilityTemplate
 
 DELIVER_JOB = "deliver_message"
+# `message.purpose` of a booking reminder: core/booking/reach_jobs.py watches whether it arrived.
+REMINDER_PURPOSE = "reminder"
 
 
 @job_payload(DELIVER_JOB)
@@ -39,6 +41,28 @@ _NO_USAGE: dict[str, Any] = {
 }
 
 
+def template_json(template: UtilityTemplate | None) -> dict[str, Any] | None:
+    if template is None:
+        return None
+    return {
+        "name": template.name,
+        "language": template.language,
+        "parameters": list(template.parameters),
+        "buttons": list(template.button_payloads),
+    }
+
+
+def template_of(stored: dict[str, Any] | None) -> UtilityTemplate | None:
+    if not stored:
+        return None
+    return UtilityTemplate(
+        name=str(stored["name"]),
+        language=str(stored.get("language") or "en_US"),
+        parameters=tuple(str(p) for p in stored.get("parameters") or ()),
+        button_payloads=tuple(str(b) for b in stored.get("buttons") or ()),
+    )
+
+
 async def queue_outbound(
     session: AsyncSession,
     *,
@@ -47,6 +71,7 @@ async def queue_outbound(
     message: OutboundMessage,
     author: Author = Author.ASSISTANT,
     llm_usage: dict[str, object] | None = None,
+    purpose: str | None = None,
 ) -> int:
     """Store an outbound message and queue its delivery in the caller's transaction; its id."""
     row = {
@@ -64,6 +89,8 @@ async def queue_outbound(
         ],
         "image_urls": list(message.image_urls),
         "delivery_status": DeliveryStatus.PENDING.value,
+        "purpose": purpose,
+        "template": template_json(message.template),
         "created_at": utcnow(),
         **_NO_USAGE,
         **(llm_usage or {}),

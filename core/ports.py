@@ -4,7 +4,7 @@ modules implement them; core code depends only on these.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -68,6 +68,10 @@ class ChannelCapabilities:
     # Sends a message as parts it reports to `on_part_sent` and resumes after `resume_from` (False:
     # nothing reaches a platform, so there is no progress to record).
     parts: bool = True
+    # Past the messaging window, a message carrying a `template` (a reminder) may go out as that
+    # utility template (Meta's utility messages, with META_UTILITY_MESSAGES): delivery sets
+    # `as_template` and the sender sends the template instead of the text.
+    utility_templates: bool = False
 
 
 class ChannelSender(Protocol):
@@ -142,6 +146,11 @@ class AdminNotifier(Protocol):
     async def handover(self, conversation_id: int, reason: str) -> None: ...
 
     async def alert(self, text: str) -> None: ...
+
+    async def reminder_digest(self, appointment_ids: Sequence[int]) -> None:
+        """ONE daily list of visits whose reminder could not reach the customer, with their contact
+        details and a "Mark confirmed" button each."""
+        ...
 
 
 # --- Google Calendar ------------------------------------------------------------------------------

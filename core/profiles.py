@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from core.alerts import credentials_refused
-from core.customers import client_updated
+from core.customers import client_updated, set_handle
 from core.db.database import Database
 from core.db.models import ChannelIdentity, Client, Conversation
 from core.jobs.payloads import JobPayload, job_payload
@@ -152,6 +152,8 @@ class ProfileJobs:
                     .where(ChannelIdentity.id == identity_id, _empty(ChannelIdentity.display_name))
                     .values(display_name=shown[:200])
                 )
+            if profile.handle:  # the Instagram username Kimmie's cards show
+                await set_handle(session, identity_id, profile.handle)
             # A handle is not a name to greet someone by: the client gets the person's name only.
             if profile.name:
                 client_id = select(ChannelIdentity.client_id).where(ChannelIdentity.id == identity_id)

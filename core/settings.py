@@ -155,6 +155,13 @@ class Settings(BaseSettings):
     # Kimmie's own replies between 24 h and 7 days after the customer's last message are sent with
     # Meta's HUMAN_AGENT tag. Needs the Human Agent permission (Meta App Review) for the app.
     meta_human_agent_tag: bool = False
+    # Reminders past Messenger's 24 h window go out as a utility message template (appointment
+    # update): needs the `page_utility_messaging` permission and an approved Page template with that
+    # name whose body takes {{1}} the dog(s), {{2}} the service, {{3}} the day and time, and whose
+    # buttons are postbacks (Confirm, Reschedule, Cancel).
+    meta_utility_messages: bool = False
+    meta_utility_template: str = Field("appointment_reminder", min_length=1, max_length=512)
+    meta_utility_template_language: str = Field("en_US", min_length=2, max_length=15)
     tiktok_access_token: SecretStr | None = None  # named by the old system; no TikTok channel yet
 
     # --- Website chat ------------------------------------------------------------------------
@@ -191,6 +198,11 @@ class Settings(BaseSettings):
     # --- Booking policy -----------------------------------------------------------------------
     booking_hold_hours: float = Field(24.0, gt=0)
     reminder_hours_before: float = Field(24.0, gt=0)
+    # A website reminder counts as delivered once the widget fetched it; after this long unfetched,
+    # it goes by e-mail, or onto Kimmie's daily list of reminders that could not reach the customer.
+    reminder_fetch_wait_min: float = Field(60.0, gt=0)
+    # The local hour of Kimmie's daily list (visits of the next 48 h whose reminder cannot arrive).
+    reminder_digest_hour: int = Field(8, ge=0, le=23)
     rebooking_weeks: int = Field(6, ge=1)
 
     # --- Payments ------------------------------------------------------------------------------

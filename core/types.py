@@ -96,6 +96,18 @@ class QuickReply:
 
 
 @dataclass(frozen=True, slots=True)
+class UtilityTemplate:
+    """A pre-approved message template (Meta's utility messages: appointment updates) a reminder goes
+    out as past a messaging window: its name, its body's parameters in order, and a postback payload
+    per template button."""
+
+    name: str
+    language: str
+    parameters: tuple[str, ...] = ()
+    button_payloads: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class InboundMessage:
     channel: Channel
     external_user_id: str  # PSID, IGSID, Telegram chat id, web session id
@@ -107,6 +119,7 @@ class InboundMessage:
     display_name: str | None = None
     reply_to: str | None = None
     phone: str | None = None  # a shared contact (Telegram)
+    handle: str | None = None  # the person's username on the channel (Telegram @username)
     # False: store it (Kimmie sees it in the chat) but queue no assistant turn for it, e.g. the
     # excess of a sender flooding a webhook, where an error answer would make Meta redeliver.
     answer: bool = True
@@ -121,6 +134,10 @@ class OutboundMessage:
     # standard window under its human-agent allowance (Meta: the HUMAN_AGENT tag). Senders without such
     # an allowance ignore it.
     human_agent: bool = False
+    # A reminder's utility template: used only past the window, by a sender declaring
+    # `utility_templates`; stored with the message. Set by delivery: send it as that template.
+    template: UtilityTemplate | None = None
+    as_template: bool = False
 
 
 @dataclass(frozen=True, slots=True)

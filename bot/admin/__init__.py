@@ -15,7 +15,7 @@ import logging
 from aiogram import F, Router
 from aiogram.types import CallbackQuery
 
-from bot.admin import agenda, cards, clients, menu, photos, takeover
+from bot.admin import agenda, cards, clients, menu, photos, reminders, takeover
 from bot.admin.common import IsAdmin
 from bot.admin.menu import ADMIN_COMMANDS
 from bot.callbacks import ADMIN_PREFIX
@@ -26,7 +26,15 @@ __all__ = ["ADMIN_COMMANDS", "build_guard_router", "build_router"]
 log = logging.getLogger(__name__)
 
 # Order matters only for the menu: its catch-alls must come after every other admin handler.
-_CONCERNS = (cards.router, agenda.router, clients.router, takeover.router, photos.router, menu.router)
+_CONCERNS = (
+    cards.router,
+    agenda.router,
+    clients.router,
+    takeover.router,
+    photos.router,
+    reminders.router,
+    menu.router,
+)
 
 guard = RouterSpec("admin-guard")
 

@@ -29,10 +29,7 @@ async def agenda(
     async with scope.transaction() as session:
         items = await booking.agenda(session, day_from=day_from, day_to=day_to)
         pets = await views.pet_views(session, sorted({p for b in items for p in b.pet_ids}))
-        clients = {
-            cid: (await views.client_view(session, cid)).name or f"client #{cid}"
-            for cid in {b.client_id for b in items}
-        }
+        clients = {cid: (await views.client_view(session, cid)).label for cid in {b.client_id for b in items}}
     for part in chunks(cards.agenda_text(title, items, pets, clients, tz)):
         await message.answer(part, parse_mode=ParseMode.HTML)
 

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import views
 from bot.scope import UpdateScope
+from core import customers
 from core.conversation.ingest import IngestResult, ingest
 from core.types import Attachment, Channel, InboundMessage
 
@@ -15,6 +16,11 @@ from core.types import Attachment, Channel, InboundMessage
 def display_name(event: Message | CallbackQuery) -> str | None:
     user = event.from_user
     return user.full_name if user else None
+
+
+def username(event: Message | CallbackQuery) -> str | None:
+    user = event.from_user
+    return user.username if user and user.username else None
 
 
 def inbound_from(
@@ -34,6 +40,7 @@ def inbound_from(
         sent_at=message.date,
         display_name=display_name(message),
         phone=phone,
+        handle=username(message),
     )
 
 
@@ -48,6 +55,7 @@ def tap_inbound(query: CallbackQuery, payload: str) -> InboundMessage:
         text=_button_title(message, query.data or "") or payload,
         payload=payload,
         display_name=display_name(query),
+        handle=username(query),
     )
 
 
@@ -71,4 +79,7 @@ async def typing_due(session: AsyncSession, ingested: IngestResult) -> bool:
 async def ingest_update(scope: UpdateScope, inbound: InboundMessage) -> bool:
     """Store the message once; True when the assistant will now work on it (show "typing…")."""
     async with scope.transaction() as session:
-        return await typing_due(session, await ingest(session, inbound))
+        ingested = await ingest(session, inbound)
+        if inbound.handle:  # the @username Kimmie's cards show
+            await customers.set_handle(session, ingested.identity_id, inbound.handle)
+        return await typing_due(session, ingested)

@@ -33,7 +33,10 @@ from core.notify.facts import (
     QUIET_EVENTS,
     STATUS_WORDS,
     channel_label,
+    digest_intro,
     fmt_money,
+    handle_text,
+    history_text,
     pet_traits,
     vaccination,
 )
@@ -71,10 +74,9 @@ def pet_text(pet: views.PetView, today: date) -> str:
 
 
 def client_text(client: views.ClientView, channel: str | None) -> str:
-    who = client.name or "(no name)"
-    if client.phone:
-        who += f" · {client.phone}"
-    return f"{who} · via {channel_label(channel)}"
+    reach = [handle_text(c, h) for c, h in client.handles] + [x for x in (client.phone, client.email) if x]
+    who = " · ".join([client.label, *reach])
+    return f"{who} · via {channel_label(channel)} · {history_text(client.visits, client.no_shows)}"
 
 
 def booking_lines(card: views.CardData, tz: ZoneInfo) -> list[str]:
@@ -154,6 +156,8 @@ class AdminMailer:
             return await self.booking_request(payload.appointment)
         if payload.type == "booking_changed":
             return await self.booking_changed(payload.appointment, payload.event or "")
+        if payload.type == "reminder_digest":
+            return await self.reminder_digest(list(payload.appointment_ids or ()))
         return await self.handover(payload.conversation, payload.reason or "")
 
     async def _card(self, appointment_id: int) -> views.CardData | None:
@@ -216,6 +220,17 @@ class AdminMailer:
             f"Chat:    #{view.id} ({channel})",
         ]
         return AdminMail("Needs you", f"{name} on {channel}", "\n".join(lines))
+
+    async def reminder_digest(self, appointment_ids: list[int]) -> AdminMail | None:
+        cards = [c for c in [await self._card(i) for i in appointment_ids] if c is not None]
+        if not cards:
+            return None
+        lines = [digest_intro(len(cards)), ""]
+        for card in cards:
+            lines += [*booking_lines(card, self.settings.tz), ""]
+        return AdminMail(
+            "Reminders that did not arrive", f"{len(cards)} visit(s) to confirm", "\n".join(lines)
+        )
 
     def alert(self, text: str) -> AdminMail:
         first = next((line.strip() for line in text.splitlines() if line.strip()), "a fault")

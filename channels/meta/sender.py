@@ -11,6 +11,11 @@ retry, fall back to another channel or alert Kimmie without knowing anything abo
     190 (any subcode)                            token invalid  → ChannelCredentialsError
     anything else                                               → PermanentDeliveryError
 
+With `META_UTILITY_MESSAGES` (the `page_utility_messaging` permission), the Messenger sender declares
+`utility_templates`: a reminder past the window goes out as the Page's utility template
+(`"messaging_type": "UTILITY"`, `message.template` with name, language, body parameters and postback
+buttons), one call.
+
 Each sender declares Meta's 24-hour messaging window in its `capabilities`. With
 `META_HUMAN_AGENT_TAG` (the app passed Meta's App Review for it), it declares `human_agent_window_s`
 (7 days) there too: core/delivery.py then marks Kimmie's own replies in the band between 24 h and
@@ -49,7 +54,7 @@ from core.ports import (
     WindowClosedError,
 )
 from core.settings import Settings
-from core.types import Channel, OutboundMessage, QuickReply, Recipient
+from core.types import Channel, OutboundMessage, QuickReply, Recipient, UtilityTemplate
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +151,24 @@ def map_graph_error(status: int, body: Any, retry_after: str | None = None) -> E
     return PermanentDeliveryError(what)
 
 
+def utility_body(template: UtilityTemplate) -> dict[str, Any]:
+    """The `message` of a utility message: the template by name and language, its body's positional
+    parameters, and a postback payload per template button."""
+    components: list[dict[str, Any]] = [
+        {"type": "body", "parameters": [{"type": "text", "text": p} for p in template.parameters]}
+    ]
+    if template.button_payloads:
+        components.append(
+            {
+                "type": "buttons",
+                "parameters": [{"type": "POSTBACK", "payload": p} for p in template.button_payloads],
+            }
+        )
+    return {
+        "template": {"name": template.name, "language": {"code": template.language}, "components": components}
+    }
+
+
 class MetaSender:
     """One channel (Messenger or Instagram) of the Send API."""
 
@@ -158,6 +181,7 @@ class MetaSender:
         token: SecretStr,
         http: Callable[[], aiohttp.ClientSession],
         human_agent_window_s: float | None = None,
+        utility_templates: bool = False,
     ) -> None:
         self.channel = channel
         self.api_root = f"{base_url.rstrip('/')}/{version}"
@@ -165,7 +189,9 @@ class MetaSender:
         # Read by core/delivery.py: automated messages only inside Meta's 24 h window; Kimmie's replies
         # up to 7 days only when the app may use the HUMAN_AGENT tag.
         self.capabilities = ChannelCapabilities(
-            messaging_window_s=MESSAGING_WINDOW_S, human_agent_window_s=human_agent_window_s
+            messaging_window_s=MESSAGING_WINDOW_S,
+            human_agent_window_s=human_agent_window_s,
+            utility_templates=utility_templates,
         )
         self._token = token
         self._http = http
@@ -201,6 +227,8 @@ class MetaSender:
         resume_from: int = 0,
         on_part_sent: PartSent | None = None,
     ) -> SendResult:
+        if message.as_template and message.template is not None:
+            return await self._send_template(recipient, message.template, resume_from, on_part_sent)
         bodies = self.requests_for(message)
         if not bodies:
             raise PermanentDeliveryError("empty message: no text, image or quick reply")
@@ -225,6 +253,27 @@ class MetaSender:
                 await on_part_sent(index, message_id)
             first_id = first_id or message_id
         return SendResult(platform_message_id=first_id)
+
+    async def _send_template(
+        self,
+        recipient: Recipient,
+        template: UtilityTemplate,
+        resume_from: int,
+        on_part_sent: PartSent | None,
+    ) -> SendResult:
+        """One call (one part): Messenger's utility message, `"messaging_type": "UTILITY"`."""
+        if resume_from >= 1:
+            return SendResult(platform_message_id=None)
+        message_id = await self._post(
+            {
+                "recipient": {"id": recipient.external_id},
+                "messaging_type": "UTILITY",
+                "message": utility_body(template),
+            }
+        )
+        if on_part_sent is not None:
+            await on_part_sent(0, message_id)
+        return SendResult(platform_message_id=message_id)
 
     async def profile(self, recipient: Recipient) -> Profile | None:
         """The person's name (and Instagram username) as Meta gives it to this page/account."""
@@ -290,6 +339,8 @@ class MetaSenders:
                 token=settings.facebook_page_access_token,
                 http=self.http,
                 human_agent_window_s=human_agent_window_s,
+                # Messenger only: Meta offers no utility messages on Instagram.
+                utility_templates=settings.meta_utility_messages,
             )
         if settings.instagram_access_token is not None:
             self.senders[Channel.INSTAGRAM.value] = MetaSender(

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 
 from channels import middleware
 from channels.middleware import ApiError, check_rate, parse_json, read_body, require_json
@@ -104,6 +104,7 @@ def _render(row: Message) -> dict[str, Any]:
         "options": options,
         "images": [str(url) for url in row.image_urls or []],
         "from": "kimmie" if row.author == "kimmie" else "assistant",
+        "_unseen": row.fetched_at is None and row.delivery_status == DeliveryStatus.SENT.value,
     }
 
 
@@ -217,7 +218,14 @@ class WebChat:
                     .limit(MAX_REPLIES_PER_ANSWER)
                 )
             ).scalars()
-            return bool(busy), [_render(row) for row in rows]
+            rendered = [_render(row) for row in rows]
+            unseen = [r["id"] for r in rendered if r.pop("_unseen")]
+            if unseen:
+                # The widget has it now: a reminder here counts as delivered only from this moment.
+                await session.execute(
+                    update(Message).where(Message.id.in_(unseen)).values(fetched_at=utcnow())
+                )
+            return bool(busy), rendered
 
     async def page(self, request: web.Request) -> web.Response:
         if self._page is None:

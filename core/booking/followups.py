@@ -9,15 +9,15 @@ neither its event nor its jobs. Integrations do not go here: they subscribe to t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import events
+from core import events, reach
 from core.alerts import NOTIFY_ADMIN_JOB, notify_admin
 from core.booking import texts
 from core.booking.records import CONFIRMED, REQUESTED, customer_conversation
@@ -38,6 +38,7 @@ CALENDAR_UPSERT_JOB = "calendar_upsert"
 CALENDAR_DELETE_JOB = "calendar_delete"
 # Queued when Google Calendar gets connected: events for the bookings confirmed before it was.
 CALENDAR_BACKFILL_JOB = "calendar_backfill"
+DIGEST_JOB = "reminder_digest"  # handler: core/booking/reach_jobs.py (REMINDER_DIGEST_JOB)
 
 
 # Their payloads, here beside the kinds: this module queues them, core/booking/jobs.py reads them.
@@ -99,6 +100,10 @@ class BookingEnv:
     now: Callable[[], datetime]
     reminder_hours_before: float
     calendar: bool  # a calendar is configured: confirmed bookings get events
+    reach: reach.ReachPolicy = field(default_factory=reach.ReachPolicy)
+    # Kimmie's daily list of reminders that cannot arrive (core/booking/reach_jobs.py): scheduled
+    # with the first reminder, then by each list for the next day.
+    schedule_digest: Callable[[AsyncSession], Awaitable[None]] | None = None
 
 
 def booking_facts(booking: Booking, tz: ZoneInfo) -> dict[str, Any]:
@@ -203,6 +208,18 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
 
         return FollowUp(DELIVER_JOB, run, "the customer's message", when=when)
 
+    async def confirmation(session: AsyncSession, event: Event) -> None:
+        """The confirmation names the route its reminder will take, or says there is none."""
+        change = change_of(event)
+        ahead = reminder_ahead(event)
+        via = None
+        if ahead:
+            at = change.booking.start - timedelta(hours=env.reminder_hours_before)
+            routes = await reach.routes_at(session, change.appt.client_id, at, env.reach)
+            via = routes[0].channel if routes else None
+        body = texts.confirmed(change.booking, env.tz, reminder_ahead=ahead, reminder_via=via)
+        await tell_customer(session, change.appt, body, change.replies)
+
     # --- The hold's expiry timer -------------------------------------------------------------------
     async def start_hold(session: AsyncSession, event: Event) -> None:
         appt = change_of(event).appt
@@ -229,6 +246,10 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
             run_at=booking.start - timedelta(hours=env.reminder_hours_before),
             idempotency_key=reminder_key(booking.id),
         )
+
+    async def start_digest(session: AsyncSession, event: Event) -> None:
+        if env.schedule_digest is not None:  # once a day at most (an idempotency key per day)
+            await env.schedule_digest(session)
 
     async def stop_reminder(session: AsyncSession, event: Event) -> None:
         await cancel_jobs(session, idempotency_key=reminder_key(change_of(event).appt.id))
@@ -264,6 +285,7 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
     unhold = FollowUp(EXPIRE_HOLD_JOB, stop_hold, "hold expiry", stops=True)
     remind = FollowUp(REMINDER_JOB, start_reminder, "reminder", when=reminder_ahead)
     unremind = FollowUp(REMINDER_JOB, stop_reminder, "reminder", stops=True)
+    digest = FollowUp(DIGEST_JOB, start_digest, "Kimmie's daily list", when=reminder_ahead)
     calendar: tuple[FollowUp, ...] = ()
     uncalendar: tuple[FollowUp, ...] = ()
     if env.calendar:
@@ -278,7 +300,8 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
             unhold,
             *calendar,
             remind,
-            customer(lambda c, _e: texts.confirmed(c.booking, tz)),
+            digest,
+            FollowUp(DELIVER_JOB, confirmation, "the customer's message"),
             # Kimmie's own approval is quiet; a customer taking the time she offered is news to her.
             card_change(lambda e: "offer_accepted" if _by(e) == "customer" else "confirmed"),
         ),
@@ -309,6 +332,7 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
             *calendar,
             unremind,
             remind,
+            digest,
             customer(lambda c, _e: texts.moved_by_salon(c.booking, tz), when=by_kimmie),
             card_change(lambda e: f"rescheduled_by_{_by(e)}"),
         ),

@@ -30,6 +30,12 @@ from core.booking.followups import (
     RebookPayload,
     ReminderPayload,
 )
+from core.booking.reach_jobs import (
+    REMINDER_CHECK_JOB,
+    REMINDER_DIGEST_JOB,
+    ReminderCheckPayload,
+    ReminderDigestPayload,
+)
 from core.booking.records import CONFIRMED
 from core.booking.service import DefaultBookingService
 from core.db.database import Database
@@ -114,6 +120,17 @@ def register_jobs(
 
     registry.register(EXPIRE_HOLD_JOB, expire_hold)
     registry.register(REMINDER_JOB, reminder)
+
+    async def reminder_check(job: ClaimedJob) -> None:
+        async with db.transaction() as session:
+            await booking.watch.check(session, ReminderCheckPayload.load(job.payload))
+
+    async def reminder_digest(job: ClaimedJob) -> None:
+        async with db.transaction() as session:
+            await booking.watch.digest(session, ReminderDigestPayload.load(job.payload))
+
+    registry.register(REMINDER_CHECK_JOB, reminder_check)
+    registry.register(REMINDER_DIGEST_JOB, reminder_digest)
     registry.register(REBOOK_JOB, rebook)
     if calendar is None:
         return

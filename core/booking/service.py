@@ -13,7 +13,7 @@ Every method runs in the caller's unit of work and never commits.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,6 +34,7 @@ from core.booking.guard import CALENDAR_FAULT, SlotGuard
 from core.booking.lifecycle import Lifecycle
 from core.booking.occupancy import utc_span
 from core.booking.quotes import PriceSpec, quote_pet, traits
+from core.booking.reach_jobs import ReminderWatch
 from core.booking.records import (
     LIVE,
     REQUESTED,
@@ -44,11 +45,12 @@ from core.booking.records import (
     load_service,
     to_booking,
 )
-from core.booking.reminders import Reminders
+from core.booking.reminders import Reminders, TemplateName
 from core.booking.search import SlotSearch
 from core.db.models import Appointment, Service, utcnow
 from core.events import FollowUps
 from core.ports import CalendarProvider
+from core.reach import ReachPolicy
 from core.settings import Settings
 from core.types import AppointmentStatus, Booking, Channel, CoatType, Quote, SizeClass, Slot
 
@@ -60,23 +62,41 @@ class DefaultBookingService:
         calendar: CalendarProvider | None = None,
         *,
         now: Callable[[], datetime] = utcnow,
+        reach: ReachPolicy | None = None,
     ) -> None:
         self.settings = settings
+        # Which channels reach a customer at reminder time (core/reach.py), from what is configured.
+        self.reach = reach or ReachPolicy()
         self.calendar = calendar
         self.now = now
         self.tz = settings.tz
         self.guard = SlotGuard(self.tz, calendar)
+        self.watch = ReminderWatch(
+            self.tz,
+            self.reach,
+            now=now,
+            reminder_hours_before=settings.reminder_hours_before,
+            fetch_wait=timedelta(minutes=settings.reminder_fetch_wait_min),
+            digest_hour=settings.reminder_digest_hour,
+        )
         self.follow_ups: FollowUps = booking_follow_ups(
             BookingEnv(
                 tz=self.tz,
                 now=now,
                 reminder_hours_before=settings.reminder_hours_before,
                 calendar=calendar is not None,
+                reach=self.reach,
+                schedule_digest=self.watch.schedule_digest,
             )
         )
         self.search = SlotSearch(self.tz, self.guard, now=now)
         self.lifecycle = Lifecycle(settings, self.guard, self.follow_ups, now=now)
-        self.reminders = Reminders(self.tz, now=now)
+        template = (
+            TemplateName(settings.meta_utility_template, settings.meta_utility_template_language)
+            if self.reach.templates
+            else None
+        )
+        self.reminders = Reminders(self.tz, now=now, watch=self.watch, template=template)
 
     # --- catalog ----------------------------------------------------------------------------------
     async def business_info(self, session: AsyncSession) -> BusinessInfo:

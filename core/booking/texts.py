@@ -42,13 +42,35 @@ def pets(booking: Booking) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def confirmed(booking: Booking, tz: ZoneInfo) -> str:
+# How a reminder reaches the customer, by the route's channel (core/reach.py).
+REACH_LABEL = {
+    "email": "by e-mail",
+    "telegram": "on Telegram",
+    "messenger": "here on Messenger",
+    "instagram": "here on Instagram",
+}
+
+
+def confirmed(
+    booking: Booking, tz: ZoneInfo, *, reminder_ahead: bool = False, reminder_via: str | None = None
+) -> str:
+    """The confirmation. It promises a reminder only on a route open at reminder time; with none,
+    it says so and asks for an e-mail address again."""
     price = price_range(booking)
-    return (
-        f"You're booked! {booking.service_name} for {pets(booking)} on {when(booking.start, tz)}."
-        + (f" Estimated price: {price}." if price else "")
-        + " We'll send you a reminder the day before."
+    text = f"You're booked! {booking.service_name} for {pets(booking)} on {when(booking.start, tz)}." + (
+        f" Estimated price: {price}." if price else ""
     )
+    if not reminder_ahead:
+        return text  # booked inside the reminder window: this message is the reminder
+    if reminder_via is not None:
+        return text + f" We'll send you a reminder the day before {REACH_LABEL.get(reminder_via, 'here')}."
+    return text + " " + NO_REMINDER_ROUTE
+
+
+NO_REMINDER_ROUTE = (
+    "We have no way to send you a reminder the day before: messages here only reach you for a while "
+    "after you write. Reply with your e-mail address and we'll remind you there."
+)
 
 
 # The reasons Kimmie picks from when she declines (code -> her button's title). The code shapes what

@@ -57,6 +57,7 @@ from core.llm.types import (
 from core.outbox import queue_outbound
 from core.previews.service import Previews, image_attachment
 from core.profiles import queue_profile_lookup
+from core.reach import ReachPolicy
 from core.settings import Settings
 from core.types import OutboundMessage, QuickReply
 
@@ -103,6 +104,7 @@ class ConversationEngine:
         contact_links: ContactLinks | None = None,
         previews: Previews | None = None,
         now: Callable[[], Any] = utcnow,
+        reach: ReachPolicy | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -111,8 +113,15 @@ class ConversationEngine:
         self.now = now
         # Looking Glass previews: None without FAL, and then photos get no style buttons and no tool.
         self.previews = previews
-        self.offline = offline or OfflineResponder(booking, settings, now=now, previews=previews)
-        self.toolbox = ToolBox(booking, settings.tz, contact_links=contact_links, previews=previews)
+        # Which routes reach a customer later (core/reach.py): both flows ask for a contact first
+        # when none would.
+        policy = reach or ReachPolicy()
+        self.offline = offline or OfflineResponder(
+            booking, settings, now=now, previews=previews, reach=policy, contact_links=contact_links
+        )
+        self.toolbox = ToolBox(
+            booking, settings.tz, contact_links=contact_links, previews=previews, reach=policy
+        )
         self._stable: tuple[float, str] | None = None
         self.gave_up_text = GAVE_UP_TEXT.format(groomer=settings.groomer_name)
 
@@ -147,7 +156,9 @@ class ConversationEngine:
                 )
                 _mark(conversation, message_id)
                 return TurnResult("offline")
-            if self.model is None or pl.is_ours(inbound.payload):
+            # The button flow asked a question before filing (the dog's name, an e-mail): its answer
+            # goes back to the flow that asked, not to the model.
+            if self.model is None or pl.is_ours(inbound.payload) or self.offline.asking(conversation):
                 outcome = await self.offline.respond(
                     session, conversation, text=inbound.text or "", payload=inbound.payload
                 )

@@ -15,18 +15,22 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import customers
 from core.booking.api import BookingError, BookingService
+from core.booking.reach_jobs import mark_confirmed
 from core.conversation import payloads as pl
 from core.conversation.takeover import handover_requested
-from core.db.models import Client, Conversation, utcnow
+from core.conversation.tools import ContactLinks
+from core.db.models import Appointment, AppointmentPet, Client, Conversation, Pet, Service, utcnow
 from core.previews import texts as preview_texts
 from core.previews.service import Previews, is_preview_payload
+from core.reach import ReachPolicy, has_lasting_route
 from core.settings import Settings
 from core.types import (
     AppointmentStatus,
@@ -72,6 +76,58 @@ _NOT_NAMES = frozenset(
 )
 # conversation.state key: the placeholder pet the button flow just saved and asked the name of.
 NAMING_KEY = "naming_pet"
+# conversation.state keys: the request waiting for the answers asked before filing it, and which
+# question is open ("pet_name", "client_name" or "contact").
+PENDING_KEY = "pending_request"
+ASKING_KEY = "asking"
+_EMAIL = re.compile(r"^[^@\s<>(),;:\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")
+_PERSON = re.compile(
+    r"^(?:(?:my name is|i am|i'm|it's|this is|name's)\s+)?(?P<name>[^\W\d_](?:[^\W\d_]|[' .-]){0,59})$", re.I
+)
+
+ASK_PET_NAME = "Before I send the request: what's your dog's name?"
+ASK_CLIENT_NAME = "And your name, please? (So {groomer} knows who's coming.)"
+ASK_CONTACT = (
+    "Last step: how can we reach you with a reminder the day before? Messages here may not reach you "
+    "by then. Type your e-mail address{link}, or tap Skip."
+)
+CONTACT_LINK = ", or open this link to get it on Telegram: {url}"
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A request the customer chose, waiting for the answers asked before it is filed."""
+
+    service: str
+    pet_id: int
+    start: datetime
+    addons: tuple[str, ...] = ()
+    notes: str | None = None
+
+    def dump(self) -> dict[str, object]:
+        return {
+            "service": self.service,
+            "pet_id": self.pet_id,
+            "start": self.start.isoformat(),
+            "addons": list(self.addons),
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def load(cls, data: object) -> Pending | None:
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(
+                service=str(data["service"]),
+                pet_id=int(data["pet_id"]),
+                start=datetime.fromisoformat(str(data["start"])),
+                addons=tuple(str(a) for a in data.get("addons") or ()),
+                notes=str(data["notes"]) if data.get("notes") else None,
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
 
 SIZE_TITLES = {
     SizeClass.TOY: "Toy (under 5 kg)",
@@ -116,10 +172,14 @@ class OfflineResponder:
         *,
         now: Callable[[], datetime] = utcnow,
         previews: Previews | None = None,
+        reach: ReachPolicy | None = None,
+        contact_links: ContactLinks | None = None,
     ) -> None:
         self.booking = booking
         # Looking Glass previews (None without FAL: no style buttons, PV: payloads get the menu).
         self.previews = previews
+        self.reach = reach or ReachPolicy()
+        self.contact_links = contact_links
         self.settings = settings
         self.now = now
         self.tz = settings.tz
@@ -148,6 +208,9 @@ class OfflineResponder:
         return await self.on_text(session, conversation, text)
 
     async def on_text(self, session: AsyncSession, conversation: Conversation, text: str) -> Outcome:
+        answered = await self._answer(session, conversation, text)
+        if answered is not None:
+            return answered
         if not text.strip() or text.startswith("[tapped a button:"):
             # A "Get started" postback, a sticker, a button we do not know: greet, do not bother Kimmie.
             return await self.greet(session, conversation)
@@ -158,13 +221,15 @@ class OfflineResponder:
         if _HOURS.search(text):
             return await self.hours(session)
         if _BOOK.search(text):
-            return await self.choose_service(session)
+            return await self.choose_service(session, conversation)
         if _HUMAN.search(text) or self.groomer.lower() in text.lower():
             return await self.handover(session, conversation, "customer asked for the groomer")
         if _GREETING.search(text):
             return await self.greet(session, conversation)
         if _THANKS.search(text):
             return Outcome().say("You're welcome! Anything else I can do?", self.menu[:4])
+        if _EMAIL.match(text.strip()):  # e.g. after a confirmation that had no way to remind them
+            return await self._save_email(session, conversation, text.strip(), then=None)
         named = await self._name_placeholder(session, conversation, text)
         if named is not None:
             return named
@@ -172,7 +237,7 @@ class OfflineResponder:
 
     async def on_payload(self, session: AsyncSession, conversation: Conversation, payload: str) -> Outcome:
         entry = {
-            pl.BOOK: lambda: self.choose_service(session),
+            pl.BOOK: lambda: self.choose_service(session, conversation),
             pl.PRICES: lambda: self.prices(session),
             pl.HOURS: lambda: self.hours(session),
             pl.MY_BOOKINGS: lambda: self.my_bookings(session, conversation),
@@ -189,6 +254,11 @@ class OfflineResponder:
         appt = pl.parse_appointment(payload)
         if appt is not None:
             return await self.appointment_step(session, conversation, appt)
+        again = pl.parse_again(payload)
+        if again is not None:
+            return await self.same_again(session, conversation, again)
+        if payload in (pl.CONTACT_SKIP, pl.CONTACT_DONE):
+            return await self._file_pending(session, conversation)
         return await self.booking_service_payload(session, conversation, payload)
 
     async def preview_step(self, session: AsyncSession, conversation: Conversation, payload: str) -> Outcome:
@@ -220,10 +290,12 @@ class OfflineResponder:
         client = await session.get(Client, conversation.client_id)
         name = f" {client.name.split()[0]}" if client is not None and client.name else ""
         info = await self.booking.business_info(session)
+        last = await self._last_visit(session, conversation.client_id)
+        again = [QuickReply("Same again", pl.again(last.id))] if last is not None else []
         return Outcome().say(
             f"Hi{name}! I'm {self.assistant}, the automated assistant of {info.name}. "
             f"I can show prices and hours and book a visit with {self.groomer}. What would you like?",
-            self.menu,
+            [*again, *self.menu],
         )
 
     async def prices(self, session: AsyncSession) -> Outcome:
@@ -269,11 +341,19 @@ class OfflineResponder:
         )
 
     # --- booking flow -----------------------------------------------------------------------------
-    async def choose_service(self, session: AsyncSession) -> Outcome:
+    async def choose_service(
+        self, session: AsyncSession, conversation: Conversation | None = None
+    ) -> Outcome:
         services = [s for s in await self.booking.list_services(session) if not s.is_addon]
         replies = [QuickReply(s.name, pl.book(s.code)) for s in services]
         if not replies:
             return Outcome().say(f"Booking isn't open yet. {self.groomer} will help you personally.")
+        if len(services) == 1 and conversation is not None:  # one answer: no question
+            return await self.book_step(session, conversation, pl.BookStep(services[0].code))
+        if conversation is not None:
+            last = await self._last_visit(session, conversation.client_id)
+            if last is not None:
+                replies.insert(0, QuickReply("Same again", pl.again(last.id)))
         return Outcome().say("Which service would you like?", replies)
 
     async def book_step(
@@ -288,6 +368,8 @@ class OfflineResponder:
             return await self._new_pet_step(session, conversation, step)
         if step.pet_id is None:
             pets = await customers.pets_of(session, client_id)
+            if not pets:  # "Another dog" to a customer with none: the one answer, taken
+                return await self._new_pet_step(session, conversation, replace(step, new_pet=True))
             replies = [QuickReply(p.name, pl.book(step.service, pet_id=p.id)) for p in pets[:11]]
             replies.append(QuickReply("Another dog", pl.book(step.service, new_pet=True)))
             return Outcome().say(f"{service.name}: for which dog?", replies)
@@ -296,7 +378,9 @@ class OfflineResponder:
                 "I can't find that dog on your profile.", [QuickReply("Start again", pl.BOOK)]
             )
         if step.start is not None:
-            return await self._request(session, conversation, step.service, step.pet_id, step.start)
+            return await self._before_filing(
+                session, conversation, Pending(step.service, step.pet_id, step.start)
+            )
         if step.day is not None:
             return await self._times(
                 session,
@@ -355,8 +439,8 @@ class OfflineResponder:
         outcome.messages.insert(
             0,
             OutboundMessage(
-                f'Noted: a {size.value} dog with a {coat.value} coat, saved as "{name}" for now. '
-                "What's your dog's name? Type it any time."
+                f"Noted: a {size.value} dog with a {coat.value} coat. What's your dog's name? "
+                "Type it any time."
             ),
         )
         return outcome
@@ -459,9 +543,8 @@ class OfflineResponder:
         replies.append(QuickReply("Other days", back))
         return Outcome().say(f"Free times on {day:%A %b} {day.day}:", replies)
 
-    async def _request(
-        self, session: AsyncSession, conversation: Conversation, service: str, pet_id: int, start: datetime
-    ) -> Outcome:
+    async def _request(self, session: AsyncSession, conversation: Conversation, pending: Pending) -> Outcome:
+        service, pet_id, start = pending.service, pending.pet_id, pending.start
         for existing in await self.booking.my_appointments(session, client_id=conversation.client_id):
             if existing.start == start and existing.service_code == service and pet_id in existing.pet_ids:
                 # A second tap on the same button: the request is already with the groomer.
@@ -478,7 +561,9 @@ class OfflineResponder:
                 pet_ids=[pet_id],
                 start=start,
                 source_channel=_channel(conversation.channel),
-                notes=note,
+                addon_codes=pending.addons,
+                # The preview's note (Looking Glass) wins; else the visit repeated ("same again").
+                notes=note or pending.notes,
             )
         except BookingError as exc:
             return Outcome().say(str(exc), [QuickReply("Other times", pl.book(service, pet_id=pet_id))])
@@ -490,6 +575,166 @@ class OfflineResponder:
             "the time is held for you meanwhile.",
             [QuickReply("My bookings", pl.MY_BOOKINGS)],
         )
+
+    # --- before filing: the dog's name, the customer's name, a way to reach them later -----------
+    async def _before_filing(
+        self, session: AsyncSession, conversation: Conversation, pending: Pending
+    ) -> Outcome:
+        """Ask what the request still lacks, one question at a time; file it when nothing is missing.
+        Kimmie's card never says "Dog 1" or "(no name)", and the customer is asked once for a route a
+        reminder can take when none would reach them (the contact step, one tap to skip)."""
+        asking = await self._missing(session, conversation, pending)
+        state = dict(conversation.state or {})
+        if asking is None:
+            state.pop(PENDING_KEY, None)
+            state.pop(ASKING_KEY, None)
+            conversation.state = state
+            return await self._request(session, conversation, pending)
+        conversation.state = {**state, PENDING_KEY: pending.dump(), ASKING_KEY: asking}
+        if asking == "pet_name":
+            return Outcome().say(ASK_PET_NAME)
+        if asking == "client_name":
+            return Outcome().say(ASK_CLIENT_NAME.format(groomer=self.groomer))
+        links = dict(self.contact_links(conversation.client_id)) if self.contact_links else {}
+        url = links.get("telegram")
+        link = CONTACT_LINK.format(url=url) if url else ""
+        buttons = [QuickReply("Skip", pl.CONTACT_SKIP)]
+        if url:
+            buttons.insert(0, QuickReply("Done on Telegram", pl.CONTACT_DONE))
+        return Outcome().say(ASK_CONTACT.format(link=link), buttons)
+
+    @staticmethod
+    def asking(conversation: Conversation) -> bool:
+        """A question of the button flow's is open: the customer's next text answers it."""
+        state = conversation.state or {}
+        return bool(state.get(ASKING_KEY)) and Pending.load(state.get(PENDING_KEY)) is not None
+
+    async def _missing(
+        self, session: AsyncSession, conversation: Conversation, pending: Pending
+    ) -> str | None:
+        state = conversation.state or {}
+        pets = await customers.own_pets(session, conversation.client_id, [pending.pet_id])
+        if pets and pets[0].placeholder:
+            return "pet_name"
+        client = await session.get_one(Client, conversation.client_id)
+        if not (client.name or "").strip():
+            return "client_name"
+        if state.get(ASKING_KEY) == "contact" or state.get("contact_asked"):
+            return None  # asked once already (skipped, or answered): not again for this request
+        if self.reach.lasting(conversation.channel) or await has_lasting_route(
+            session, conversation.client_id, self.reach
+        ):
+            return None
+        return "contact"
+
+    async def _answer(self, session: AsyncSession, conversation: Conversation, text: str) -> Outcome | None:
+        """A typed answer to the question asked before filing; None when none is open."""
+        state = dict(conversation.state or {})
+        asking = state.get(ASKING_KEY)
+        pending = Pending.load(state.get(PENDING_KEY))
+        if asking is None or pending is None:
+            return None
+        text = text.strip().rstrip(".!")
+        if asking == "pet_name":
+            pets = await customers.own_pets(session, conversation.client_id, [pending.pet_id])
+            name = _NAME_LEAD.sub("", text).strip()
+            words = name.lower().split()
+            if not pets or not _NAME.fullmatch(name) or len(words) > 3 or _NOT_NAMES.intersection(words):
+                return Outcome().say("Sorry, I didn't catch that. " + ASK_PET_NAME)
+            taken = {p.name.lower() for p in await customers.pets_of(session, conversation.client_id)}
+            if name.lower() in taken:
+                return Outcome().say(f"You already have a dog called {name}. " + ASK_PET_NAME)
+            pets[0].name = name[:1].upper() + name[1:]
+            pets[0].placeholder = False
+            state.pop(NAMING_KEY, None)
+            conversation.state = state
+        elif asking == "client_name":
+            match = _PERSON.match(text)
+            words = match.group("name").lower().split() if match else []
+            if match is None or len(words) > 4 or _NOT_NAMES.intersection(words):
+                return Outcome().say(
+                    "Sorry, I didn't catch that. " + ASK_CLIENT_NAME.format(groomer=self.groomer)
+                )
+            client = await session.get_one(Client, conversation.client_id)
+            client.name = match.group("name").strip().title()
+            await customers.client_updated(session, client, ["name"])
+        elif _EMAIL.match(text):
+            return await self._save_email(session, conversation, text, then=pending)
+        else:
+            return Outcome().say(
+                "That doesn't look like an e-mail address. Type it again, or tap Skip.",
+                [QuickReply("Skip", pl.CONTACT_SKIP)],
+            )
+        return await self._before_filing(session, conversation, pending)
+
+    async def _save_email(
+        self, session: AsyncSession, conversation: Conversation, email: str, *, then: Pending | None
+    ) -> Outcome:
+        try:
+            async with session.begin_nested():
+                await customers.save_contact(session, client_id=conversation.client_id, email=email)
+            saved = f"Thanks! Reminders will reach you at {customers.normalize_email(email)}."
+        except customers.ContactConflictError:
+            await self.handover(session, conversation, "a customer gave an e-mail already on another client")
+            saved = f"I couldn't save that address here; {self.groomer} will check it."
+        if then is None:
+            return Outcome().say(saved, self.menu[:4])
+        conversation.state = {**(conversation.state or {}), "contact_asked": True}
+        outcome = await self._before_filing(session, conversation, then)
+        outcome.messages.insert(0, OutboundMessage(saved))
+        return outcome
+
+    async def _file_pending(self, session: AsyncSession, conversation: Conversation) -> Outcome:
+        """ "Skip" (or "Done on Telegram") on the contact step: file the waiting request."""
+        state = dict(conversation.state or {})
+        pending = Pending.load(state.get(PENDING_KEY))
+        if pending is None:
+            return await self.greet(session, conversation)
+        conversation.state = {**state, "contact_asked": True}
+        return await self._before_filing(session, conversation, pending)
+
+    # --- same again: last visit's dog, service and style ------------------------------------------
+    async def _last_visit(self, session: AsyncSession, client_id: int) -> Appointment | None:
+        rows = await session.execute(
+            select(Appointment)
+            .where(Appointment.client_id == client_id, Appointment.status.in_(("completed", "confirmed")))
+            .order_by(Appointment.start_at.desc())
+            .limit(1)
+        )
+        return rows.scalars().first()
+
+    async def same_again(
+        self, session: AsyncSession, conversation: Conversation, step: pl.AgainStep
+    ) -> Outcome:
+        appt = await session.get(Appointment, step.appointment_id)
+        if appt is None or appt.client_id != conversation.client_id:
+            return Outcome().say("I can't find that visit.", [QuickReply("Book", pl.BOOK)])
+        service = await session.get_one(Service, appt.service_id)
+        pet_ids = [p.id for p in await appointment_pets(session, appt.id)]
+        if not service.active or not pet_ids:
+            return await self.choose_service(session, conversation)
+        if step.start is not None:
+            notes = appt.notes
+            pending = Pending(service.code, pet_ids[0], step.start, tuple(appt.addon_codes or ()), notes)
+            return await self._before_filing(session, conversation, pending)
+        if step.day is not None:
+            return await self._times(
+                session,
+                conversation.client_id,
+                service.code,
+                pet_ids[:1],
+                step.day,
+                lambda t: pl.again(appt.id, start=t),
+                back=pl.again(appt.id),
+            )
+        outcome = await self._days(
+            session, conversation.client_id, service.code, pet_ids[:1], lambda d: pl.again(appt.id, day=d)
+        )
+        pets = await customers.own_pets(session, conversation.client_id, pet_ids[:1])
+        outcome.messages.insert(
+            0, OutboundMessage(f"{service.name} for {pets[0].name if pets else 'your dog'}, as last time.")
+        )
+        return outcome
 
     # --- own appointments -------------------------------------------------------------------------
     async def my_bookings(self, session: AsyncSession, conversation: Conversation) -> Outcome:
@@ -574,6 +819,8 @@ class OfflineResponder:
         except ValueError:
             return await self.greet(session, conversation)
         if head == "APPT_OK":
+            if await self._own_booking(session, conversation, appointment_id) is not None:
+                await mark_confirmed(session, appointment_id)  # off Kimmie's list of unreached visits
             return Outcome().say("Thanks for confirming! See you then.")
         if head == "APPT_CANCEL":
             return await self.appointment_step(
@@ -624,3 +871,13 @@ def _channel(value: str) -> Channel | None:
         return Channel(value)
     except ValueError:
         return None
+
+
+async def appointment_pets(session: AsyncSession, appointment_id: int) -> list[Pet]:
+    rows = await session.execute(
+        select(Pet)
+        .join(AppointmentPet, AppointmentPet.pet_id == Pet.id)
+        .where(AppointmentPet.appointment_id == appointment_id)
+        .order_by(Pet.id)
+    )
+    return list(rows.scalars())

@@ -21,6 +21,11 @@ Own appointments:
     CX:<id>          ask to confirm cancelling        CX:<id>:y   cancel
     MV:<id>          choose a new day                 MV:<id>:d<YYYYMMDD>   choose a time
     MV:<id>:t<YYYYMMDDHHMM>   move the appointment there
+Same again (the dog, service, add-ons and notes of appointment <id>, the customer's last visit):
+    AG:<id>          choose a day      AG:<id>:d<YYYYMMDD>   choose a time
+    AG:<id>:t<YYYYMMDDHHMM>   file the request (after the questions below, if any)
+Before filing, the flow may ask for a way to reach the customer later:
+    RQ:skip          file without one      RQ:done    file (they opened the Telegram link)
 Looking Glass previews (core/previews/service.py):
     PV:s:<style>  preview of the last photo     PV:f:<style>  the same from three angles
     PV:b:<id>     book with that preview        PV:m          the style buttons again
@@ -44,6 +49,8 @@ MY_BOOKINGS = "MY_BOOKINGS"
 HUMAN = "HUMAN"
 MENU = "MENU"
 ENTRY = frozenset({BOOK, PRICES, HOURS, MY_BOOKINGS, HUMAN, MENU})
+CONTACT_SKIP = "RQ:skip"
+CONTACT_DONE = "RQ:done"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,38 @@ class AppointmentStep:
     confirmed: bool = False
     day: date | None = None
     start: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgainStep:
+    appointment_id: int
+    day: date | None = None
+    start: datetime | None = None
+
+
+def again(appointment_id: int, *, day: date | None = None, start: datetime | None = None) -> str:
+    if start is not None:
+        return f"AG:{appointment_id}:{_ts(start)}"
+    if day is not None:
+        return f"AG:{appointment_id}:{_day(day)}"
+    return f"AG:{appointment_id}"
+
+
+def parse_again(payload: str) -> AgainStep | None:
+    parts = payload.split(":")
+    if parts[0] != "AG" or len(parts) not in (2, 3):
+        return None
+    try:
+        appointment_id = int(parts[1])
+        if len(parts) == 2:
+            return AgainStep(appointment_id)
+        if parts[2].startswith("d"):
+            return AgainStep(appointment_id, day=_parse_day(parts[2]))
+        if parts[2].startswith("t"):
+            return AgainStep(appointment_id, start=parse_ts(parts[2]))
+    except ValueError:
+        return None
+    return None
 
 
 def fits(payload: str) -> bool:
@@ -179,7 +218,7 @@ def is_ours(payload: str | None) -> bool:
     """True when the button flow (not the LLM) should answer this payload."""
     if not payload:
         return False
-    if payload in ENTRY:
+    if payload in ENTRY or payload in (CONTACT_SKIP, CONTACT_DONE):
         return True
     head = payload.split(":", 1)[0]
-    return head in {"BK", "CX", "MV", "PV", "APPT_OK", "APPT_CANCEL", "APPT_MOVE", "ALT"}
+    return head in {"BK", "CX", "MV", "AG", "PV", "APPT_OK", "APPT_CANCEL", "APPT_MOVE", "ALT"}

@@ -36,10 +36,12 @@ told you (name, breed, size, coat, temperament, vaccination expiry).
 - Changes: my_appointments, cancel_appointment, reschedule_appointment (the customer's own appointments \
 only; the cancellation policy applies and the tool will say when it does).
 - Reminders: where the context below says messages here only reach the customer within 24 hours of \
-their last message, ask once, early (after answering their first question), for an e-mail address \
-(save it with save_contact) or offer a link from contact_options, with one short reason: so booking \
-reminders reach them. Do not ask again in the chat, nor when they decline. Save only a phone or \
-e-mail the customer gives as their own.
+their last message, ask once, before filing a booking request, for an e-mail address (save it with \
+save_contact) or offer a link from contact_options, with one short reason: so booking reminders reach \
+them. If they decline, call request_booking with contact_declined=true; do not ask again. Save only a \
+phone or e-mail the customer gives as their own.
+- Names: before filing, know the dog's name (save_pet) and the customer's name (save_contact name) \
+when the context does not show them; request_booking refuses until then.
 - Anything you cannot do or are unsure about, complaints, medical or behaviour concerns, or a request \
 for a person: call handover_to_kimmie and tell the customer {groomer} will answer personally.
 
@@ -136,15 +138,17 @@ def context_prompt(
 
 
 def _reach(channel: str, customer: Customer | None) -> list[str]:
-    """Whether reminders can reach the customer outside the chat's messaging window, from the
-    channels loaded with the client (no query of its own)."""
-    if channel not in {c.value for c in WINDOWED_CHANNELS}:
-        return []
+    """Whether reminders can reach the customer later (outside a messaging window; the website chat
+    cannot push at all), from the channels loaded with the client (no query of its own)."""
     anytime = {c.value for c in ANYTIME_CHANNELS}
+    if channel in anytime:
+        return []
     reachable = sorted(c for c in (customer.reachable_channels if customer else ()) if c in anytime)
     if reachable:
         return [f"- Reminders also reach them by {' and '.join(reachable)}: no need to ask for a contact."]
-    return [
-        f"- Messages on {channel} only reach them within 24 hours of their last message, and no e-mail "
-        "or other channel is on file: ask once for one (see Reminders)."
-    ]
+    where = (
+        f"Messages on {channel} only reach them within 24 hours of their last message"
+        if channel in {c.value for c in WINDOWED_CHANNELS}
+        else f"Messages on {channel} only reach them while they have the chat open"
+    )
+    return [f"- {where}, and no e-mail or other channel is on file: ask once for one (see Reminders)."]

@@ -31,6 +31,7 @@ from core.conversation.takeover import handover_requested
 from core.db.models import Client, Conversation, Pet
 from core.llm.types import ToolCall, ToolResult, ToolSpec
 from core.previews.service import Previews
+from core.reach import ReachPolicy, has_lasting_route
 from core.types import Booking, Channel, CoatType, Quote, SizeClass, Slot
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ class RequestBookingArgs(_Args):
     start: datetime = Field(description="Start time exactly as returned by find_slots (ISO 8601).")
     addon_codes: list[str] = Field(default_factory=list, max_length=5)
     notes: str | None = Field(None, max_length=500)
+    contact_declined: bool = Field(
+        False,
+        description="True only after you asked for an e-mail address (or offered the Telegram link) "
+        "and the customer would rather not give one.",
+    )
 
 
 class PreviewStyleArgs(_Args):
@@ -114,6 +120,7 @@ _EMAIL = re.compile(r"^[^@\s<>(),;:\"]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0
 
 
 class SaveContactArgs(_Args):
+    name: str | None = Field(None, min_length=1, max_length=200, description="The customer's own name.")
     phone: str | None = Field(None, max_length=40, description="The customer's own phone number.")
     email: str | None = Field(None, max_length=254, description="The customer's own e-mail address.")
 
@@ -136,8 +143,8 @@ class SaveContactArgs(_Args):
 
     @model_validator(mode="after")
     def _something(self) -> SaveContactArgs:
-        if not self.phone and not self.email:
-            raise ValueError("give phone and/or email")
+        if not self.phone and not self.email and not self.name:
+            raise ValueError("give name, phone and/or email")
         return self
 
 
@@ -205,9 +212,11 @@ class ToolBox:
         *,
         contact_links: ContactLinks | None = None,
         previews: Previews | None = None,
+        reach: ReachPolicy | None = None,
     ) -> None:
         self.booking = booking
         self.previews = previews
+        self.reach = reach or ReachPolicy()
         self.tz = tz
         # Given by the composition root when the Telegram bot (and its username) is configured.
         self.contact_links = contact_links
@@ -441,6 +450,7 @@ class ToolBox:
         self, session: AsyncSession, ctx: ToolContext, args: RequestBookingArgs
     ) -> Any:
         await self._own_pets(session, ctx, args.pet_ids)
+        await self._ready_to_file(session, ctx, args)
         start = self._aware(args.start)
         # The same request again (the model repeating itself, or the job re-running after a crash)
         # returns the request already filed instead of colliding with its own held slot.
@@ -463,6 +473,39 @@ class ToolBox:
         return self._booking(booking) | {
             "next": "Requested, not confirmed: the groomer approves it, then the customer is told."
         }
+
+    async def _ready_to_file(self, session: AsyncSession, ctx: ToolContext, args: RequestBookingArgs) -> None:
+        """What the groomer's card and the reminder need, checked here rather than trusted to the
+        prompt: the dogs' names, the customer's name, and (where reminders cannot reach them later)
+        that a contact was asked for once."""
+        pets = await customers.own_pets(session, ctx.client_id, args.pet_ids)
+        unnamed = [p.id for p in pets if p.placeholder]
+        if unnamed:
+            raise ToolRefusedError(
+                f"Not filed yet: pet_id {unnamed[0]} has no name. Ask the dog's name, save it with save_pet "
+                "(pet_id and name), then call request_booking again."
+            )
+        client = await session.get_one(Client, ctx.client_id)
+        if not (client.name or "").strip():
+            raise ToolRefusedError(
+                "Not filed yet: we don't know the customer's name. Ask it, save it with save_contact "
+                "(name), then call request_booking again."
+            )
+        conversation = await session.get_one(Conversation, ctx.conversation_id)
+        state = dict(conversation.state or {})
+        if args.contact_declined:
+            conversation.state = {**state, "contact_asked": True}
+            return
+        if state.get("contact_asked") or self.reach.lasting(ctx.channel):
+            return
+        if await has_lasting_route(session, ctx.client_id, self.reach):
+            return
+        raise ToolRefusedError(
+            "Not filed yet: a reminder could not reach this customer later (messages here only reach "
+            "them for a while after they write). Ask once, in one short message, for an e-mail address "
+            "(save it with save_contact) or offer the link from contact_options; then call "
+            "request_booking again, with contact_declined=true if they would rather not."
+        )
 
     async def _my_appointments(
         self, session: AsyncSession, ctx: ToolContext, args: MyAppointmentsArgs
@@ -536,6 +579,13 @@ class ToolBox:
         return None
 
     async def _save_contact(self, session: AsyncSession, ctx: ToolContext, args: SaveContactArgs) -> Any:
+        if args.name:
+            named = await session.get_one(Client, ctx.client_id)
+            if named.name != args.name:
+                named.name = args.name
+                await customers.client_updated(session, named, ["name"])
+            if not args.phone and not args.email:
+                return {"saved": True, "name": named.name}
         try:
             client = await customers.save_contact(
                 session, client_id=ctx.client_id, phone=args.phone, email=args.email

@@ -117,6 +117,8 @@ class ChannelIdentity(TimestampMixin, Base):
     channel: Mapped[str] = mapped_column(String(20))
     external_id: Mapped[str] = mapped_column(String(200))
     display_name: Mapped[str | None] = mapped_column(String(200))
+    # The person's username there (Instagram username, Telegram @username), for Kimmie's cards.
+    handle: Mapped[str | None] = mapped_column(String(200))
     last_inbound_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Set when the platform says the person can no longer be reached (blocked the bot, 551).
     unreachable_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -210,6 +212,11 @@ class Appointment(TimestampMixin, Base):
     # Kimmie's Telegram approval card, so it can be edited when the request changes.
     admin_card_chat_id: Mapped[int | None] = mapped_column(BigInteger)
     admin_card_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The reminder's fate (core/booking/reach.py): no route reached the customer; it was on Kimmie's
+    # daily list; the visit was confirmed (by the customer's tap, or Kimmie's "Mark confirmed").
+    reminder_undelivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reminder_listed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reminder_confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     pets: Mapped[list[Pet]] = relationship(secondary="appointment_pet", order_by="Pet.id")
     service: Mapped[Service] = relationship()
@@ -306,6 +313,13 @@ class Message(Base):
     # accepted, and on which channel identity. No foreign key: a stale id just means "start over".
     parts_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     parts_identity_id: Mapped[int | None] = mapped_column(BigId)
+    # "reminder" for a booking reminder (core/booking/reach.py watches whether it arrived); None else.
+    purpose: Mapped[str | None] = mapped_column(String(20))
+    # The utility template a reminder goes out as past a messaging window ({"name", "parameters",
+    # "buttons"}), on channels whose sender declares `utility_templates`.
+    template: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # When the website widget fetched it: a message on a channel that cannot push arrives only then.
+    fetched_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     llm_provider: Mapped[str | None] = mapped_column(String(30))
     llm_model: Mapped[str | None] = mapped_column(String(100))
     input_tokens: Mapped[int | None] = mapped_column(Integer)

@@ -79,10 +79,33 @@ def pet_traits(pet: PetView) -> list[str]:
     return [f for f in (pet.breed, pet.size_class, f"{pet.coat_type} coat" if pet.coat_type else None) if f]
 
 
+def handle_text(channel: str, handle: str) -> str:
+    return f"{CHANNEL_LABEL.get(channel, channel)} @{handle.lstrip('@')}"
+
+
+def history_text(visits: int, no_shows: int) -> str:
+    """'3 past visits, 1 no-show' / 'first visit'."""
+    if not visits and not no_shows:
+        return "first visit"
+    parts = [f"{visits} past visit{'s' if visits != 1 else ''}"]
+    if no_shows:
+        parts.append(f"{no_shows} no-show{'s' if no_shows != 1 else ''}")
+    return ", ".join(parts)
+
+
 def vaccination(pet: PetView, today: date) -> tuple[str, bool]:
-    """The vaccination line, and whether it is a warning (expired)."""
+    """The vaccination line ("" when unknown: nothing to show), and whether it is a warning."""
     if pet.vaccination_expires_on is None:
-        return "vaccination: unknown", False
+        return "", False
     if pet.vaccination_expires_on < today:
         return f"vaccination expired {pet.vaccination_expires_on:%-d %b %Y}", True
     return f"vaccinated until {pet.vaccination_expires_on:%-d %b %Y}", False
+
+
+def digest_intro(count: int) -> str:
+    """The head of Kimmie's daily list of reminders that could not reach the customer."""
+    visits = "1 visit" if count == 1 else f"{count} visits"
+    return (
+        f"📋 Reminders that could not reach the customer ({visits} in the next 48 hours). "
+        "Please contact them, then mark each visit confirmed:"
+    )

@@ -49,6 +49,8 @@ async def deliver(notifier: AdminNotifier, payload: NotifyAdminPayload) -> None:
         await notifier.booking_request(payload.appointment)
     elif payload.type == "booking_changed":
         await notifier.booking_changed(payload.appointment, payload.event or "changed")
+    elif payload.type == "reminder_digest":
+        await notifier.reminder_digest(list(payload.appointment_ids or ()))
     else:
         await notifier.handover(payload.conversation, payload.reason or "")
 

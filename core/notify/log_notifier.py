@@ -7,6 +7,7 @@ an operator tailing the logs sees booking requests, hand-overs and alerts even w
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 log = logging.getLogger("cheshire.admin")
 
@@ -27,6 +28,9 @@ class LoggingNotifier:
         self._log.warning(
             "conversation needs Kimmie", extra={"conversation_id": conversation_id, "reason": reason}
         )
+
+    async def reminder_digest(self, appointment_ids: Sequence[int]) -> None:
+        self._log.warning("reminders that did not arrive", extra={"appointment_ids": list(appointment_ids)})
 
     async def alert(self, text: str) -> None:
         # Alert texts are written by us (fault descriptions), not customer content: safe to log.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import customers
@@ -59,6 +59,17 @@ class ClientView:
     email: str | None
     notes: str | None
     channels: tuple[str, ...] = ()
+    # (channel, username) pairs: the Instagram username, the Telegram @username.
+    handles: tuple[tuple[str, str], ...] = ()
+    visits: int = 0  # completed appointments
+    no_shows: int = 0
+    # Shown when no name is known: a channel's display name, else a handle (never "client #N").
+    display_name: str | None = None
+
+    @property
+    def label(self) -> str:
+        handle = f"@{self.handles[0][1]}" if self.handles else None
+        return self.name or self.display_name or handle or self.email or self.phone or "a new customer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,18 +87,30 @@ class CardData:
 
 async def client_view(session: AsyncSession, client_id: int) -> ClientView:
     client = await session.get_one(Client, client_id)
-    rows = await session.execute(
-        select(ChannelIdentity.channel)
-        .where(ChannelIdentity.client_id == client_id)
-        .order_by(ChannelIdentity.id)
+    rows = (
+        await session.execute(
+            select(ChannelIdentity.channel, ChannelIdentity.handle, ChannelIdentity.display_name)
+            .where(ChannelIdentity.client_id == client_id)
+            .order_by(ChannelIdentity.id)
+        )
+    ).all()
+    counted = await session.execute(
+        select(Appointment.status, func.count())
+        .where(Appointment.client_id == client_id, Appointment.status.in_(("completed", "no_show")))
+        .group_by(Appointment.status)
     )
+    counts = {str(status): int(n) for status, n in counted.all()}
     return ClientView(
         id=client.id,
         name=client.name,
         phone=client.phone,
         email=client.email,
         notes=client.notes,
-        channels=tuple(dict.fromkeys(rows.scalars())),
+        channels=tuple(dict.fromkeys(channel for channel, _h, _d in rows)),
+        handles=tuple(dict.fromkeys((channel, handle) for channel, handle, _d in rows if handle)),
+        visits=counts.get("completed", 0),
+        no_shows=counts.get("no_show", 0),
+        display_name=next((d for _c, _h, d in rows if d), None),
     )
 
 

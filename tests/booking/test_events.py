@@ -232,7 +232,8 @@ REMINDER, REBOOK, CAL_UP, CAL_DEL = (
 # What each step of a booking's life starts, by the spec (calendar configured, changes by Kimmie).
 SCENARIOS: list[tuple[str, list[Action], list[str]]] = [
     (events.BOOKING_REQUESTED, [], [EXPIRE, NOTIFY]),
-    (events.BOOKING_CONFIRMED, [Action.APPROVE], [CAL_UP, REMINDER, DELIVER, NOTIFY]),
+    # The first confirmation also schedules Kimmie's daily list of reminders that cannot arrive.
+    (events.BOOKING_CONFIRMED, [Action.APPROVE], [CAL_UP, REMINDER, "reminder_digest", DELIVER, NOTIFY]),
     (events.BOOKING_DECLINED, [Action.DECLINE], [DELIVER, NOTIFY]),
     (events.BOOKING_CANCELLED, [Action.APPROVE, Action.CANCEL], [CAL_DEL, DELIVER, NOTIFY]),
     (events.BOOKING_RESCHEDULED, [Action.RESCHEDULE], [EXPIRE, DELIVER, NOTIFY]),

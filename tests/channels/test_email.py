@@ -18,11 +18,12 @@ from channels.meta.sender import MetaSenders
 from core import customers
 from core.alerts import NOTIFY_ADMIN_JOB
 from core.booking.catalog import load_catalog
+from core.booking.reach_jobs import ReminderCheckPayload
 from core.booking.service import DefaultBookingService
 from core.conversation.ingest import ingest
 from core.conversation.tools import ToolBox, ToolContext
 from core.db.database import Database
-from core.db.models import ChannelIdentity, Job, Message, utcnow
+from core.db.models import Appointment, ChannelIdentity, Job, Message, utcnow
 from core.delivery import Delivery
 from core.jobs.queue import ClaimedJob
 from core.llm.types import ToolCall
@@ -284,4 +285,10 @@ async def test_a_bounced_address_is_marked_unreachable_and_kimmie_is_told(
         ).scalar_one()
         assert email_identity.unreachable_at is not None
         alerts = (await session.execute(select(Job).where(Job.kind == NOTIFY_ADMIN_JOB))).scalars().all()
-    assert any("could not deliver" in str(j.payload.get("text", "")) for j in alerts)
+    # A reminder is not alerted one by one: its check puts the visit on Kimmie's daily list.
+    assert not any("could not deliver" in str(j.payload.get("text", "")) for j in alerts)
+    async with salon.db.transaction() as session:
+        [check] = (await session.execute(select(Job).where(Job.kind == "reminder_check"))).scalars().all()
+        await salon.booking.watch.check(session, ReminderCheckPayload.load(check.payload))
+    async with salon.db.transaction() as session:
+        assert (await session.get_one(Appointment, booking_id)).reminder_undelivered_at is not None

@@ -174,10 +174,16 @@ async def test_contact_options_shares_a_signed_telegram_link_for_the_own_client(
     assert link in (await replies(catalog_db, sent.conversation_id))[0].text
 
 
-async def test_no_ask_where_there_is_no_window(
+async def test_no_ask_on_telegram_but_on_the_website_which_cannot_push(
     catalog_db: Database, make_engine: Callable[..., ConversationEngine]
 ) -> None:
-    model = ScriptedChatModel([Say("Hello!")])
-    sent = await send(catalog_db, "hi", channel=Channel.WEB, user="web-session-1")
+    model = ScriptedChatModel([Say("Hello!"), Say("Hello!")])
+    sent = await send(catalog_db, "hi", channel=Channel.TELEGRAM, user="4242")
     await make_engine(model).process(sent.message_id, sent.conversation_id)
     assert ASK not in model.requests[0].system.context
+    # The website chat reaches the customer only while the page is open: a reminder needs a contact.
+    web = await send(catalog_db, "hi", channel=Channel.WEB, user="web-session-1")
+    await make_engine(model).process(web.message_id, web.conversation_id)
+    assert ASK in model.requests[1].system.context and "while they have the chat open" in (
+        model.requests[1].system.context
+    )

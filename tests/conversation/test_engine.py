@@ -58,7 +58,12 @@ async def test_a_complete_booking_conversation(
             calls=(
                 (
                     "request_booking",
-                    {"service_code": "full_groom", "pet_ids": [seen["pet_id"]], "start": slot["start"]},
+                    {
+                        "service_code": "full_groom",
+                        "pet_ids": [seen["pet_id"]],
+                        "start": slot["start"],
+                        "contact_declined": True,  # asked for an e-mail; the customer said no
+                    },
                 ),
             )
         )
@@ -164,8 +169,9 @@ async def test_tools_are_scoped_to_the_conversations_client_and_cannot_confirm(
     s = await send(catalog_db, "", payload=day, user="bob", name="Bob")
     await engine.process(s.message_id, s.conversation_id)
     slot = (await replies(catalog_db, bob.conversation_id))[-1].quick_replies[0]["payload"]
-    s = await send(catalog_db, "", payload=slot, user="bob", name="Bob")
-    await engine.process(s.message_id, s.conversation_id)
+    for payload in (slot, "RQ:skip"):  # the time, then "Skip" on the contact step
+        s = await send(catalog_db, "", payload=payload, user="bob", name="Bob")
+        await engine.process(s.message_id, s.conversation_id)
     async with catalog_db.transaction() as session:
         [appt] = (await session.execute(select(Appointment))).scalars().all()
     start = (appt.start_at + timedelta(days=1)).isoformat()

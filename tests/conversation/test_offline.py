@@ -54,16 +54,23 @@ async def test_books_end_to_end_through_buttons_alone(
 
     services = await _tap(db, engine, greeting, contains="Book")
     assert "Which service" in services.text
-    pets = await _tap(db, engine, services, contains="Full groom")
-    assert [q["title"] for q in pets.quick_replies] == ["Another dog"]
-    sizes = await _tap(db, engine, pets)
+    # No dog on file: the only answer to "for which dog?" is a new one, so its size comes at once.
+    sizes = await _tap(db, engine, services, contains="Full groom")
+    assert "How big" in sizes.text
     coats = await _tap(db, engine, sizes, contains="Medium")
     days = await _tap(db, engine, coats, contains="Curly")
     assert "Which day" in days.text and len(days.quick_replies) >= 3
     times = await _tap(db, engine, days, index=1)
     assert "Free times" in times.text
-    done = await _tap(db, engine, times, index=0)
-    assert done.text.startswith("Request sent!") and "Dog 1" in done.text
+    # Before filing: the dog's name (typed), then a way to reach the customer later (one tap).
+    asked = await _tap(db, engine, times, index=0)
+    assert asked.text == "Before I send the request: what's your dog's name?"
+    named = await send(db, "Biscuit")
+    await engine.process(named.message_id, named.conversation_id)
+    contact = (await replies(db, named.conversation_id))[-1]
+    assert "reminder the day before" in contact.text and "e-mail" in contact.text
+    done = await _tap(db, engine, contact, contains="Skip")
+    assert done.text.startswith("Request sent!") and "Biscuit" in done.text and "Dog 1" not in done.text
     twice = await _tap(db, engine, times, index=0)  # an impatient second tap on the same time
     assert twice.text.startswith("That one is already requested")
 
@@ -72,7 +79,12 @@ async def test_books_end_to_end_through_buttons_alone(
         assert appt.status == "requested" and appt.client_id == hello.client_id
         assert appt.source_channel == "messenger"
         [pet] = (await session.execute(select(Pet))).scalars().all()
-        assert (pet.name, pet.size_class, pet.coat_type) == ("Dog 1", "medium", "curly")
+        assert (pet.name, pet.size_class, pet.coat_type, pet.placeholder) == (
+            "Biscuit",
+            "medium",
+            "curly",
+            False,
+        )
         jobs = (await session.execute(select(Job).where(Job.kind == "notify_admin"))).scalars().all()
         assert [j.payload["type"] for j in jobs] == ["booking_request"]
         assert jobs[0].payload["appointment_id"] == appt.id
@@ -137,8 +149,9 @@ async def test_forged_payloads_cannot_touch_another_clients_pet_or_appointment(
     times = await send(catalog_db, "", payload=day_button["payload"], user="bob", name="Bob")
     await engine.process(times.message_id, times.conversation_id)
     time_button = (await replies(catalog_db, bob.conversation_id))[-1].quick_replies[0]
-    booked = await send(catalog_db, "", payload=time_button["payload"], user="bob", name="Bob")
-    await engine.process(booked.message_id, booked.conversation_id)
+    for payload in (time_button["payload"], "RQ:skip"):  # the time, then Skip on the contact step
+        booked = await send(catalog_db, "", payload=payload, user="bob", name="Bob")
+        await engine.process(booked.message_id, booked.conversation_id)
     async with catalog_db.transaction() as session:
         [appt] = (await session.execute(select(Appointment))).scalars().all()
 
@@ -207,3 +220,30 @@ async def test_thanks_is_answered_kindly_and_asking_for_the_groomer_hands_over(
     assert "Kimmie will answer you personally" in handed.text
     async with catalog_db.transaction() as session:
         assert (await session.get_one(Conversation, ask.conversation_id)).needs_attention
+
+
+async def test_the_contact_step_offers_the_telegram_link_and_one_tap_files_the_request(
+    catalog_db: Database, make_engine: Callable[..., ConversationEngine]
+) -> None:
+    link = "https://t.me/LookingGlassBot?start=signed-token"
+    engine = make_engine(None, contact_links=lambda client_id: {"telegram": link})
+    db = catalog_db
+    hello = await send(db, "hi")
+    await engine.process(hello.message_id, hello.conversation_id)
+    [greeting] = await replies(db, hello.conversation_id)
+    sizes = await _tap(db, engine, await _tap(db, engine, greeting, contains="Book"), contains="Full groom")
+    days = await _tap(db, engine, await _tap(db, engine, sizes, contains="Small"), contains="Short")
+    times = await _tap(db, engine, days, index=0)
+    await _tap(db, engine, times, index=0)
+    named = await send(db, "her name is Pip")
+    await engine.process(named.message_id, named.conversation_id)
+    contact = (await replies(db, named.conversation_id))[-1]
+    assert link in contact.text
+    assert [q["title"] for q in contact.quick_replies] == ["Done on Telegram", "Skip"]
+    done = await _tap(db, engine, contact, contains="Done on Telegram")
+    assert done.text.startswith("Request sent!") and "Pip" in done.text
+    async with db.transaction() as session:
+        [appt] = (await session.execute(select(Appointment))).scalars().all()
+        conversation = await session.get_one(Conversation, hello.conversation_id)
+    assert appt.status == "requested"
+    assert "pending_request" not in (conversation.state or {})  # nothing left waiting

@@ -18,6 +18,16 @@ Profiles (`GET /{version}/{PSID or IGSID}?fields=...`): answers the requested fi
     graph.profile_lookups  # [{"user_id", "fields", "token", "query"}, ...]
 
 A `MESSAGE_TAG` send must name its `tag` (HUMAN_AGENT is the one left), as the Send API insists.
+
+Utility messages (Messenger's appointment updates past the window): `"messaging_type": "UTILITY"`
+with `message.template` = {"name", "language": {"code"}, "components": [{"type": "body",
+"parameters": [{"type": "text", "text"}...]}, {"type": "buttons", "parameters": [{"type":
+"POSTBACK", "payload"}...]}]}. The Page's approved templates and their body parameter counts are
+`graph.utility_templates`; a token without the `page_utility_messaging` permission (not in
+`graph.utility_tokens`) gets (#10), an unknown template or a wrong parameter count (#100).
+
+    graph.utility_templates["appointment_reminder"] = 3
+    graph.utility_sent()   # the template objects of accepted utility messages
 """
 
 from __future__ import annotations
@@ -51,6 +61,8 @@ class FakeGraphAPI:
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     profile_lookups: list[dict[str, Any]] = field(default_factory=list)
     _profile_errors: list[ScriptedError] = field(default_factory=list)
+    utility_templates: dict[str, int] = field(default_factory=dict)
+    utility_tokens: tuple[str, ...] = ("PAGE_TOKEN",)
 
     def fail_next(
         self,
@@ -73,6 +85,38 @@ class FakeGraphAPI:
     ) -> None:
         """Answer `times` coming profile lookups with this error."""
         self._profile_errors.extend(ScriptedError(code, subcode, status) for _ in range(times))
+
+    def utility_sent(self) -> list[dict[str, Any]]:
+        return [m["message"]["template"] for m in self.sent if m.get("messaging_type") == "UTILITY"]
+
+    def _utility_error(self, token: str, message: dict[str, Any]) -> ScriptedError | None:
+        if token not in self.utility_tokens:
+            return ScriptedError(
+                10,
+                None,
+                403,
+                "(#10) This message is sent outside of allowed window. "
+                "The page_utility_messaging permission is required",
+            )
+        template = message.get("template")
+        if not isinstance(template, dict) or "text" in message or "attachment" in message:
+            return ScriptedError(100, None, 400, "(#100) param message[template] must be non-empty")
+        language = template.get("language")
+        if not isinstance(language, dict) or not language.get("code"):
+            return ScriptedError(100, None, 400, "(#100) param template[language][code] is required")
+        expected = self.utility_templates.get(str(template.get("name")))
+        if expected is None:
+            return ScriptedError(100, None, 400, f"(#100) Template {template.get('name')!r} does not exist")
+        body = [c for c in template.get("components", []) if c.get("type") == "body"]
+        given = len(body[0].get("parameters", [])) if body else 0
+        if given != expected:
+            return ScriptedError(
+                100,
+                None,
+                400,
+                f"(#100) Number of parameters ({given}) does not match the expected ({expected})",
+            )
+        return None
 
     def texts(self) -> list[str]:
         return [m["message"].get("text", "") for m in self.sent]
@@ -137,6 +181,10 @@ class FakeGraphAPI:
         if body.get("messaging_type") == "MESSAGE_TAG" and not body.get("tag"):
             return self._error(ScriptedError(100, None, 400, "(#100) param tag must be non-empty"))
         message = body["message"]
+        if body.get("messaging_type") == "UTILITY":
+            refused = self._utility_error(token, message)
+            if refused is not None:
+                return self._error(refused)
         text = message.get("text")
         if text is not None and len(text) > 2000:
             return self._error(

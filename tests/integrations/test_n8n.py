@@ -81,7 +81,7 @@ async def test_a_booking_made_by_buttons_reaches_n8n_signed(
     data = by_type[events.BOOKING_REQUESTED].json()["data"]
     assert data["booking"]["id"] == appointment_id
     assert data["booking"]["service"]["code"] == "full_groom"
-    assert data["booking"]["pets"][0]["name"] == "Dog 1"
+    assert data["booking"]["pets"][0]["name"] == "Biscuit"
     assert data["booking"]["start"].endswith("+00:00") and "start_local" in data["booking"]
     assert data["booking"]["price_min_cents"] > 0
     assert data["client"]["name"] == "Alice Liddell"

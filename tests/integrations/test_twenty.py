@@ -74,7 +74,7 @@ async def test_a_booking_made_by_buttons_reaches_n8n_and_twenty(
     assert person["name"] == {"firstName": "Alice", "lastName": "Liddell"}
     [note] = twenty.records["notes"].values()
     [task] = twenty.records["tasks"].values()
-    assert note["title"].startswith("Full groom for Dog 1, Wed 03 Mar") and note["title"].endswith(
+    assert note["title"].startswith("Full groom for Biscuit, Wed 03 Mar") and note["title"].endswith(
         "(requested)"
     )
     assert f"Cheshire booking #{appointment_id}" in note["bodyV2"]["markdown"]

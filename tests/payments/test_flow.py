@@ -83,6 +83,10 @@ async def _book_a_giant_by_buttons(h: Harness) -> Appointment:
         if found is not None:
             return found
         last = _to_customer(h)[-1]
+        if "dog's name" in last.text and not last.buttons():  # asked before filing (issue 14): typed
+            await h.feed(h.message(CUSTOMER, "Biscuit"))
+            await h.run_jobs()
+            continue
         buttons = [d for _, d in last.buttons() if d.startswith("BK:")]
         assert buttons, f"no booking button in {last.text!r}"
         await _tap(h, last, next((d for d in buttons for end in preferred if d.endswith(end)), buttons[0]))

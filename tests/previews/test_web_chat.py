@@ -144,6 +144,26 @@ async def test_book_this_style_carries_the_style_and_the_preview(
             async with db.transaction() as session:
                 return (await session.scalars(select(Appointment))).first()
 
+        # Before filing (issue 14), a website customer is asked what the request lacks: the dog's
+        # name, their own name, and a way to reach them later (skipped here with one tap).
+        seen = (await outbound(db))[-1].id
+
+        async def newer() -> Any:
+            fresh = [m for m in await outbound(db) if m.id > seen]
+            return fresh[-1] if fresh else None
+
+        for _ in range(3):
+            last = await eventually(newer)
+            seen = last.id
+            if "dog's name" in last.text:
+                await chat(service.base, "Biscuit")
+            elif "your name" in last.text:
+                await chat(service.base, "Zoe Hart")
+            elif "RQ:skip" in payloads(last):
+                await chat(service.base, "Skip", "RQ:skip")
+            else:
+                break
+
         appointment = await eventually(booked)
         (design,) = await designs(db)
         assert appointment.notes == texts.BOOKING_NOTE.format(style="Puppy cut", design_id=design.id)
