@@ -90,6 +90,8 @@ def build_runtime(settings: Settings) -> Runtime:
             concurrency=settings.job_workers,
             poll_interval_s=settings.job_poll_interval_s,
             lease_s=settings.job_lease_s,
+            heartbeat_s=settings.job_heartbeat_s,
+            max_run_s=settings.job_max_run_s,
         ),
         on_outcome=metrics.job_outcome,
     )
