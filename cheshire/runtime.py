@@ -27,6 +27,7 @@ from cheshire.wiring import (
     wire_booking,
     wire_channels,
     wire_conversation,
+    wire_jobs,
     wire_notify,
     wire_telegram,
 )
@@ -96,6 +97,7 @@ def build_runtime(settings: Settings) -> Runtime:
         on_outcome=metrics.job_outcome,
     )
     registry.dead_listeners.append(_alert_on_dead_job(db))
+    jobs = wire_jobs(settings=settings, db=db, registry=registry)
     app = create_app(settings, db, metrics)
     booking = wire_booking(settings=settings, db=db, registry=registry, app=app)
     telegram = wire_telegram(settings=settings, db=db, registry=registry, app=app, booking=booking.service)
@@ -130,7 +132,12 @@ def build_runtime(settings: Settings) -> Runtime:
         engine=conversation.engine,
         telegram=telegram,
         # The catalog first: searches need it. Shutdown runs these in reverse.
-        on_startup=(*booking.on_startup, *(telegram.on_startup if telegram else ()), *channels.on_startup),
+        on_startup=(
+            *booking.on_startup,
+            *(telegram.on_startup if telegram else ()),
+            *channels.on_startup,
+            *jobs.on_startup,
+        ),
         on_shutdown=(
             *booking.on_shutdown,
             *(telegram.on_shutdown if telegram else ()),

@@ -93,6 +93,28 @@ def wire_booking(
     )
 
 
+# --- The job queue's own upkeep: retention (core/jobs/retention.py) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobsWiring:
+    on_startup: tuple[Hook, ...]
+
+
+def wire_jobs(*, settings: Settings, db: Database, registry: JobRegistry) -> JobsWiring:
+    """The hourly `prune` job (JOB_RETENTION_DAYS, JOB_DEAD_RETENTION_DAYS, MESSAGE_RETENTION_DAYS),
+    seeded at start-up."""
+    from core.jobs.retention import Retention, register_prune_job, seed_prune
+
+    retention = Retention.of_days(
+        jobs=settings.job_retention_days,
+        dead_jobs=settings.job_dead_retention_days,
+        messages=settings.message_retention_days,
+    )
+    register_prune_job(registry, db=db, retention=retention)
+    return JobsWiring(on_startup=(partial(seed_prune, db),))
+
+
 # --- Telegram (the bot, its sender, Kimmie's notifier): bot/wiring.py -----------------------------
 
 

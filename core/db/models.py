@@ -396,7 +396,10 @@ class ProcessedEvent(Base):
     """Inbound events seen once (Telegram update_id, Stripe event id...): redeliveries are no-ops."""
 
     __tablename__ = "processed_event"
-    __table_args__ = (UniqueConstraint("source", "event_id"),)
+    __table_args__ = (
+        UniqueConstraint("source", "event_id"),
+        Index("ix_processed_event_created_at", "created_at"),  # retention deletes by age
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     source: Mapped[str] = mapped_column(String(30))

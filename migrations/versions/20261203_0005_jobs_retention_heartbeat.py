@@ -13,8 +13,9 @@
   due queued jobs and the expired leases, and running jobs with a live lease are outside it.
 - `job_worker`: one row per worker process (id, host, pid, last beat, when it counts as dead). Jobs
   held by a worker whose row expired are made claimable at once (issue 15: 60 s after a kill -9).
-- `ix_job_live_queue_key` (live jobs by key, for the triggers and memory) and
-  `ix_job_running_locked_by` (a worker extending its leases, take-over).
+- `ix_job_live_queue_key` (live jobs by key, for the triggers and memory),
+  `ix_job_running_locked_by` (a worker extending its leases, take-over) and
+  `ix_processed_event_created_at` (retention deletes de-duplication keys by age).
 
 Existing rows: `blocked` is computed for live keyed jobs (the lowest id of each key stays the head),
 and running jobs get `run_at = locked_until`.
@@ -169,9 +170,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_worker")),
     )
     op.create_index(op.f("ix_job_worker_expires_at"), "job_worker", ["expires_at"])
+    op.create_index("ix_processed_event_created_at", "processed_event", ["created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_processed_event_created_at", table_name="processed_event")
     op.drop_index(op.f("ix_job_worker_expires_at"), table_name="job_worker")
     op.drop_table("job_worker")
     for statement in PG_DROP if _postgres() else SQLITE_DROP:
