@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from core.db.database import Database
 from core.db.models import Job, JobWorker, utcnow
+from core.jobs import __main__ as jobs_cli
 from core.jobs import heartbeat
 from core.jobs.queue import ClaimedJob, enqueue
 from core.jobs.worker import JobRegistry, Worker, WorkerConfig
@@ -195,3 +196,40 @@ async def _lease_moved(db: Database, job_id: int, leases: list[datetime]) -> boo
 async def _done(db: Database, job_id: int) -> bool:
     async with db.transaction() as session:
         return await session.scalar(select(Job.status).where(Job.id == job_id)) == "done"
+
+
+async def test_the_cli_lists_worker_heartbeats_and_their_running_jobs(
+    database_url: str,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = JobRegistry()
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def long(job: ClaimedJob) -> None:
+        started.set()
+        await release.wait()
+
+    registry.register("long", long)
+    async with db.transaction() as session:
+        await enqueue(session, "long")
+    worker = Worker(db, registry, WorkerConfig(concurrency=1, poll_interval_s=0.02, heartbeat_s=0.2))
+    worker.start()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    try:
+        await asyncio.wait_for(started.wait(), timeout=10)
+        await wait_until(lambda: _has_beaten(db, worker.id), timeout_s=10)
+        assert await asyncio.to_thread(jobs_cli.main, ["workers"]) == 0
+    finally:
+        release.set()
+        await worker.stop()
+    out = capsys.readouterr().out
+    assert f"{worker.id}  last beat" in out and "running=1  alive" in out
+
+
+async def _has_beaten(db: Database, worker_id: str) -> bool:
+    async with db.transaction() as session:
+        return await session.get(JobWorker, worker_id) is not None
