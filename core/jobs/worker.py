@@ -240,7 +240,7 @@ class Worker:
     async def _beat_once(self, *, first: bool, take_over: bool) -> None:
         config = self.config
         now, started = utcnow(), asyncio.get_running_loop().time()
-        running = list(self._running.values())
+        running = list(self._running)
         freed: list[int] = []
         async with self.db.bookkeeping() as conn:
             window = timedelta(seconds=config.heartbeat_s * heartbeat.DEAD_AFTER_BEATS)
@@ -262,8 +262,12 @@ class Worker:
             if take_over:
                 freed += await heartbeat.take_over_dead(conn, now=now)
         # The leases are extended: each running handler may go on, up to its own max_run_s.
-        for watchdog, began in running:
-            watchdog.reschedule(min(began + config.max_run_s, started + config.lease_s * 0.8))
+        for job_id in running:
+            # Only handlers still running (one may have finished, or timed out, while we beat).
+            watched = self._running.get(job_id)
+            if watched is not None and not watched[0].expired():
+                watchdog, began = watched
+                watchdog.reschedule(min(began + config.max_run_s, started + config.lease_s * 0.8))
         if freed:
             log.warning("took over the jobs of dead workers", extra={"job_ids": freed})
             self.wake()
