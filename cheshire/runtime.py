@@ -143,6 +143,7 @@ def build_runtime(settings: Settings) -> Runtime:
             *(telegram.on_shutdown if telegram else ()),
             *channels.on_shutdown,
             *conversation.on_shutdown,
+            *jobs.on_shutdown,
         ),
     )
 

@@ -99,12 +99,13 @@ def wire_booking(
 @dataclass(frozen=True, slots=True)
 class JobsWiring:
     on_startup: tuple[Hook, ...]
+    on_shutdown: tuple[Hook, ...]
 
 
 def wire_jobs(*, settings: Settings, db: Database, registry: JobRegistry) -> JobsWiring:
-    """The hourly `prune` job (JOB_RETENTION_DAYS, JOB_DEAD_RETENTION_DAYS, MESSAGE_RETENTION_DAYS),
-    seeded at start-up."""
-    from core.jobs.retention import Retention, register_prune_job, seed_prune
+    """The hourly `prune` job (JOB_RETENTION_DAYS, JOB_DEAD_RETENTION_DAYS, MESSAGE_RETENTION_DAYS)
+    and the process's clock that queues it."""
+    from core.jobs.retention import PruneSchedule, Retention, register_prune_job
 
     retention = Retention.of_days(
         jobs=settings.job_retention_days,
@@ -112,7 +113,8 @@ def wire_jobs(*, settings: Settings, db: Database, registry: JobRegistry) -> Job
         messages=settings.message_retention_days,
     )
     register_prune_job(registry, db=db, retention=retention)
-    return JobsWiring(on_startup=(partial(seed_prune, db),))
+    schedule = PruneSchedule(db)
+    return JobsWiring(on_startup=(schedule.start,), on_shutdown=(schedule.stop,))
 
 
 # --- Telegram (the bot, its sender, Kimmie's notifier): bot/wiring.py -----------------------------

@@ -1,9 +1,10 @@
 """Retention: the `prune` job deletes, in small batches, what nothing will read again (issue 15).
 
-Without it the job table only grows, and a claim over 21.9k never-analysed rows took a second. Each
-run schedules the next one first (hourly, or in a minute when it stopped with work left), so a
-failing run never breaks the chain; every process seeds it at start-up, and the idempotency key of
-the hour makes that one job whoever asks.
+Without it the job table only grows, and a claim over 21.9k never-analysed rows took a second.
+Every process runs `PruneSchedule`: a minute after start-up and then every hour it enqueues a prune
+due now, keyed by the hour, so all processes together queue one per hour and nothing waits in the
+queue in between (a test or bench waiting for an idle queue is not kept waiting by a job due in an
+hour). A run that stops with work left queues the next one in a minute.
 
 What goes, each batch in its own short transaction:
 - done and cancelled jobs finished more than JOB_RETENTION_DAYS ago, dead jobs after
@@ -25,6 +26,8 @@ What goes, each batch in its own short transaction:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +50,7 @@ BATCH = 500
 MAX_BATCHES = 100
 EVERY = timedelta(hours=1)
 SOON = timedelta(minutes=1)
+FIRST_AFTER_S = 60.0  # start-up is busy enough; and a short-lived process (a test) never prunes
 LIVE = ("queued", "running")
 DELIVERED = ("received", "sent")
 
@@ -172,16 +176,10 @@ async def schedule_prune(session: AsyncSession, *, at: datetime) -> None:
     )
 
 
-def _next_hour(now: datetime) -> datetime:
-    return (now + EVERY).replace(minute=0, second=0, microsecond=0)
-
-
 def register_prune_job(registry: JobRegistry, *, db: Database, retention: Retention) -> None:
     async def run(job: ClaimedJob) -> None:
         PrunePayload.load(job.payload)
         now = utcnow()
-        async with db.transaction() as session:  # the next run first: a failure here never ends the chain
-            await schedule_prune(session, at=_next_hour(now))
         removed, more = await prune(db, retention=retention, now=now)
         if more:
             async with db.transaction() as session:
@@ -191,8 +189,42 @@ def register_prune_job(registry: JobRegistry, *, db: Database, retention: Retent
     registry.register(PRUNE_JOB, run)
 
 
-async def seed_prune(db: Database) -> None:
-    """Start-up: make sure a prune is scheduled (the hour's key makes it one for all processes)."""
-    now = utcnow()
+async def enqueue_hourly_prune(db: Database, *, now: datetime | None = None) -> None:
+    """Queue this hour's prune, due now (a no-op when some process already did)."""
+    hour = (now or utcnow()).replace(minute=0, second=0, microsecond=0)
     async with db.transaction() as session:
-        await schedule_prune(session, at=now.replace(minute=0, second=0, microsecond=0))
+        await enqueue(
+            session, PRUNE_JOB, PrunePayload().dump(), idempotency_key=f"{PRUNE_JOB}:{hour:%Y-%m-%dT%H}"
+        )
+
+
+class PruneSchedule:
+    """The process's clock for retention: `start()` at start-up, `stop()` at shutdown."""
+
+    def __init__(self, db: Database, *, first_after_s: float = FIRST_AFTER_S) -> None:
+        self.db = db
+        self.first_after_s = first_after_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._tick(), name="prune-schedule")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _tick(self) -> None:
+        await asyncio.sleep(self.first_after_s)
+        while True:
+            try:
+                await enqueue_hourly_prune(self.db)
+            except Exception:  # the database is down: the next tick tries again
+                log.warning("could not queue the hourly prune", exc_info=True)
+            now = utcnow()
+            await asyncio.sleep(
+                ((now + EVERY).replace(minute=0, second=1, microsecond=0) - now).total_seconds()
+            )

@@ -4,7 +4,7 @@ or an open conversation still needs."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -14,9 +14,9 @@ from core.db.database import Database
 from core.db.models import Conversation, Job, Message, ProcessedEvent, utcnow
 from core.jobs import retention
 from core.jobs.queue import enqueue
-from core.jobs.retention import PRUNE_JOB, Retention, register_prune_job, seed_prune
+from core.jobs.retention import PRUNE_JOB, PruneSchedule, Retention, enqueue_hourly_prune, register_prune_job
 from core.jobs.worker import JobRegistry, Worker
-from tests.core.test_jobs import FAST
+from tests.core.test_jobs import FAST, wait_until
 
 DAY = timedelta(days=1)
 
@@ -174,21 +174,39 @@ async def test_prune_keeps_pending_work_and_deletes_the_rest(
     assert more is False
 
 
-async def test_the_prune_job_schedules_its_next_run_and_runs_in_a_worker(db: Database) -> None:
+async def test_the_hourly_prune_is_queued_once_per_hour_and_runs_in_a_worker(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     registry = JobRegistry()
     register_prune_job(registry, db=db, retention=Retention())
     await add_job(db, "old-done", "done", 8 * DAY)
-    await seed_prune(db)
-    await seed_prune(db)  # a second process starting: still one job
-    async with db.transaction() as session:
-        [job] = list(await session.scalars(select(Job).where(Job.kind == PRUNE_JOB)))
-    assert job.run_at <= utcnow()
+    schedule = PruneSchedule(db, first_after_s=0)
+    await schedule.start()
+    try:
+        await wait_until(lambda: _prune_jobs(db, 1), timeout_s=10)
+    finally:
+        await schedule.stop()
+    await enqueue_hourly_prune(db)  # another process's clock, the same hour: still one job
 
     assert await Worker(db, registry, FAST).run_once() == 1
     assert await job_names(db) == set()
     async with db.transaction() as session:
-        rows = list(await session.scalars(select(Job).where(Job.kind == PRUNE_JOB).order_by(Job.id)))
-    assert [row.status for row in rows] == ["done", "queued"]
-    next_run: datetime = rows[1].run_at
-    assert timedelta(0) < next_run - utcnow() <= timedelta(hours=1)
-    assert (next_run.minute, next_run.second) == (0, 0)
+        rows = list(await session.scalars(select(Job).where(Job.kind == PRUNE_JOB)))
+    assert [row.status for row in rows] == ["done"]  # nothing left waiting in the queue
+
+    # A run that stops with work left comes back in a minute.
+    monkeypatch.setattr(retention, "BATCH", 1)
+    monkeypatch.setattr(retention, "MAX_BATCHES", 2)
+    for n in range(3):
+        await add_job(db, f"old-{n}", "done", 8 * DAY)
+    await enqueue_hourly_prune(db, now=utcnow() + timedelta(hours=1))
+    assert await Worker(db, registry, FAST).run_once() == 1
+    assert await job_names(db) == {"old-2"}
+    async with db.transaction() as session:
+        later = await session.scalar(select(Job).where(Job.kind == PRUNE_JOB, Job.status == "queued"))
+    assert later is not None and timedelta(0) < later.run_at - utcnow() <= timedelta(minutes=1)
+
+
+async def _prune_jobs(db: Database, n: int) -> bool:
+    async with db.transaction() as session:
+        return len(list(await session.scalars(select(Job.id).where(Job.kind == PRUNE_JOB)))) == n
