@@ -8,7 +8,9 @@
   rows out, so a claim never walks the jobs waiting behind a busy key (issue 16: 580 ms per claim with
   100k blocked). On PostgreSQL the insert trigger takes a share lock on the key's unblocked job (so
   its completion waits for the enqueuing transaction and then sees the new row) and, when the key
-  has no live job, a per-key advisory transaction lock (so two first jobs of a key serialize).
+  has no live job, a per-key advisory transaction lock (so two first jobs of a key serialize). Two
+  transactions that each start the same two idle keys in opposite orders can deadlock on those
+  locks; PostgreSQL then aborts one (a 503, and the platform redelivers).
 - A running job's `run_at` is its lease end: the one index range `run_at <= now` then holds both the
   due queued jobs and the expired leases, and running jobs with a live lease are outside it.
 - `job_worker`: one row per worker process (id, host, pid, last beat, when it counts as dead). Jobs
