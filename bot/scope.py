@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.database import Database, insert_for
 from core.db.models import ProcessedEvent, utcnow
+from core.jobs.payloads import JobPayload, job_payload
 from core.jobs.queue import ClaimedJob, enqueue
 from core.jobs.worker import JobRegistry
 
@@ -36,6 +37,11 @@ EVENT_SOURCE = "telegram"
 # remembering them for a week dedupes every redelivery without growing forever.
 KEEP_EVENTS = timedelta(days=7)
 PRUNE_JOB = "telegram_prune_events"
+
+
+@job_payload(PRUNE_JOB)
+class PrunePayload(JobPayload):
+    """Nothing: the job prunes whatever is older than KEEP_EVENTS when it runs."""
 
 
 async def prune_events(session: AsyncSession, *, now: datetime | None = None) -> int:
@@ -51,11 +57,14 @@ async def prune_events(session: AsyncSession, *, now: datetime | None = None) ->
 async def schedule_prune(session: AsyncSession, *, now: datetime | None = None) -> None:
     """Queue tomorrow's prune (once per day, whoever asks)."""
     when = (now or utcnow()) + timedelta(days=1)
-    await enqueue(session, PRUNE_JOB, {}, run_at=when, idempotency_key=f"{PRUNE_JOB}:{when:%Y-%m-%d}")
+    await enqueue(
+        session, PRUNE_JOB, PrunePayload().dump(), run_at=when, idempotency_key=f"{PRUNE_JOB}:{when:%Y-%m-%d}"
+    )
 
 
 def register_prune_job(registry: JobRegistry, *, db: Database) -> None:
     async def prune(job: ClaimedJob) -> None:
+        PrunePayload.load(job.payload)  # a malformed one is dead at once, like every kind's
         async with db.transaction() as session:
             removed = await prune_events(session)
             await schedule_prune(session)

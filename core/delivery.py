@@ -58,9 +58,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.alerts import credentials_refused, notify_admin, resolve_alert
 from core.db.database import Database
 from core.db.models import ChannelIdentity, Client, Conversation, Message, utcnow
+from core.jobs.payloads import JobPayloadError
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater, backoff_delay
 from core.jobs.worker import JobRegistry
-from core.outbox import DELIVER_JOB
+from core.outbox import DELIVER_JOB, DeliverPayload
 from core.ports import (
     ChannelCredentialsError,
     ChannelSender,
@@ -129,7 +130,7 @@ class Delivery:
         self.settings = settings
 
     async def handle(self, job: ClaimedJob) -> None:
-        message_id = int(job.payload["message_id"])
+        message_id = DeliverPayload.load(job.payload).message_id
         pending = await self._load(message_id)
         if pending is None:
             return
@@ -359,9 +360,12 @@ def register_jobs(
     async def on_dead(job: ClaimedJob, error: str) -> None:
         # A delivery job that died of something unexpected (not a delivery error) leaves its message
         # visibly dead too, and Kimmie is told.
-        if job.kind != DELIVER_JOB or "message_id" not in job.payload:
+        if job.kind != DELIVER_JOB:
             return
-        message_id = int(job.payload["message_id"])
+        try:
+            message_id = DeliverPayload.load(job.payload).message_id
+        except JobPayloadError:
+            return  # no message to mark: the job's own error says why it died
         async with db.transaction() as session:
             if await _mark_dead_if_pending(session, message_id, error):
                 await notify_admin(

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.database import SUBSCRIBERS_KEY, Database
 from core.db.models import DomainEvent, utcnow
+from core.jobs.payloads import JobPayload, check_payload, job_payload
 from core.jobs.queue import ClaimedJob, PermanentJobError, enqueue
 from core.jobs.worker import JobRegistry
 
@@ -56,6 +57,19 @@ BOOKING_EVENTS = (
 # Events written by a single SQL statement (first contacts at ingest, core/conversation/ingest.py)
 # cannot run Python follow-ups in it: the statement queues this job, which runs the subscribers.
 DISPATCH_JOB = "dispatch_event"
+
+
+class EventPayload(JobPayload):
+    """A job about one stored event: what `job_follow_up` queues. An integration's kind declares
+    its model as a subclass (`@job_payload("crm_sync") class CrmSyncPayload(EventPayload): pass`)
+    and its handler reads the event with `load_event`."""
+
+    event_id: str
+
+
+@job_payload(DISPATCH_JOB)
+class DispatchEventPayload(EventPayload):
+    """Built in SQL by ingest's one-statement path (`jsonb_build_object('event_id', ...)`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +128,15 @@ class FollowUps:
 def job_follow_up(job_kind: str, *, name: str = "") -> FollowUp:
     """The usual integration subscriber: one job per event, carrying only the event id, keyed by it
     (a re-emitted event cannot queue twice) and ordered per subject (one booking's events run in the
-    order they happened)."""
+    order they happened). `job_kind` must have an `EventPayload` model already: checked here, at
+    wiring, rather than at the first event."""
+    check_payload(job_kind, EventPayload(event_id="wiring-check").dump())
 
     async def start(session: AsyncSession, event: Event) -> None:
         await enqueue(
             session,
             job_kind,
-            {"event_id": event.id},
+            EventPayload(event_id=event.id).dump(),
             idempotency_key=f"{job_kind}:{event.id}",
             queue_key=f"{job_kind}:{event.subject}",
         )
@@ -178,7 +194,7 @@ def register_jobs(registry: JobRegistry, *, db: Database, subscribers: FollowUps
     in one transaction (a retry cannot queue them twice: `job_follow_up` keys its jobs by event id)."""
 
     async def dispatch(job: ClaimedJob) -> None:
-        event_id = str(job.payload.get("event_id") or "")
+        event_id = DispatchEventPayload.load(job.payload).event_id
         async with db.transaction() as session:
             event = await load_event(session, event_id)
             if event is None:

@@ -11,10 +11,19 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Message, utcnow
+from core.jobs.payloads import JobPayload, job_payload
 from core.jobs.queue import NewJob, enqueue_many
 from core.types import Author, DeliveryStatus, Direction, OutboundMessage
 
 DELIVER_JOB = "deliver_message"
+
+
+@job_payload(DELIVER_JOB)
+class DeliverPayload(JobPayload):
+    """The outbound message to send (core/delivery.py reads the rest from its row)."""
+
+    message_id: int
+
 
 _message = cast(Table, Message.__table__)
 # Built once: each call only binds values (SQLAlchemy reuses the compiled form, asyncpg its prepared
@@ -62,7 +71,7 @@ async def queue_outbound(
         [
             NewJob(
                 DELIVER_JOB,
-                {"message_id": message_id},
+                DeliverPayload(message_id=message_id).dump(),
                 idempotency_key=f"deliver:{message_id}",
                 # One conversation's replies leave in the order they were written.
                 queue_key=f"deliver:conversation:{conversation_id}",

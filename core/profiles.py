@@ -33,7 +33,8 @@ from core.alerts import credentials_refused
 from core.customers import client_updated
 from core.db.database import Database
 from core.db.models import ChannelIdentity, Client, Conversation
-from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater, backoff_delay, enqueue
+from core.jobs.payloads import JobPayload, job_payload
+from core.jobs.queue import ClaimedJob, RetryLater, backoff_delay, enqueue
 from core.jobs.worker import JobRegistry
 from core.ports import (
     ChannelCredentialsError,
@@ -54,6 +55,11 @@ PROFILE_MAX_ATTEMPTS = 5
 CREDENTIALS_RETRY_S = 300.0
 
 
+@job_payload(PROFILE_JOB)
+class FetchProfilePayload(JobPayload):
+    identity_id: int
+
+
 def profile_job_key(identity_id: int) -> str:
     return f"profile:{identity_id}"
 
@@ -68,7 +74,7 @@ async def queue_profile_lookup(
     await enqueue(
         session,
         PROFILE_JOB,
-        {"identity_id": conversation.identity_id},
+        FetchProfilePayload(identity_id=conversation.identity_id).dump(),
         idempotency_key=profile_job_key(conversation.identity_id),
         max_attempts=PROFILE_MAX_ATTEMPTS,
     )
@@ -86,10 +92,7 @@ class ProfileJobs:
         self.sources = sources
 
     async def handle(self, job: ClaimedJob) -> None:
-        try:
-            identity_id = int(job.payload["identity_id"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PermanentJobError(f"bad payload: {exc}") from None
+        identity_id = FetchProfilePayload.load(job.payload).identity_id
         wanted = await self._wanted(identity_id)
         if wanted is None:
             return

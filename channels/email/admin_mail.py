@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from channels.email.sender import SmtpConfig, build_mail, send_mail
+from core.alerts import NotifyAdminPayload
 from core.booking.api import BookingService, NotFoundError
 from core.db.database import Database
 from core.jobs.queue import ClaimedJob, PermanentJobError
@@ -35,6 +35,7 @@ from core.notify.facts import (
     pet_traits,
     vaccination,
 )
+from core.notify.jobs import AdminEmailPayload
 from core.ports import ChannelCredentialsError, PermanentDeliveryError, RecipientUnreachableError
 from core.settings import Settings
 
@@ -109,14 +110,11 @@ class AdminMailer:
         self.booking = booking
 
     async def handle(self, job: ClaimedJob) -> None:
-        payload = job.payload
-        try:
-            mail = await self.render(payload)
-        except (KeyError, ValueError) as exc:
-            raise PermanentJobError(f"bad notify_admin payload: {exc}") from None
+        payload = AdminEmailPayload.load(job.payload)  # malformed: dead at once
+        mail = await self.render(payload)
         if mail is None:
             return  # nothing Kimmie needs to read (her own change, a record since deleted)
-        notification = f"{payload.get('notify_job_id', job.id)}.{payload.get('handed_over_ms', 0)}"
+        notification = f"{payload.notify_job_id}.{payload.handed_over_ms}"
         message = build_mail(
             self.config,
             from_name=f"{self.settings.assistant_name} ({self.settings.business_name})",
@@ -133,29 +131,26 @@ class AdminMailer:
         except ChannelCredentialsError:
             log.error("the SMTP server refused our login: check SMTP_URL; the notification e-mail waits")
             raise
-        log.info("notification e-mailed to Kimmie", extra={"type": payload.get("type")})
+        log.info("notification e-mailed to Kimmie", extra={"type": payload.type})
 
     def subject(self, mail: AdminMail) -> str:
         subject = f"{self.settings.business_name}: {mail.kind} — {mail.headline}"
         return subject if len(subject) <= SUBJECT_CHARS else subject[: SUBJECT_CHARS - 1].rstrip() + "…"
 
-    def body(self, mail: AdminMail, payload: dict[str, Any]) -> str:
-        footer = ["-- ", f"Sent by e-mail: {payload.get('fallback_reason') or 'Telegram could not take it'}."]
+    def body(self, mail: AdminMail, payload: AdminEmailPayload) -> str:
+        footer = ["-- ", f"Sent by e-mail: {payload.fallback_reason or 'Telegram could not take it'}."]
         if self.settings.telegram_mode != "off":
             footer.append("Approve, decline or open the chat in the Cheshire bot in Telegram (/pending).")
         return mail.body.rstrip() + "\n\n" + "\n".join(footer) + "\n"
 
-    async def render(self, payload: dict[str, Any]) -> AdminMail | None:
-        kind = payload.get("type")
-        if kind == "alert":
-            return self.alert(str(payload.get("text", "")))
-        if kind == "booking_request":
-            return await self.booking_request(int(payload["appointment_id"]))
-        if kind == "booking_changed":
-            return await self.booking_changed(int(payload["appointment_id"]), str(payload.get("event", "")))
-        if kind == "handover":
-            return await self.handover(int(payload["conversation_id"]), str(payload.get("reason", "")))
-        raise PermanentJobError(f"unknown notify_admin type {kind!r}")
+    async def render(self, payload: NotifyAdminPayload) -> AdminMail | None:
+        if payload.type == "alert":
+            return self.alert(payload.text or "")
+        if payload.type == "booking_request":
+            return await self.booking_request(payload.appointment)
+        if payload.type == "booking_changed":
+            return await self.booking_changed(payload.appointment, payload.event or "")
+        return await self.handover(payload.conversation, payload.reason or "")
 
     async def _card(self, appointment_id: int) -> views.CardData | None:
         async with self.db.transaction() as session:

@@ -23,6 +23,7 @@ from core.booking import texts
 from core.booking.records import CONFIRMED, REQUESTED, customer_conversation
 from core.db.models import Appointment
 from core.events import Event, FollowUp, FollowUps
+from core.jobs.payloads import JobPayload, job_payload
 from core.jobs.queue import cancel_jobs, enqueue
 from core.outbox import DELIVER_JOB, queue_outbound
 from core.types import Author, Booking, OutboundMessage, QuickReply
@@ -35,6 +36,36 @@ REMINDER_JOB = "booking_reminder"
 REBOOK_JOB = "booking_rebook_nudge"
 CALENDAR_UPSERT_JOB = "calendar_upsert"
 CALENDAR_DELETE_JOB = "calendar_delete"
+
+
+# Their payloads, here beside the kinds: this module queues them, core/booking/jobs.py reads them.
+class AppointmentPayload(JobPayload):
+    appointment_id: int
+
+
+@job_payload(EXPIRE_HOLD_JOB)
+class ExpireHoldPayload(AppointmentPayload):
+    pass
+
+
+@job_payload(REMINDER_JOB)
+class ReminderPayload(AppointmentPayload):
+    pass
+
+
+@job_payload(REBOOK_JOB)
+class RebookPayload(AppointmentPayload):
+    weeks: int | None = None  # 0 or missing: REBOOKING_WEEKS
+
+
+@job_payload(CALENDAR_UPSERT_JOB)
+class CalendarUpsertPayload(AppointmentPayload):
+    pass
+
+
+@job_payload(CALENDAR_DELETE_JOB)
+class CalendarDeletePayload(AppointmentPayload):
+    event_id: str | None = None  # None: the event was never written (the adapter looks it up)
 
 
 def expire_key(appointment_id: int) -> str:
@@ -178,7 +209,7 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
         await enqueue(
             session,
             EXPIRE_HOLD_JOB,
-            {"appointment_id": appt.id},
+            ExpireHoldPayload(appointment_id=appt.id).dump(),
             run_at=appt.hold_expires_at,
             idempotency_key=expire_key(appt.id),
         )
@@ -192,7 +223,7 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
         await enqueue(
             session,
             REMINDER_JOB,
-            {"appointment_id": booking.id},
+            ReminderPayload(appointment_id=booking.id).dump(),
             run_at=booking.start - timedelta(hours=env.reminder_hours_before),
             idempotency_key=reminder_key(booking.id),
         )
@@ -206,7 +237,7 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
         await enqueue(
             session,
             REBOOK_JOB,
-            {"appointment_id": change.appt.id, "weeks": weeks},
+            RebookPayload(appointment_id=change.appt.id, weeks=weeks).dump(),
             run_at=max(change.appt.end_at, env.now()) + timedelta(weeks=weeks),
             idempotency_key=rebook_key(change.appt.id),
         )
@@ -214,16 +245,15 @@ def booking_follow_ups(env: BookingEnv) -> FollowUps:
     # --- Google Calendar ---------------------------------------------------------------------------
     async def calendar_write(session: AsyncSession, event: Event) -> None:
         appt = change_of(event).appt
-        await enqueue(
-            session, CALENDAR_UPSERT_JOB, {"appointment_id": appt.id}, queue_key=f"calendar:{appt.id}"
-        )
+        payload = CalendarUpsertPayload(appointment_id=appt.id)
+        await enqueue(session, CALENDAR_UPSERT_JOB, payload.dump(), queue_key=f"calendar:{appt.id}")
 
     async def calendar_remove(session: AsyncSession, event: Event) -> None:
         appt = change_of(event).appt
         await enqueue(
             session,
             CALENDAR_DELETE_JOB,
-            {"appointment_id": appt.id, "event_id": appt.calendar_event_id},
+            CalendarDeletePayload(appointment_id=appt.id, event_id=appt.calendar_event_id).dump(),
             queue_key=f"calendar:{appt.id}",
         )
 

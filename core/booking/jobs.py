@@ -1,8 +1,9 @@
 """Job handlers of the booking domain: hold expiry, reminders, rebooking nudges, calendar writes.
 
-Each handler opens its own short transaction. Calendar handlers read in one transaction, call
-Google with none open, and write the event id back in another (never a transaction across a
-network call).
+Each handler reads its payload with its model (core/booking/followups.py, which queues them; a
+malformed one ends the job dead at once) and opens its own short transaction. Calendar handlers
+read in one transaction, call Google with none open, and write the event id back in another (never
+a transaction across a network call).
 """
 
 from __future__ import annotations
@@ -16,23 +17,21 @@ from core.booking.followups import (
     EXPIRE_HOLD_JOB,
     REBOOK_JOB,
     REMINDER_JOB,
+    CalendarDeletePayload,
+    CalendarUpsertPayload,
+    ExpireHoldPayload,
+    RebookPayload,
+    ReminderPayload,
 )
 from core.booking.service import DefaultBookingService
 from core.db.database import Database
-from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater
+from core.jobs.queue import ClaimedJob, RetryLater
 from core.jobs.worker import JobRegistry
 from core.ports import CalendarProvider, CalendarUnavailableError
 from core.settings import Settings
 from core.types import AppointmentStatus
 
 log = logging.getLogger(__name__)
-
-
-def _appointment_id(job: ClaimedJob) -> int:
-    try:
-        return int(job.payload["appointment_id"])
-    except (KeyError, TypeError, ValueError):
-        raise PermanentJobError("payload has no appointment_id") from None
 
 
 def register_jobs(
@@ -47,17 +46,20 @@ def register_jobs(
     service enqueues them only then)."""
 
     async def expire_hold(job: ClaimedJob) -> None:
+        payload = ExpireHoldPayload.load(job.payload)
         async with db.transaction() as session:
-            await booking.expire_hold(session, appointment_id=_appointment_id(job))
+            await booking.expire_hold(session, appointment_id=payload.appointment_id)
 
     async def reminder(job: ClaimedJob) -> None:
+        payload = ReminderPayload.load(job.payload)
         async with db.transaction() as session:
-            await booking.send_reminder(session, appointment_id=_appointment_id(job))
+            await booking.send_reminder(session, appointment_id=payload.appointment_id)
 
     async def rebook(job: ClaimedJob) -> None:
-        weeks = int(job.payload.get("weeks") or settings.rebooking_weeks)
+        payload = RebookPayload.load(job.payload)
+        weeks = payload.weeks or settings.rebooking_weeks
         async with db.transaction() as session:
-            await booking.send_rebooking_nudge(session, appointment_id=_appointment_id(job), weeks=weeks)
+            await booking.send_rebooking_nudge(session, appointment_id=payload.appointment_id, weeks=weeks)
 
     registry.register(EXPIRE_HOLD_JOB, expire_hold)
     registry.register(REMINDER_JOB, reminder)
@@ -67,7 +69,7 @@ def register_jobs(
     cal = calendar
 
     async def calendar_upsert(job: ClaimedJob) -> None:
-        appointment_id = _appointment_id(job)
+        appointment_id = CalendarUpsertPayload.load(job.payload).appointment_id
         async with db.transaction() as session:
             try:
                 current = await booking.get_booking(session, appointment_id)
@@ -88,10 +90,9 @@ def register_jobs(
             await booking.set_calendar_event(session, appointment_id, event_id)
 
     async def calendar_delete(job: ClaimedJob) -> None:
-        appointment_id = _appointment_id(job)
-        event_id = job.payload.get("event_id")
+        payload = CalendarDeletePayload.load(job.payload)
         try:
-            await cal.delete_event(appointment_id, str(event_id) if event_id else None)
+            await cal.delete_event(payload.appointment_id, payload.event_id or None)
         except CalendarUnavailableError as exc:
             raise RetryLater(min(60.0 * job.attempts, 900.0), f"calendar unavailable: {exc}") from None
 

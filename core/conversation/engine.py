@@ -32,7 +32,7 @@ from core.alerts import raise_alert
 from core.booking.api import BookingService
 from core.conversation import memory
 from core.conversation import payloads as pl
-from core.conversation.ingest import PROCESS_JOB
+from core.conversation.ingest import PROCESS_JOB, ProcessMessagePayload
 from core.conversation.offline import OfflineResponder
 from core.conversation.prompt import context_prompt, stable_prompt
 from core.conversation.summarize import register_summary_job
@@ -40,7 +40,7 @@ from core.conversation.takeover import handover_requested, is_active, release_if
 from core.conversation.tools import ContactLinks, ToolBox, ToolContext
 from core.db.database import Database
 from core.db.models import ChannelIdentity, Client, Conversation, Message, utcnow
-from core.jobs.queue import ClaimedJob, PermanentJobError
+from core.jobs.queue import ClaimedJob
 from core.jobs.worker import JobRegistry
 from core.llm.types import (
     AllProvidersFailedError,
@@ -361,12 +361,8 @@ def register_jobs(registry: JobRegistry, *, engine: ConversationEngine, db: Data
     del db  # the engine holds the database; accepted for a uniform wiring signature
 
     async def process_message(job: ClaimedJob) -> None:
-        try:
-            message_id = int(job.payload["message_id"])
-            conversation_id = int(job.payload["conversation_id"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PermanentJobError(f"bad payload: {exc}") from None
-        await engine.process(message_id, conversation_id)
+        payload = ProcessMessagePayload.load(job.payload)
+        await engine.process(payload.message_id, payload.conversation_id)
 
     registry.register(PROCESS_JOB, process_message)
     # Older turns folded by memory are re-summarized by the same model chain, off the customer's turn.

@@ -30,12 +30,23 @@ from core import customers
 from core.db.database import ENQUEUED_FLAG, SUBSCRIBERS_KEY, Database, dialect_name, insert_for
 from core.db.models import ChannelIdentity, Client, Conversation, Message, UtcDateTime, utcnow
 from core.events import CLIENT_CREATED, DISPATCH_JOB, FollowUps
+from core.jobs.payloads import JobPayload, job_payload
 from core.jobs.queue import DEFAULT_MAX_ATTEMPTS, NewJob, enqueue_many
 from core.types import Author, DeliveryStatus, Direction, InboundMessage
 
 log = logging.getLogger(__name__)
 
 PROCESS_JOB = "process_message"
+
+
+@job_payload(PROCESS_JOB)
+class ProcessMessagePayload(JobPayload):
+    """One stored inbound message for the engine (core/conversation/engine.py). PostgreSQL's one-statement
+    path builds the same object in SQL (`jsonb_build_object` below)."""
+
+    message_id: int
+    conversation_id: int
+
 
 _identity = cast(Table, ChannelIdentity.__table__)
 _conversation = cast(Table, Conversation.__table__)
@@ -137,7 +148,7 @@ async def _store_portable(session: AsyncSession, inbounds: list[InboundMessage])
         [
             NewJob(
                 PROCESS_JOB,
-                {"message_id": message_id, "conversation_id": conversation_id},
+                ProcessMessagePayload(message_id=message_id, conversation_id=conversation_id).dump(),
                 idempotency_key=f"process:{message_id}",
                 queue_key=conversation_queue_key(conversation_id),
             )

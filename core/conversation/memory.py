@@ -22,6 +22,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.models import Conversation, Job, Message
+from core.jobs.payloads import JobPayload, job_payload
 from core.jobs.queue import enqueue
 from core.llm.types import ChatMessage
 from core.types import Author, Direction
@@ -34,6 +35,16 @@ SUMMARIZE_JOB = "summarize_conversation"
 # Each folded message as the summarizing model reads it (longer than a summary line, still bounded).
 TRANSCRIPT_LINE_MAX_CHARS = 1000
 TRANSCRIPT_MAX_CHARS = 24000  # what one summary job sends at most, newest kept
+
+
+@job_payload(SUMMARIZE_JOB)
+class SummarizePayload(JobPayload):
+    """What one summary job merges (core/conversation/summarize.py): see `queue_summary`."""
+
+    conversation_id: int
+    until: int  # the conversation's summary mark when this was queued; the job applies only at it
+    previous: str = ""
+    lines: list[str]
 
 
 class ChatRow(Protocol):
@@ -185,7 +196,9 @@ async def queue_summary(
     await enqueue(
         session,
         SUMMARIZE_JOB,
-        {"conversation_id": conversation.id, "until": until, "previous": previous or "", "lines": lines},
+        SummarizePayload(
+            conversation_id=conversation.id, until=until, previous=previous or "", lines=lines
+        ).dump(),
         idempotency_key=f"summarize:{conversation.id}:{until}",
         queue_key=queue_key,
     )

@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import select, update
 
-from core.conversation.memory import SUMMARIZE_JOB, SUMMARY_MAX_CHARS
+from core.conversation.memory import SUMMARIZE_JOB, SUMMARY_MAX_CHARS, SummarizePayload
 from core.db.database import Database
 from core.db.models import Conversation
-from core.jobs.queue import ClaimedJob, PermanentJobError
+from core.jobs.queue import ClaimedJob
 from core.jobs.worker import JobRegistry
 from core.llm.types import (
     AllProvidersFailedError,
@@ -142,21 +141,14 @@ def register_summary_job(
     """Register `summarize_conversation`. `model` is read per job: the engine's chain, as wired."""
 
     async def handler(job: ClaimedJob) -> None:
-        payload: dict[str, Any] = job.payload
-        try:
-            conversation_id = int(payload["conversation_id"])
-            until = int(payload["until"])
-            previous = str(payload.get("previous") or "")
-            lines = [str(line) for line in payload["lines"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PermanentJobError(f"bad payload: {exc}") from None
+        payload = SummarizePayload.load(job.payload)
         await summarize_conversation(
             db,
             model(),
-            conversation_id=conversation_id,
-            until=until,
-            previous=previous,
-            lines=lines,
+            conversation_id=payload.conversation_id,
+            until=payload.until,
+            previous=payload.previous,
+            lines=payload.lines,
             deadline_s=deadline_s,
         )
 

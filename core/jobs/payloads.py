@@ -25,9 +25,15 @@ from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from core.jobs.errors import PermanentJobError
 
-class JobPayloadError(ValueError):
-    """A payload that does not match its kind's model, or a kind with no model."""
+
+class JobPayloadError(PermanentJobError, ValueError):
+    """A payload that does not match its kind's model, or a kind with no model.
+
+    Raised by `enqueue` in the caller's transaction (which then rolls back), and by `load` in a
+    handler: there it is a PermanentJobError, so a stored malformed payload ends its job dead at
+    once instead of failing the same way on every retry."""
 
 
 class JobPayload(BaseModel):

@@ -34,23 +34,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from core.db.database import ENQUEUED_FLAG, dialect_name, insert_for
 from core.db.models import Job, UtcDateTime, utcnow
+from core.jobs.errors import PermanentJobError as PermanentJobError
+from core.jobs.errors import RetryLater as RetryLater
+from core.jobs.payloads import check_payload
 
 DEFAULT_MAX_ATTEMPTS = 8
 BACKOFF_BASE_S = 2.0
 BACKOFF_CAP_S = 3600.0
 MAX_ERROR_CHARS = 4000
-
-
-class RetryLater(Exception):  # noqa: N818 - it is a signal, not an error
-    """Raised by a handler to be run again after `delay_s` (e.g. a platform's retry_after)."""
-
-    def __init__(self, delay_s: float, reason: str = "") -> None:
-        super().__init__(reason or f"retry in {delay_s:.1f}s")
-        self.delay_s = delay_s
-
-
-class PermanentJobError(Exception):
-    """Raised by a handler when retrying cannot help: the job goes dead at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +64,14 @@ async def enqueue(
     queue_key: str | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> int | None:
-    """Add a job in the caller's transaction. Returns its id, or None if the key already exists."""
+    """Add a job in the caller's transaction. Returns its id, or None if the key already exists.
+
+    A payload that is not its kind's model raises JobPayloadError here, before anything is written."""
+    payload = payload or {}
+    check_payload(kind, payload)
     values = {
         "kind": kind,
-        "payload": payload or {},
+        "payload": payload,
         "status": "queued",
         "run_at": run_at or utcnow(),
         "attempts": 0,
@@ -111,9 +106,12 @@ def _insert_jobs_statement(dialect: str) -> Any:
 
 async def enqueue_many(session: AsyncSession, jobs: Sequence[NewJob]) -> None:
     """Add several due jobs in the caller's transaction with one statement, in order: jobs sharing a
-    queue key run in the order given. A job whose idempotency key already exists is skipped."""
+    queue key run in the order given. A job whose idempotency key already exists is skipped. Every
+    payload is checked against its kind's model first (JobPayloadError: none of them is written)."""
     if not jobs:
         return
+    for job in jobs:
+        check_payload(job.kind, job.payload)
     now = utcnow()
     await session.execute(
         _insert_jobs_statement(dialect_name(session)),

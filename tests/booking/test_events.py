@@ -29,16 +29,29 @@ from core.conversation.ingest import ingest
 from core.customers import save_contact
 from core.db.database import Database
 from core.db.models import Appointment, DomainEvent, Job
-from core.events import FollowUps, job_follow_up
+from core.events import EventPayload, FollowUps, job_follow_up
+from core.jobs.payloads import job_payload
 from core.jobs.queue import ClaimedJob
 from core.jobs.worker import JobRegistry
-from core.ports import Interval
 from core.settings import Settings
-from core.types import AppointmentStatus, Booking, Channel, InboundMessage
+from core.types import AppointmentStatus, Booking, Channel, InboundMessage, Interval
 from tests.booking.conftest import Clock, Customer, make_customer
 
 pytestmark = pytest.mark.usefixtures("catalog_db")
 NY = ZoneInfo("America/New_York")
+
+
+# Integrations' event jobs, as an integration declares them (one model per kind, core/jobs/payloads.py).
+@job_payload("crm_sync")
+class CrmSyncPayload(EventPayload):
+    pass
+
+
+@job_payload("n8n_post")
+class N8nPostPayload(EventPayload):
+    pass
+
+
 WED = date(2027, 3, 10)  # more than a week after the clock: reminders are ahead
 S = AppointmentStatus
 

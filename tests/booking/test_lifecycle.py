@@ -18,7 +18,7 @@ from core.db.database import Database
 from core.db.models import Appointment, Pet
 from core.jobs.worker import JobRegistry
 from core.settings import Settings
-from core.types import AppointmentStatus, Channel, Slot
+from core.types import AppointmentStatus, Booking, Channel, Slot
 from tests.booking.conftest import Clock, Customer, make_customer
 from tests.booking.helpers import admin_events, jobs, outbound, run_queued
 
@@ -44,7 +44,7 @@ async def request(
     who: Customer,
     start: datetime,
     channel: Channel | None = None,
-):  # type: ignore[no-untyped-def]
+) -> Booking:
     async with db.transaction() as session:
         return await service.request_booking(
             session,
@@ -56,7 +56,7 @@ async def request(
         )
 
 
-async def approve(db: Database, service: DefaultBookingService, appointment_id: int):  # type: ignore[no-untyped-def]
+async def approve(db: Database, service: DefaultBookingService, appointment_id: int) -> Booking:
     async with db.transaction() as session:
         return await service.approve(session, appointment_id=appointment_id)
 

@@ -3,8 +3,10 @@ busy times; a property test of the sweep; daylight-saving days in New York and L
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,8 +19,8 @@ from core.booking.catalog import Rules, Window, read_rules, set_config
 from core.booking.service import DefaultBookingService
 from core.db.database import Database
 from core.settings import Settings
-from core.types import SizeClass
-from tests.booking.conftest import Clock, load_text, make_customer, small_catalog
+from core.types import Booking, SizeClass, Slot
+from tests.booking.conftest import Clock, Customer, load_text, make_customer, small_catalog
 
 NY = ZoneInfo("America/New_York")
 TUE = date(2027, 3, 2)
@@ -28,19 +30,19 @@ def at(day: date, hh: int, mm: int = 0, tz: ZoneInfo = NY) -> datetime:
     return datetime.combine(day, time(hh, mm), tzinfo=tz).astimezone(UTC)
 
 
-def local_times(slots, tz: ZoneInfo = NY) -> list[str]:  # type: ignore[no-untyped-def]
+def local_times(slots: Sequence[Slot], tz: ZoneInfo = NY) -> list[str]:
     return [s.start.astimezone(tz).strftime("%H:%M") for s in slots]
 
 
-async def slots_on(service: DefaultBookingService, db: Database, day: date, **kwargs):  # type: ignore[no-untyped-def]
+async def slots_on(service: DefaultBookingService, db: Database, day: date, **kwargs: Any) -> list[Slot]:
     kwargs.setdefault("service_code", "nail_trim")
     async with db.transaction() as session:
         return await service.find_slots(session, date_from=day, date_to=day, limit=100, **kwargs)
 
 
 async def confirmed(
-    db: Database, service: DefaultBookingService, customer, start: datetime, code="nail_trim"
-):  # type: ignore[no-untyped-def]
+    db: Database, service: DefaultBookingService, customer: Customer, start: datetime, code: str = "nail_trim"
+) -> Booking:
     async with db.transaction() as session:
         b = await service.request_booking(
             session,
@@ -233,17 +235,18 @@ def test_no_offered_slot_overlaps_busy_or_leaves_hours(
     days = [_BASE.date() + timedelta(days=n) for n in range(4)]
     windows = [w for d in days for w in day_windows(rules, d, NY)]
     spans = [(_BASE + timedelta(minutes=s), _BASE + timedelta(minutes=s + n)) for s, n in busy]
-    kwargs = dict(
-        duration=timedelta(minutes=duration),
-        step=timedelta(minutes=step),
-        earliest=_BASE + timedelta(minutes=earliest),
+    length, every = timedelta(minutes=duration), timedelta(minutes=step)
+    start_from = _BASE + timedelta(minutes=earliest)
+    got = free_starts(
+        windows, widen(spans, timedelta(minutes=buffer)), duration=length, step=every, earliest=start_from
     )
-    got = free_starts(windows, widen(spans, timedelta(minutes=buffer)), **kwargs)  # type: ignore[arg-type]
-    assert got == naive_free_starts(windows, spans, buffer=timedelta(minutes=buffer), **kwargs)  # type: ignore[arg-type]
+    assert got == naive_free_starts(
+        windows, spans, buffer=timedelta(minutes=buffer), duration=length, step=every, earliest=start_from
+    )
     gap = timedelta(minutes=buffer)
     for t in got:
         end = t + timedelta(minutes=duration)
-        assert t >= kwargs["earliest"]
+        assert t >= start_from
         assert any(ws <= t and end <= we for ws, we in windows), "slot leaves working hours"
         assert not any(t < e + gap and s - gap < end for s, e in spans), "slot overlaps a busy interval"
 

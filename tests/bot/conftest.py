@@ -17,7 +17,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import Update
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from bot.sender import SendLimiter, TelegramSender
 from bot.setup import build_dispatcher, register_jobs
@@ -177,7 +177,7 @@ class Harness:
                 size_class=pet.pop("size_class", SizeClass.SMALL),
                 **pet,
             )
-            await session.execute(Job.__table__.delete().where(Job.kind == "process_message"))
+            await session.execute(delete(Job).where(Job.kind == "process_message"))
         return result.client_id, saved.id, result.conversation_id
 
     async def request(

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from cheshire.runtime import Runtime, build_runtime
 from core import customers
@@ -117,7 +117,7 @@ class Salon:
             pet = await customers.save_pet(
                 session, client_id=seen.client_id, name="Bella", breed="Poodle", size_class=SizeClass.SMALL
             )
-            await session.execute(Job.__table__.delete().where(Job.kind == "process_message"))
+            await session.execute(delete(Job).where(Job.kind == "process_message"))
         async with self.db.transaction() as session:
             slots = await self.rt.booking.find_slots(
                 session, service_code="full_groom", pet_ids=[pet.id], client_id=seen.client_id

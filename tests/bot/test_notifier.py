@@ -13,9 +13,10 @@ from core.alerts import notify_admin, raise_alert
 from core.db.models import Appointment, Pet
 from core.notify.log_notifier import LoggingNotifier
 from tests.bot.conftest import KIMMIE, Harness
+from tests.fakes.telegram_api import Call
 
 
-def _to_kimmie(h: Harness, method: str = "sendMessage") -> list:
+def _to_kimmie(h: Harness, method: str = "sendMessage") -> list[Call]:
     return [c for c in h.fake.calls_to(method) if c.chat_id == KIMMIE]
 
 
@@ -70,6 +71,7 @@ async def test_a_pet_with_a_photo_gets_a_photo_card_whose_caption_is_edited(harn
     assert card.data["photo"] == "https://example.test/bella.jpg" and "Booking request" in card.text
     async with h.db.transaction() as session:
         message_id = (await session.get_one(Appointment, booking.id)).admin_card_message_id
+    assert message_id is not None
     await h.feed(
         h.callback(
             KIMMIE, ApptAction(action="approve", appointment_id=booking.id).pack(), message_id=message_id

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
@@ -21,12 +22,13 @@ from tests.bot.conftest import CUSTOMER, Harness, build_harness, make_settings
 from tests.fakes.telegram_api import FakeTelegramAPI
 
 SECRET = "s3cr3t-Token_1"
+Served = tuple[Harness, TestClient[web.Request, web.Application]]  # the bot's harness, the app's client
 
 
 @contextlib.asynccontextmanager
 async def serving(
     db: Database, fake_tg: FakeTelegramAPI, aiohttp_client: Any, *, limited: bool = False, **settings_: Any
-) -> AsyncIterator[tuple[Harness, TestClient]]:
+) -> AsyncIterator[Served]:
     """The webhook on the shared app (`limited`: with the channel middlewares and their limits)."""
     settings = make_settings(
         db.url, public_base_url="https://cheshire.example", telegram_webhook_secret=SECRET, **settings_
@@ -44,9 +46,7 @@ async def serving(
 
 
 @pytest.fixture
-async def webhook(
-    db: Database, fake_tg: FakeTelegramAPI, aiohttp_client: Any
-) -> AsyncIterator[tuple[Harness, TestClient]]:
+async def webhook(db: Database, fake_tg: FakeTelegramAPI, aiohttp_client: Any) -> AsyncIterator[Served]:
     async with serving(db, fake_tg, aiohttp_client) as served:
         yield served
 
@@ -60,7 +60,7 @@ async def _inbound(h: Harness) -> list[Message]:
         return list((await session.execute(select(Message).where(Message.direction == "in"))).scalars())
 
 
-async def test_missing_or_wrong_secret_is_rejected(webhook: tuple[Harness, TestClient]) -> None:
+async def test_missing_or_wrong_secret_is_rejected(webhook: Served) -> None:
     h, client = webhook
     body = _update(h, 1)
     missing = await client.post(WEBHOOK_PATH, json=body)
@@ -70,7 +70,7 @@ async def test_missing_or_wrong_secret_is_rejected(webhook: tuple[Harness, TestC
 
 
 async def test_a_good_update_is_stored_before_200_and_a_duplicate_is_handled_once(
-    webhook: tuple[Harness, TestClient],
+    webhook: Served,
 ) -> None:
     h, client = webhook
     headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
@@ -92,7 +92,7 @@ async def test_a_good_update_is_stored_before_200_and_a_duplicate_is_handled_onc
     assert seen == 1
 
 
-async def test_a_duplicate_admin_press_is_processed_once(webhook: tuple[Harness, TestClient]) -> None:
+async def test_a_duplicate_admin_press_is_processed_once(webhook: Served) -> None:
     from bot.callbacks import ApptAction
     from tests.bot.conftest import KIMMIE
 
@@ -170,9 +170,7 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("raw", list(MALFORMED.values()), ids=list(MALFORMED))
-async def test_a_malformed_update_is_a_400_and_stores_nothing(
-    webhook: tuple[Harness, TestClient], raw: bytes
-) -> None:
+async def test_a_malformed_update_is_a_400_and_stores_nothing(webhook: Served, raw: bytes) -> None:
     h, client = webhook
     response = await client.post(
         WEBHOOK_PATH,
@@ -186,7 +184,7 @@ async def test_a_malformed_update_is_a_400_and_stores_nothing(
 
 
 async def test_a_valid_update_of_an_unknown_type_is_ignored_with_a_log_line(
-    webhook: tuple[Harness, TestClient], caplog: pytest.LogCaptureFixture
+    webhook: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
     import logging
 
@@ -203,7 +201,7 @@ async def test_a_valid_update_of_an_unknown_type_is_ignored_with_a_log_line(
     assert [m.text for m in await _inbound(h)] == ["Hi, do you groom cats?"]
 
 
-async def test_an_oversized_update_is_a_413(webhook: tuple[Harness, TestClient]) -> None:
+async def test_an_oversized_update_is_a_413(webhook: Served) -> None:
     h, client = webhook
     raw = b'{"update_id": 1, "x": "' + b"a" * (h.settings.max_body_bytes + 1) + b'"}'
     response = await client.post(WEBHOOK_PATH, data=raw, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
@@ -289,9 +287,7 @@ UNUSUAL = {
 
 
 @pytest.mark.parametrize("body", list(UNUSUAL.values()), ids=list(UNUSUAL))
-async def test_valid_but_unusual_updates_are_never_a_5xx(
-    webhook: tuple[Harness, TestClient], body: dict[str, Any]
-) -> None:
+async def test_valid_but_unusual_updates_are_never_a_5xx(webhook: Served, body: dict[str, Any]) -> None:
     _h, client = webhook
     response = await client.post(WEBHOOK_PATH, json=body, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET})
     assert response.status == 200

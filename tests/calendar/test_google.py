@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from pytest_aiohttp import AiohttpClient
 from sqlalchemy import func, select
 
 from channels.oauth import setup_routes
@@ -221,7 +222,7 @@ async def test_stored_token_is_preferred(
 
 
 async def test_oauth_callback_stores_the_refresh_token(
-    aiohttp_client, db: Database, google_settings: Settings, fake_google: FakeGoogleCalendar
+    aiohttp_client: AiohttpClient, db: Database, google_settings: Settings, fake_google: FakeGoogleCalendar
 ) -> None:
     from aiohttp import web
 

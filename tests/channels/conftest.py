@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from channels.app import create_app
 from channels.meta import views as meta_views
@@ -75,8 +76,8 @@ def channel_settings(database_url: str) -> Settings:
 
 @pytest.fixture
 async def client(
-    aiohttp_client: Callable[..., Any], db: Database, channel_settings: Settings
-) -> TestClient[Any, Any]:
+    aiohttp_client: AiohttpClient, db: Database, channel_settings: Settings
+) -> TestClient[web.Request, web.Application]:
     return await aiohttp_client(build_app(db, channel_settings))
 
 
@@ -152,7 +153,7 @@ async def service(db: Database, database_url: str, graph: FakeGraphAPI) -> Async
         await hook()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = int(runner.addresses[0][1])  # the port the OS picked
     rt.worker.start()
     try:
         yield f"http://127.0.0.1:{port}", rt, stand_in

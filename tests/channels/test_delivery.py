@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from channels.meta.sender import MetaSenders
 from channels.web.sender import WebSender
@@ -317,8 +317,8 @@ async def test_worker_dead_job_listener_marks_message_dead(db: Database, databas
     conversation = await customer_writes(db, Channel.MESSENGER, "psid-9")
     message_id = await reply(db, conversation, "messenger")
     async with db.transaction() as session:
-        await session.execute(Job.__table__.update().where(Job.kind == DELIVER_JOB).values(max_attempts=1))
-        await session.execute(Job.__table__.update().where(Job.kind != DELIVER_JOB).values(status="done"))
+        await session.execute(update(Job).where(Job.kind == DELIVER_JOB).values(max_attempts=1))
+        await session.execute(update(Job).where(Job.kind != DELIVER_JOB).values(status="done"))
     worker = Worker(db, registry, WorkerConfig(concurrency=1))
     assert await worker.run_once() == 1
     row = await message(db, message_id)

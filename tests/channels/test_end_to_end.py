@@ -13,6 +13,7 @@ import asyncio
 import aiohttp
 from sqlalchemy import func, select
 
+from channels.meta.sender import MetaSender
 from channels.meta.views import sign
 from core.conversation.ingest import PROCESS_JOB
 from core.db.database import Database
@@ -79,7 +80,8 @@ async def test_same_event_five_times_one_message_one_reply(
     replies = await outbound(db)
     # Every reply the engine wrote was delivered exactly once (a long reply is several Send API calls).
     sender = rt.senders["messenger"]
-    expected_calls = sum(len(sender.requests_for(_as_outbound(r))) for r in replies)  # type: ignore[attr-defined]
+    assert isinstance(sender, MetaSender)
+    expected_calls = sum(len(sender.requests_for(_as_outbound(r))) for r in replies)
     assert replies and all(r.delivery_status == "sent" for r in replies)
     assert len(graph.sent) == expected_calls
     if stand_in:

@@ -39,14 +39,16 @@ def _post(*mids: str, sender: str = "customer") -> bytes:
 async def _answered(db: Database) -> list[str]:
     """Platform ids of the stored messages that got an assistant turn (a process job)."""
     async with db.transaction() as session:
-        ids = dict((await session.execute(select(Message.id, Message.platform_message_id))).all())
+        rows = await session.execute(select(Message.id, Message.platform_message_id))
+        ids = {message_id: str(mid) for message_id, mid in rows.all()}
         jobs = (await session.execute(select(Job.payload).where(Job.kind == PROCESS_JOB))).scalars().all()
     return sorted(ids[job["message_id"]] for job in jobs)
 
 
 async def _stored(db: Database) -> list[str]:
     async with db.transaction() as session:
-        return sorted((await session.execute(select(Message.platform_message_id))).scalars())
+        mids = (await session.execute(select(Message.platform_message_id))).scalars()
+        return sorted(str(mid) for mid in mids)
 
 
 async def test_redeliveries_never_push_a_new_message_over_the_quota(

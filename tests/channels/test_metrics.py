@@ -24,6 +24,7 @@ from core.jobs.worker import JobRegistry, Worker, WorkerConfig
 from core.metrics import Metrics
 from core.settings import Settings
 from tests.channels.conftest import make_settings
+from tests.support import job_kinds
 
 TOKEN = "scrape-token-5f1c2a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -95,9 +96,17 @@ async def test_the_scheme_is_case_insensitive(
 # --- the job queue ------------------------------------------------------------------------------------
 
 
+# Real kinds get payloads their models accept; the invented ones are tests/support/job_kinds.py's.
+PAYLOADS: dict[str, dict[str, Any]] = {
+    "deliver_message": {"message_id": 1},
+    "process_message": {"message_id": 1, "conversation_id": 1},
+}
+
+
 async def add_job(db: Database, kind: str, status: str, *, run_at_ago_s: float = 0.0) -> int:
+    payload = PAYLOADS.get(kind) or job_kinds.Numbered(n=1).dump()
     async with db.transaction() as session:
-        job_id = await enqueue(session, kind, {"n": 1}, run_at=utcnow() - timedelta(seconds=run_at_ago_s))
+        job_id = await enqueue(session, kind, payload, run_at=utcnow() - timedelta(seconds=run_at_ago_s))
         assert job_id is not None
         if status != "queued":
             await session.execute(update(Job).where(Job.id == job_id).values(status=status))

@@ -253,7 +253,8 @@ async def test_webhook_sender_flood_is_stored_unanswered_and_others_answered(
     raw = json.dumps({"object": "page", "entry": [{"id": "PAGE", "time": 1, "messaging": events}]}).encode()
     assert (await post_signed(client, "/webhook/facebook", raw)).status == 200
     async with db.transaction() as session:
-        stored = dict((await session.execute(select(Message.platform_message_id, Message.id))).all())
+        rows = await session.execute(select(Message.platform_message_id, Message.id))
+        stored = {str(mid): message_id for mid, message_id in rows.all()}
         jobs = (await session.execute(select(Job.payload).where(Job.kind == PROCESS_JOB))).scalars().all()
     # Nothing is lost: every event is stored for Kimmie to read...
     assert sorted(stored) == [f"m_flood_{n}" for n in range(5)] + ["m_regular"]

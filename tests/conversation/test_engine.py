@@ -6,8 +6,10 @@ import asyncio
 import json
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.booking.service import DefaultBookingService
 from core.conversation import memory
@@ -19,10 +21,11 @@ from core.jobs.worker import JobRegistry, Worker, WorkerConfig
 from core.llm.scripted import Say, ScriptedChatModel, last_tool_results
 from core.llm.types import ChatRequest, ChatResponse
 from core.settings import Settings
+from core.types import Quote
 from tests.conversation.conftest import T0, replies, send
 
 
-def _results(request: ChatRequest) -> list[dict]:  # type: ignore[type-arg]
+def _results(request: ChatRequest) -> list[dict[str, Any]]:
     return [json.loads(v) for v in last_tool_results(request).values()]
 
 
@@ -234,7 +237,9 @@ async def test_takeover_keeps_the_engine_silent_until_hand_back_or_idle(
     async with catalog_db.transaction() as session:
         await take_over(session, first.conversation_id)
         conversation = await session.get_one(Conversation, first.conversation_id)
-        conversation.takeover_at = conversation.takeover_at - timedelta(hours=13)  # type: ignore[operator]
+        started = conversation.takeover_at
+        assert started is not None
+        conversation.takeover_at = started - timedelta(hours=13)
     third = await send(catalog_db, "anyone?")
     assert (await engine.process(third.message_id, third.conversation_id)).status == "llm"
     assert [m.text for m in await replies(catalog_db, first.conversation_id)] == ["Assistant here."] * 2
@@ -350,7 +355,8 @@ async def test_long_chats_fold_older_turns_into_a_bounded_summary(
         assert rows[-1].id == sent.message_id
         total = await session.scalar(select(func.count()).select_from(Message))
         assert total == 60  # nothing deleted: folding only changes what the model is sent
-    last_request = engine.model.requests[-1]  # type: ignore[union-attr]
+    assert isinstance(engine.model, ScriptedChatModel)
+    last_request = engine.model.requests[-1]
     assert "Summary of earlier messages" in last_request.system.context
     assert T0.year == 2027
 
@@ -359,7 +365,7 @@ async def test_a_failing_service_becomes_a_tool_error_not_a_lost_reply(
     catalog_db: Database, settings: Settings, make_engine: Callable[..., ConversationEngine]
 ) -> None:
     class Broken(DefaultBookingService):
-        async def quote(self, session, **kwargs):  # type: ignore[no-untyped-def, override]
+        async def quote(self, session: AsyncSession, **kwargs: Any) -> Quote:
             raise RuntimeError("bug in quotes")
 
     model = ScriptedChatModel(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -11,7 +12,9 @@ from sqlalchemy import select
 from core.conversation.engine import ConversationEngine
 from core.db.database import Database
 from core.db.models import AdminAlert, Conversation, Job
+from core.llm.chain import FallbackChatModel
 from core.llm.factory import build_chat_model, close_chat_model
+from core.llm.types import ChatRequest, ChatResponse
 from tests.conversation.conftest import replies, send
 from tests.fakes.llm_server import FakeLLMServer, Hang, Reply
 
@@ -50,7 +53,7 @@ async def _alerts(db: Database) -> list[tuple[str, int]]:
         return [(a.fault_key, a.occurrences) for a in rows]
 
 
-async def _notify_jobs(db: Database) -> list[dict]:  # type: ignore[type-arg]
+async def _notify_jobs(db: Database) -> list[dict[str, Any]]:
     async with db.transaction() as session:
         jobs = (
             await session.execute(select(Job).where(Job.kind == "notify_admin").order_by(Job.id))
@@ -116,15 +119,17 @@ async def test_claude_time_out_then_openai_answers(
     engine = chain_engine(llm_turn_deadline_s=1.0)
     server.anthropic.queue.append(Hang(10))
     server.openai.responder = lambda body: Reply(text="OpenAI in time.")
-    claude, gpt = engine.model.providers  # type: ignore[union-attr]
+    chain = engine.model
+    assert isinstance(chain, FallbackChatModel)
+    claude, gpt = chain.providers
 
     class Share:
         name = "anthropic"
 
-        async def complete(self, request, *, timeout_s):  # type: ignore[no-untyped-def]
+        async def complete(self, request: ChatRequest, *, timeout_s: float) -> ChatResponse:
             return await claude.complete(request, timeout_s=timeout_s / 2)
 
-    engine.model.providers = [Share(), gpt]  # type: ignore[union-attr]
+    chain.providers = [Share(), gpt]
     sent = await send(catalog_db, "hello?")
     await engine.process(sent.message_id, sent.conversation_id)
     [reply] = await replies(catalog_db, sent.conversation_id)

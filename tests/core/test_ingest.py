@@ -14,15 +14,29 @@ from core.db.models import ChannelIdentity, Client, Conversation, Job, Message
 from core.types import Attachment, Channel, InboundMessage
 
 
-def _inbound(mid: str, text: str = "hi", user: str = "psid-1", **kw: object) -> InboundMessage:
+def _inbound(
+    mid: str,
+    text: str = "hi",
+    user: str = "psid-1",
+    *,
+    display_name: str | None = None,
+    phone: str | None = None,
+    sent_at: datetime | None = None,
+) -> InboundMessage:
     return InboundMessage(
-        channel=Channel.MESSENGER, external_user_id=user, platform_message_id=mid, text=text, **kw
-    )  # type: ignore[arg-type]
+        channel=Channel.MESSENGER,
+        external_user_id=user,
+        platform_message_id=mid,
+        text=text,
+        display_name=display_name,
+        phone=phone,
+        sent_at=sent_at,
+    )
 
 
 async def test_first_message_creates_client_identity_message_and_job(db: Database) -> None:
     async with db.transaction() as session:
-        result = await ingest(session, _inbound("m_1", display_name="Alice"))  # type: ignore[arg-type]
+        result = await ingest(session, _inbound("m_1", display_name="Alice"))
     assert result.stored
     async with db.transaction() as session:
         identity = (await session.execute(select(ChannelIdentity))).scalar_one()

@@ -22,6 +22,7 @@ from core.jobs import heartbeat
 from core.jobs.queue import ClaimedJob, enqueue
 from core.jobs.worker import JobRegistry, Worker, WorkerConfig
 from tests.core.test_jobs import job_row, wait_until
+from tests.support import job_kinds  # noqa: F401 - declares the test kinds
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 60.0

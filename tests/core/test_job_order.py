@@ -24,6 +24,7 @@ from core.jobs import queue
 from core.jobs.queue import ClaimedJob, NewJob, RetryLater, enqueue, enqueue_many
 from core.jobs.worker import JobRegistry, Worker, WorkerConfig
 from tests.core.test_jobs import count_jobs, job_row, wait_until
+from tests.support import job_kinds  # noqa: F401 - declares the test kinds
 
 
 async def blocked_flags(db: Database, key: str) -> list[tuple[str, bool]]:

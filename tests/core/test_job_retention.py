@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from core.conversation.memory import SummarizePayload
 from core.customers import get_or_create_conversation, get_or_create_identity
 from core.db.database import Database
 from core.db.models import Conversation, Job, Message, ProcessedEvent, utcnow
@@ -17,6 +18,7 @@ from core.jobs.queue import enqueue
 from core.jobs.retention import PRUNE_JOB, PruneSchedule, Retention, enqueue_hourly_prune, register_prune_job
 from core.jobs.worker import JobRegistry, Worker
 from tests.core.test_jobs import FAST, wait_until
+from tests.support import job_kinds  # noqa: F401 - declares the test kinds
 
 DAY = timedelta(days=1)
 
@@ -141,7 +143,10 @@ async def test_prune_keeps_pending_work_and_deletes_the_rest(
     async with db.transaction() as session:
         # A summary still pending on one conversation reads the folded messages.
         await enqueue(
-            session, "summarize_conversation", {"conversation_id": busy}, queue_key=f"summarize:{busy}"
+            session,
+            "summarize_conversation",
+            SummarizePayload(conversation_id=busy, until=0, lines=["Rex, 30 kg"]).dump(),
+            queue_key=f"summarize:{busy}",
         )
         await session.execute(
             update(Conversation).where(Conversation.id == taken_over).values(human_takeover=True)

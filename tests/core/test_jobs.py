@@ -21,6 +21,7 @@ from core.jobs import __main__ as jobs_cli
 from core.jobs import queue
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater, enqueue
 from core.jobs.worker import JobRegistry, Worker, WorkerConfig
+from tests.support import job_kinds
 
 FAST = WorkerConfig(concurrency=1, poll_interval_s=0.02, lease_s=30.0)
 
@@ -66,7 +67,7 @@ def recording_registry(kind: str = "note") -> tuple[JobRegistry, list[ClaimedJob
 async def test_a_job_runs_once_and_is_done(db: Database) -> None:
     registry, ran = recording_registry()
     async with db.transaction() as session:
-        job_id = await enqueue(session, "note", {"text": "hello"})
+        job_id = await enqueue(session, "note", job_kinds.NotePayload(text="hello").dump())
     worker = Worker(db, registry, FAST)
 
     assert await worker.run_once() == 1
@@ -273,13 +274,16 @@ async def test_jobs_with_the_same_queue_key_run_strictly_in_order(database_url: 
         order[key].append(job.payload["seq"])
         running[key] -= 1
 
-    registry.register("process_message", handle)
+    registry.register("ordered", handle)
     keys = ["a", "b", "c"]
     async with db.transaction() as session:
         for seq in range(10):
             for key in keys:
                 await enqueue(
-                    session, "process_message", {"conversation": key, "seq": seq}, queue_key=f"conv:{key}"
+                    session,
+                    "ordered",
+                    job_kinds.OrderedPayload(conversation=key, seq=seq).dump(),
+                    queue_key=f"conv:{key}",
                 )
     other_db = Database(database_url)  # a second process's pool
     config = WorkerConfig(concurrency=4, poll_interval_s=0.01, lease_s=30.0, batch=2)

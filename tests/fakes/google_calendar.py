@@ -79,7 +79,7 @@ class FakeGoogleCalendar:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = int(self._runner.addresses[0][1])  # the port the OS picked
         self.base_url = f"http://127.0.0.1:{port}"
         return self
 

@@ -66,7 +66,7 @@ class ProviderScript:
     outage: int | None = None  # every request fails with this status while set
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
-    usages: list[dict[str, int]] = field(default_factory=list)
+    usages: list[dict[str, Any]] = field(default_factory=list)  # each response's `usage`, as sent
 
     def next_action(self, body: dict[str, Any]) -> Reply | Fail | Hang:
         if self.outage is not None:
@@ -207,9 +207,7 @@ class FakeLLMServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = int(self._runner.addresses[0][1])  # the port the OS picked
         return self
 
     async def close(self) -> None:

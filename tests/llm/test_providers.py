@@ -14,6 +14,7 @@ from core.llm.types import (
     AllProvidersFailedError,
     ChatMessage,
     ChatRequest,
+    ChatResponse,
     SystemPrompt,
     ToolResult,
     ToolSpec,
@@ -165,7 +166,7 @@ async def test_claude_time_out_falls_through_within_the_turn_deadline(server: Fa
 
         name = "anthropic"
 
-        async def complete(self, request: ChatRequest, *, timeout_s: float):  # type: ignore[no-untyped-def]
+        async def complete(self, request: ChatRequest, *, timeout_s: float) -> ChatResponse:
             return await claude.complete(request, timeout_s=0.3)
 
     response = await FallbackChatModel([ShortFuse(), _gpt(server)]).complete(_ask(), timeout_s=5)
@@ -209,8 +210,9 @@ async def test_the_chain_bounds_a_provider_that_ignores_its_timeout() -> None:
     class Stuck:
         name = "stuck"
 
-        async def complete(self, request: ChatRequest, *, timeout_s: float):  # type: ignore[no-untyped-def]
+        async def complete(self, request: ChatRequest, *, timeout_s: float) -> ChatResponse:
             await asyncio.Event().wait()  # never answers, whatever timeout it was given
+            raise AssertionError("unreachable: nothing sets the event")
 
     with pytest.raises(AllProvidersFailedError) as caught:
         await asyncio.wait_for(FallbackChatModel([Stuck()]).complete(_ask(), timeout_s=0.2), timeout=10)
