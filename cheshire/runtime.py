@@ -28,6 +28,7 @@ from cheshire.wiring import (
     wire_channels,
     wire_conversation,
     wire_integrations,
+    wire_jobs,
     wire_notify,
     wire_payments,
     wire_previews,
@@ -93,10 +94,13 @@ def build_runtime(settings: Settings) -> Runtime:
             concurrency=settings.job_workers,
             poll_interval_s=settings.job_poll_interval_s,
             lease_s=settings.job_lease_s,
+            heartbeat_s=settings.job_heartbeat_s,
+            max_run_s=settings.job_max_run_s,
         ),
         on_outcome=metrics.job_outcome,
     )
     registry.dead_listeners.append(_alert_on_dead_job(db))
+    jobs = wire_jobs(settings=settings, db=db, registry=registry)
     app = create_app(settings, db, metrics)
     booking = wire_booking(settings=settings, db=db, registry=registry, app=app)
     payments = wire_payments(settings=settings, db=db, registry=registry, app=app, subscribers=subscribers)
@@ -151,6 +155,7 @@ def build_runtime(settings: Settings) -> Runtime:
             *(telegram.on_startup if telegram else ()),
             *channels.on_startup,
             *integrations.on_startup,
+            *jobs.on_startup,
         ),
         on_shutdown=(
             *integrations.on_shutdown,
@@ -160,6 +165,7 @@ def build_runtime(settings: Settings) -> Runtime:
             *channels.on_shutdown,
             *previews.on_shutdown,
             *conversation.on_shutdown,
+            *jobs.on_shutdown,
         ),
     )
 

@@ -172,6 +172,30 @@ def wire_payments(
     return PaymentsWiring(payments=payments, on_shutdown=(gateway.close,) if gateway is not None else ())
 
 
+# --- The job queue's own upkeep: retention (core/jobs/retention.py) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobsWiring:
+    on_startup: tuple[Hook, ...]
+    on_shutdown: tuple[Hook, ...]
+
+
+def wire_jobs(*, settings: Settings, db: Database, registry: JobRegistry) -> JobsWiring:
+    """The hourly `prune` job (JOB_RETENTION_DAYS, JOB_DEAD_RETENTION_DAYS, MESSAGE_RETENTION_DAYS)
+    and the process's clock that queues it."""
+    from core.jobs.retention import PruneSchedule, Retention, register_prune_job
+
+    retention = Retention.of_days(
+        jobs=settings.job_retention_days,
+        dead_jobs=settings.job_dead_retention_days,
+        messages=settings.message_retention_days,
+    )
+    register_prune_job(registry, db=db, retention=retention)
+    schedule = PruneSchedule(db)
+    return JobsWiring(on_startup=(schedule.start,), on_shutdown=(schedule.stop,))
+
+
 # --- Telegram (the bot, its sender, Kimmie's notifier): bot/wiring.py -----------------------------
 
 

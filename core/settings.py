@@ -89,6 +89,17 @@ class Settings(BaseSettings):
     job_workers: int = Field(2, ge=0, le=64)
     job_poll_interval_s: float = Field(0.5, gt=0)
     job_lease_s: float = Field(60.0, gt=0)
+    # Worker heartbeats: a killed process's jobs run elsewhere after about 3 beats (0 = off).
+    job_heartbeat_s: float = Field(2.0, ge=0)
+    # The longest one job may run; its lease is extended by the heartbeat meanwhile.
+    job_max_run_s: float = Field(300.0, gt=0)
+    # Retention (core/jobs/retention.py, the hourly `prune` job). Done and cancelled jobs, and the
+    # de-duplication keys of inbound events, are kept this many days; dead jobs (what an operator
+    # looks at) JOB_DEAD_RETENTION_DAYS; message bodies the conversation memory has folded into
+    # its summary, MESSAGE_RETENTION_DAYS.
+    job_retention_days: float = Field(7.0, gt=0)
+    job_dead_retention_days: float = Field(30.0, gt=0)
+    message_retention_days: float = Field(30.0, gt=0)
 
     # --- LLM -----------------------------------------------------------------------------------
     anthropic_api_key: SecretStr | None = None

@@ -362,13 +362,29 @@ class Job(Base):
     __table_args__ = (
         Index("ix_job_status_run_at", "status", "run_at"),
         Index("ix_job_queue_key_id", "queue_key", "id"),
-        # The claim scans only live jobs, in run order; done/dead rows pile up and must not slow it.
+        # The claim scans only live, unblocked jobs, in run order: done/dead rows pile up and jobs
+        # waiting behind a busy queue key can be 100k in an outage; neither may slow it.
         Index(
             "ix_job_claimable",
             "run_at",
             "id",
+            postgresql_where=text("status IN ('queued', 'running') AND NOT blocked"),
+            sqlite_where=text("status IN ('queued', 'running') AND NOT blocked"),
+        ),
+        # A key's live jobs (the blocked-flag triggers, memory's pending summary).
+        Index(
+            "ix_job_live_queue_key",
+            "queue_key",
+            "id",
             postgresql_where=text("status IN ('queued', 'running')"),
             sqlite_where=text("status IN ('queued', 'running')"),
+        ),
+        # A worker's running jobs (lease extension, take-over of a dead worker's jobs).
+        Index(
+            "ix_job_running_locked_by",
+            "locked_by",
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
         ),
     )
 
@@ -376,6 +392,7 @@ class Job(Base):
     kind: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     status: Mapped[str] = mapped_column(String(10), default="queued")  # queued|running|done|dead
+    # When a queued job is due; for a running job, when its lease ends (then it is claimable again).
     run_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=8)
@@ -386,8 +403,25 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     # Jobs sharing a queue key run strictly one at a time, in id order (one customer's messages).
     queue_key: Mapped[str | None] = mapped_column(String(255))
+    # A live job waiting behind another live job of its queue key. Kept by database triggers
+    # (migration 0005) in the statement that inserts or finishes a job; the claim skips these rows.
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class JobWorker(Base):
+    """A worker process's heartbeat: jobs it holds are taken over once `expires_at` has passed."""
+
+    __tablename__ = "job_worker"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)  # Worker.id: host:pid:random
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Set to a few beats ahead at every beat: past it, the worker counts as dead.
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
 class DomainEvent(Base):
@@ -410,7 +444,10 @@ class ProcessedEvent(Base):
     """Inbound events seen once (Telegram update_id, Stripe event id...): redeliveries are no-ops."""
 
     __tablename__ = "processed_event"
-    __table_args__ = (UniqueConstraint("source", "event_id"),)
+    __table_args__ = (
+        UniqueConstraint("source", "event_id"),
+        Index("ix_processed_event_created_at", "created_at"),  # retention deletes by age
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     source: Mapped[str] = mapped_column(String(30))

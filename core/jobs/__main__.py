@@ -1,6 +1,7 @@
 """`python -m core.jobs dead [--limit N]` lists dead jobs with their last error, then the kinds still
 retrying after failures (an integration whose vendor is down: n8n, Twenty);
-`python -m core.jobs retry <id>` gives one a fresh set of attempts.
+`python -m core.jobs retry <id>` gives one a fresh set of attempts;
+`python -m core.jobs workers` lists the worker processes' heartbeats and the jobs each is running.
 
 Uses the same settings (DATABASE_URL, .env) as the service. Exit codes: 0 ok, 1 no such dead job,
 2 bad configuration or usage.
@@ -12,8 +13,10 @@ import argparse
 import asyncio
 import sys
 
+from sqlalchemy import func, select
+
 from core.db.database import Database
-from core.db.models import Job
+from core.db.models import Job, JobWorker, utcnow
 from core.jobs import queue
 from core.settings import Settings, SettingsError
 
@@ -52,11 +55,35 @@ async def _retry(db: Database, job_id: int) -> int:
     return 0
 
 
+async def _list_workers(db: Database) -> int:
+    async with db.transaction() as session:
+        workers = list(await session.scalars(select(JobWorker).order_by(JobWorker.started_at)))
+        running = dict(
+            (
+                await session.execute(
+                    select(Job.locked_by, func.count()).where(Job.status == "running").group_by(Job.locked_by)
+                )
+            ).all()
+        )
+    if not workers:
+        print("no worker heartbeats")
+    now = utcnow()
+    for worker in workers:
+        state = "alive" if worker.expires_at >= now else "DEAD (its jobs are taken over on the next beat)"
+        age = (now - worker.beat_at).total_seconds()
+        print(f"{worker.id}  last beat {age:.1f} s ago  running={running.pop(worker.id, 0)}  {state}")
+    for holder, count in running.items():  # held by a worker without a heartbeat row
+        print(f"{holder}  no heartbeat  running={count}  (free again when the lease ends)")
+    return 0
+
+
 async def _main(args: argparse.Namespace, settings: Settings) -> int:
     db = Database(settings.database_url)
     try:
         if args.command == "dead":
             return await _list_dead(db, args.limit)
+        if args.command == "workers":
+            return await _list_workers(db)
         return await _retry(db, args.job_id)
     finally:
         await db.dispose()
@@ -69,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     dead.add_argument("--limit", type=int, default=50)
     retry = sub.add_parser("retry", help="run a dead job again")
     retry.add_argument("job_id", type=int)
+    sub.add_parser("workers", help="worker heartbeats and the jobs each runs")
     args = parser.parse_args(argv)
     try:
         settings = Settings.load()

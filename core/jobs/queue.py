@@ -6,9 +6,13 @@ Protocol:
 - A worker *claims* due jobs by setting status=running with a lease (`locked_until`). On PostgreSQL
   the claim uses `FOR UPDATE SKIP LOCKED`, so several processes share the queue without running a job
   twice. On SQLite writes are serialized by `Database.transaction()`, which gives the same guarantee.
-- A running job whose lease expired (its worker died) is claimable again.
-- Jobs that share a `queue_key` run one at a time in id order: a later one is not claimable while an
-  earlier one is queued or running (one customer's messages are processed strictly in order).
+- A running job whose lease expired (its worker died) is claimable again: a running job's `run_at`
+  is its lease end. The lease is extended while the job runs (core/jobs/heartbeat.py), and the jobs
+  of a worker whose heartbeat stopped are made claimable at once.
+- Jobs that share a `queue_key` run one at a time in id order: a later one is inserted `blocked`
+  while an earlier one is queued or running, and unblocked when the key's head finishes (database
+  triggers, migration 0005, in the same statement), so the claim never looks at waiting jobs (one
+  customer's messages are processed strictly in order).
 - Failures reschedule with exponential backoff and jitter; after `max_attempts` the job is dead,
   with its last error kept for `dead_jobs()` and Kimmie's alerts.
 """
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Integer, Table, and_, bindparam, exists, or_, select, update
+from sqlalchemy import Integer, Table, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
@@ -154,30 +158,29 @@ def _dialect(executor: Executor) -> str:
     return dialect_name(executor)
 
 
+# A live job: queued, or running (claimable again once its lease, kept in `run_at`, has ended). As
+# text, so the claim's WHERE repeats the claimable index's predicate word for word (SQLite uses a
+# partial index only then) and compiles without an expanding parameter (the fast path needs one SQL).
+_LIVE_CANDIDATE = text("candidate.status IN ('queued', 'running')")
+
+
 @functools.cache
 def _claim_statement(skip_locked: bool) -> Any:
-    # Aliases keep the inner SELECT independent of the UPDATE's own `job` (no accidental correlation).
-    job, earlier = _job.alias("candidate"), _job.alias("earlier")
-    now = bindparam("p_now", type_=UtcDateTime)
-    due = or_(
-        and_(job.c.status == "queued", job.c.run_at <= now),
-        and_(job.c.status == "running", job.c.locked_until < now),
-    )
-    blocked_by_earlier = exists().where(
-        earlier.c.queue_key == job.c.queue_key,
-        earlier.c.id < job.c.id,
-        # Not IN (...): an expanding parameter would not compile once for the fast path.
-        or_(earlier.c.status == "queued", earlier.c.status == "running"),
-    )
+    """The due, unblocked live jobs in run order: one range of `ix_job_claimable`, which holds no
+    done rows and no job waiting behind its queue key (`blocked`, kept by the database's triggers),
+    so a claim reads about `limit` index entries whatever the backlog."""
+    # An alias keeps the inner SELECT independent of the UPDATE's own `job` (no accidental correlation).
+    job = _job.alias("candidate")
     pick = (
         select(job.c.id)
-        .where(due, or_(job.c.queue_key.is_(None), ~blocked_by_earlier))
+        .where(_LIVE_CANDIDATE, ~job.c.blocked, job.c.run_at <= bindparam("p_now", type_=UtcDateTime))
         .order_by(job.c.run_at, job.c.id)
         .limit(bindparam("p_limit", type_=Integer))
     )
     if skip_locked:
         pick = pick.with_for_update(skip_locked=True)
     target = _job
+    until = bindparam("p_until", type_=UtcDateTime)
     return (
         update(target)
         .where(target.c.id.in_(pick.scalar_subquery()))
@@ -185,7 +188,8 @@ def _claim_statement(skip_locked: bool) -> Any:
             status="running",
             attempts=target.c.attempts + 1,
             locked_by=bindparam("p_worker"),
-            locked_until=bindparam("p_until", type_=UtcDateTime),
+            locked_until=until,
+            run_at=until,
         )
         .returning(
             target.c.id,
@@ -342,7 +346,9 @@ async def release(executor: Executor, job_ids: list[int], *, worker_id: str) -> 
     await executor.execute(
         update(_job)
         .where(_job.c.id.in_(job_ids), _job.c.locked_by == worker_id, _job.c.status == "running")
-        .values(status="queued", attempts=_job.c.attempts - 1, locked_by=None, locked_until=None)
+        .values(
+            status="queued", attempts=_job.c.attempts - 1, locked_by=None, locked_until=None, run_at=utcnow()
+        )
     )
 
 

@@ -17,13 +17,15 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.db.database import Database
-from core.jobs import queue
+from core.db.models import utcnow
+from core.jobs import heartbeat, queue
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater
 from core.logging import job_context
 
@@ -60,12 +62,21 @@ class WorkerConfig:
     lease_s: float = 60.0
     # Jobs claimed per round trip by one loop; >1 trades latency of the later ones for throughput.
     batch: int = 1
+    # Seconds between heartbeats (core/jobs/heartbeat.py); 0 turns them off (a worker that only
+    # runs `run_once`, as tests and the CLI do, never beats).
+    heartbeat_s: float = 2.0
+    # The longest a handler may run, however often its lease is extended.
+    max_run_s: float = 300.0
 
     @property
     def handler_timeout_s(self) -> float:
-        # A handler is cut off before its lease ends, so no other worker can take the job over
-        # while it still runs (which would run it twice).
-        return self.lease_s * 0.8
+        """How long a handler runs before its lease is first extended.
+
+        A handler is cut off before its lease ends, so no other worker can take the job over while
+        it still runs (which would run it twice). Each heartbeat that extends the lease moves this
+        deadline on, up to `max_run_s`: a long job runs on while its worker lives.
+        """
+        return min(self.max_run_s, self.lease_s * 0.8)
 
 
 @functools.cache
@@ -141,11 +152,17 @@ class Worker:
         self.registry = registry
         self.config = config or WorkerConfig()
         self.on_outcome = on_outcome
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.hostname = socket.gethostname()
+        self.pid = os.getpid()
+        self.id = f"{self.hostname}:{self.pid}:{uuid.uuid4().hex[:6]}"
         self._stopping = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._claimed: set[int] = set()
+        # Jobs whose handler is running: the watchdog that cuts it off, and when it started.
+        self._running: dict[int, tuple[asyncio.Timeout, float]] = {}
+        self._beating: asyncio.Task[None] | None = None
+        self._stop_beating = asyncio.Event()
         db.on_jobs_committed(self.wake)
 
     def _bookkeeper(self) -> _Bookkeeper:
@@ -162,6 +179,9 @@ class Worker:
         self._stopping.clear()
         for n in range(self.config.concurrency):
             self._tasks.append(asyncio.create_task(self._loop(), name=f"job-worker-{n}"))
+        if self.config.heartbeat_s > 0 and self._beating is None:
+            self._stop_beating.clear()
+            self._beating = asyncio.create_task(self._heartbeat(), name="job-worker-heartbeat")
 
     async def stop(self, timeout_s: float = 8.0) -> None:
         """Stop claiming; let running jobs finish within the timeout; release the rest."""
@@ -182,6 +202,75 @@ class Worker:
                 log.info("released unfinished jobs", extra={"job_ids": unfinished})
             except Exception:
                 log.exception("could not release jobs; they run again when their lease expires")
+        await self._stop_heartbeat()
+
+    async def _stop_heartbeat(self) -> None:
+        beating, self._beating = self._beating, None
+        if beating is None:
+            return
+        self._stop_beating.set()
+        await asyncio.gather(beating, return_exceptions=True)
+        try:
+            async with self.db.bookkeeping() as conn:
+                await heartbeat.forget(conn, worker_id=self.id)
+        except Exception:
+            log.warning("could not remove this worker's heartbeat row; it expires on its own", exc_info=True)
+
+    async def _heartbeat(self) -> None:
+        """Beat every `heartbeat_s` until stopped; a failed beat is logged and retried next time."""
+        loop = asyncio.get_running_loop()
+        window = self.config.heartbeat_s * heartbeat.DEAD_AFTER_BEATS
+        connected_since: float | None = None
+        first = True
+        while not self._stop_beating.is_set():
+            try:
+                # Others are taken over only once this worker has reached the database for a whole
+                # expiry window itself (after a database cut, everyone's row is stale).
+                settled = connected_since is not None and loop.time() - connected_since >= window
+                await self._beat_once(first=first, take_over=settled)
+                first = False
+                if connected_since is None:
+                    connected_since = loop.time()
+            except Exception:
+                connected_since = None
+                log.warning("heartbeat failed", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_beating.wait(), timeout=self.config.heartbeat_s)
+
+    async def _beat_once(self, *, first: bool, take_over: bool) -> None:
+        config = self.config
+        now, started = utcnow(), asyncio.get_running_loop().time()
+        running = list(self._running)
+        freed: list[int] = []
+        async with self.db.bookkeeping() as conn:
+            window = timedelta(seconds=config.heartbeat_s * heartbeat.DEAD_AFTER_BEATS)
+            await heartbeat.beat(
+                conn,
+                worker_id=self.id,
+                hostname=self.hostname,
+                pid=self.pid,
+                now=now,
+                expires_at=now + window,
+            )
+            if running:
+                lease_end = now + timedelta(seconds=config.lease_s)
+                await heartbeat.extend_leases(conn, worker_id=self.id, until=lease_end)
+            if first:
+                freed += await heartbeat.take_over_previous_on_host(
+                    conn, hostname=self.hostname, pid=self.pid, now=now
+                )
+            if take_over:
+                freed += await heartbeat.take_over_dead(conn, now=now)
+        # The leases are extended: each running handler may go on, up to its own max_run_s.
+        for job_id in running:
+            # Only handlers still running (one may have finished, or timed out, while we beat).
+            watched = self._running.get(job_id)
+            if watched is not None and not watched[0].expired():
+                watchdog, began = watched
+                watchdog.reschedule(min(began + config.max_run_s, started + config.lease_s * 0.8))
+        if freed:
+            log.warning("took over the jobs of dead workers", extra={"job_ids": freed})
+            self.wake()
 
     async def _loop(self) -> None:
         books = self._bookkeeper()
@@ -229,15 +318,21 @@ class Worker:
             if job.attempts > job.max_attempts:
                 await self._failed(books, job, "lease expired on every attempt", permanent=True)
                 return
+            began = asyncio.get_running_loop().time()
             try:
-                async with asyncio.timeout(self.config.handler_timeout_s):
-                    await handler(job)
+                async with asyncio.timeout_at(began + self.config.handler_timeout_s) as watchdog:
+                    self._running[job.id] = (watchdog, began)
+                    try:
+                        await handler(job)
+                    finally:
+                        self._running.pop(job.id, None)
             except RetryLater as exc:
                 await self._failed(books, job, f"RetryLater: {exc}", retry_in_s=exc.delay_s)
             except PermanentJobError as exc:
                 await self._failed(books, job, f"{type(exc).__name__}: {exc}", permanent=True)
             except TimeoutError:
-                await self._failed(books, job, f"timed out after {self.config.handler_timeout_s:.0f}s")
+                ran_s = asyncio.get_running_loop().time() - began
+                await self._failed(books, job, f"timed out after {ran_s:.0f}s")
             except Exception as exc:
                 log.warning("job failed", exc_info=True)
                 await self._failed(books, job, f"{type(exc).__name__}: {exc}")

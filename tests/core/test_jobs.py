@@ -244,9 +244,9 @@ async def test_expired_lease_is_picked_up_again(db: Database) -> None:
     assert await worker.run_once() == 0  # the lease still holds
 
     async with db.transaction() as session:
-        await session.execute(
-            update(Job).where(Job.id == job_id).values(locked_until=utcnow() - timedelta(seconds=1))
-        )
+        # The lease runs out (a running job's run_at is its lease end).
+        past = utcnow() - timedelta(seconds=1)
+        await session.execute(update(Job).where(Job.id == job_id).values(locked_until=past, run_at=past))
     assert await worker.run_once() == 1
     assert [job.attempts for job in ran] == [2]
     row = await job_row(db, job_id)

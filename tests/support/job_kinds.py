@@ -43,6 +43,14 @@ class OrderedPayload(JobPayload):
     seq: int
 
 
+@job_payload("turn")
+class TurnPayload(JobPayload):
+    """tests/core/test_job_order.py: one customer's (key) message number seq."""
+
+    key: str
+    seq: int
+
+
 NUMBERED = (
     "send",
     "reminder",
