@@ -70,6 +70,15 @@ def test_values_come_from_env_file_and_environment(clean_env: Path, monkeypatch:
     assert settings.integrations()["telegram"] is True
 
 
+def test_utility_messages_are_listed_only_with_the_page_that_sends_them(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("META_UTILITY_MESSAGES", "true")
+    assert Settings.load().integrations()["meta_utility_messages"] is False
+    monkeypatch.setenv("FACEBOOK_PAGE_ACCESS_TOKEN", "page-token")
+    assert Settings.load().integrations()["meta_utility_messages"] is True
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
