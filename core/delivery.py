@@ -61,7 +61,7 @@ from core.db.models import ChannelIdentity, Client, Conversation, Message, utcno
 from core.jobs.payloads import JobPayloadError
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater, backoff_delay
 from core.jobs.worker import JobRegistry
-from core.outbox import DELIVER_JOB, DeliverPayload
+from core.outbox import DELIVER_JOB, DeliverPayload, image_refs
 from core.ports import (
     ChannelCredentialsError,
     ChannelSender,
@@ -195,7 +195,8 @@ class Delivery:
                         QuickReply(title=str(q["title"]), payload=str(q["payload"]), url=q.get("url"))
                         for q in row.quick_replies or []
                     ),
-                    image_urls=tuple(str(url) for url in row.image_urls or []),
+                    image_urls=image_refs(row.image_urls)[0],
+                    image_keys=image_refs(row.image_urls)[1],
                 ),
                 client_label=(client.name if client and client.name else None)
                 or identity.display_name

@@ -103,6 +103,13 @@ async def test_photo_in_preview_out_on_telegram(
         await tg.dispatcher.feed_update(tg.bot, tap(tg.bot, "PV:s:teddy_bear"))
         (photo,) = await eventually(lambda: _calls(fake_tg, "sendPhoto"))
         assert photo.chat_id == CUSTOMER
+        # Local storage and no PUBLIC_BASE_URL: Telegram could not fetch a link, so the JPEG itself
+        # went up (multipart), the bytes FAL's result was stored as.
+        assert settings.public_base_url is None and not settings.s3_bucket
+        upload = photo.data[str(photo.data["photo"]).removeprefix("attach://")]
+        stored = (await designs(db))[0].storage_keys[0]
+        assert isinstance(upload, dict) and upload["content"] == (tmp_path / stored).read_bytes()
+        assert upload["content"][:3] == b"\xff\xd8\xff"
         # The buttons ride on the text after the photo (a photo then its words and choices).
         design_id = (await designs(db))[0].id
 
@@ -120,6 +127,11 @@ async def test_photo_in_preview_out_on_telegram(
         await tg.dispatcher.feed_update(tg.bot, tap(tg.bot, "PV:f:teddy_bear"))
         (album,) = await eventually(lambda: _calls(fake_tg, "sendMediaGroup"))
         assert len(album.data["media"]) == 3 and album.chat_id == CUSTOMER
+        # Each angle is an attach:// part of the same multipart request, with the stored bytes.
+        parts = [item["media"] for item in album.data["media"]]
+        assert all(part.startswith("attach://") for part in parts)
+        uploaded = [album.data[part.removeprefix("attach://")]["content"] for part in parts]
+        assert all(blob[:3] == b"\xff\xd8\xff" for blob in uploaded) and len(set(uploaded)) >= 1
         assert len(fal.submissions) == 4  # 1 + 3 angles, each submitted once
 
         # Kimmie sees the dog's previews from /client.
