@@ -387,10 +387,15 @@ class TelegramUploads:
         if len(self._ids) > self._max:
             self._ids.popitem(last=False)
 
-    async def photo(self, key: str) -> str | BufferedInputFile | None:
-        """A stored picture for Kimmie's card or /client: its file_id or bytes; None if unreadable."""
-        try:
-            return await self.media("", key)
-        except RetryableDeliveryError:
-            log.warning("stored picture %s unreadable", key)
-            return None
+
+async def stored_picture(storage: MediaStorage, key: str) -> str | BufferedInputFile | None:
+    """A stored picture as Telegram takes it (Kimmie's card, /client): a link Telegram can fetch (S3,
+    or local storage with PUBLIC_BASE_URL), else the bytes to upload; None when it cannot be read."""
+    try:
+        link = await storage.link(key, expires_s=600)
+        if link and fetchable(link):
+            return link
+        return BufferedInputFile(await storage.get(key), filename=key.rsplit("/", 1)[-1] or "image.jpg")
+    except (StorageError, StorageNotConfiguredError, OSError):
+        log.info("stored picture unreadable; sending text only")
+        return None

@@ -98,10 +98,15 @@ def wire_telegram(
     bot = build_bot(settings)
     limiter = build_send_limiter(settings.redis_url)
     # Preview images stored locally (no public URL) are uploaded as bytes read from this storage.
-    sender = TelegramSender(bot, limiter=limiter, storage=media_storage(settings))
+    media = media_storage(settings)
+    sender = TelegramSender(bot, limiter=limiter, storage=media)
     photos = S3Storage(settings)
-    dispatcher = build_dispatcher(db=db, settings=settings, booking=booking, sender=sender, photos=photos)
-    notifier = TelegramAdminNotifier(bot=bot, db=db, settings=settings, booking=booking, photos=photos)
+    dispatcher = build_dispatcher(
+        db=db, settings=settings, booking=booking, sender=sender, photos=photos, media=media
+    )
+    notifier = TelegramAdminNotifier(
+        bot=bot, db=db, settings=settings, booking=booking, photos=photos, media=media
+    )
     register_prune_job(registry, db=db)
     if settings.telegram_mode == "webhook":
         setup_webhook(app, dispatcher, bot, settings)

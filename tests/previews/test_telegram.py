@@ -19,7 +19,8 @@ from core.db.database import Database
 from tests.bot.conftest import TOKEN
 from tests.fakes.fal import FakeFal
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.previews.conftest import designs, eventually, preview_settings, running
+from tests.previews import test_web_chat as web_chat
+from tests.previews.conftest import designs, eventually, outbound, payloads, preview_settings, running
 
 CUSTOMER = 4242
 KIMMIE = 777
@@ -143,7 +144,54 @@ async def test_photo_in_preview_out_on_telegram(
         (listing,) = await eventually(listed)
         assert listing.chat_id == 777
         assert listing.text.count("teddy_bear") == 4 and "(side)" in listing.text and "$0.08" in listing.text
+        # ... and the latest ones as pictures, uploaded from local storage (no link Telegram can reach).
+        (pictures,) = await eventually(lambda: _calls_for(fake_tg, "sendMediaGroup", KIMMIE))
+        parts = [item["media"].removeprefix("attach://") for item in pictures.data["media"]]
+        keys = [k for d in reversed(await designs(db)) for k in d.storage_keys][:3]
+        assert [pictures.data[p]["content"] for p in parts] == [(tmp_path / k).read_bytes() for k in keys]
 
 
 async def _calls(fake: FakeTelegramAPI, method: str) -> Any:
     return fake.calls_to(method)
+
+
+async def _calls_for(fake: FakeTelegramAPI, method: str, chat: int) -> Any:
+    return [c for c in fake.calls_to(method) if c.chat_id == chat]
+
+
+async def test_kimmies_card_shows_the_preview_from_local_storage(
+    db: Database, database_url: str, fal: FakeFal, fake_tg: FakeTelegramAPI, tmp_path: Path
+) -> None:
+    """A web customer books the style they previewed; files under MEDIA_DIR, no PUBLIC_BASE_URL:
+    Kimmie's booking card is a photo card whose picture is the preview's bytes, uploaded."""
+    settings = preview_settings(
+        database_url,
+        fal,
+        tmp_path,
+        telegram_bot_token=TOKEN,
+        telegram_api_base=fake_tg.base_url,
+        telegram_kimmie_chat_id=KIMMIE,
+    )
+    assert settings.public_base_url is None and not settings.s3_bucket
+    async with running(settings) as service:
+        await web_chat.upload(service.base, web_chat.jpeg(), caption="Can you do a puppy cut?")
+        ready = await eventually(lambda: web_chat._nth_preview(db, 1))
+        await web_chat.chat(service.base, "Book this style", payloads(ready)[0])
+
+        async def days() -> Any:
+            return [m for m in await outbound(db) if any(p.startswith("BK:") for p in payloads(m))]
+
+        (choose_day,) = await eventually(days)
+        await web_chat.chat(service.base, "day", payloads(choose_day)[0])
+
+        async def times() -> Any:
+            return [m for m in await outbound(db) if any(":t" in p for p in payloads(m))]
+
+        (choose_time,) = await eventually(times)
+        await web_chat.chat(service.base, "time", next(p for p in payloads(choose_time) if ":t" in p))
+
+        (card,) = await eventually(lambda: _calls_for(fake_tg, "sendPhoto", KIMMIE))
+        (design,) = await designs(db)
+        upload = card.data[str(card.data["photo"]).removeprefix("attach://")]
+        assert upload["content"] == (tmp_path / design.storage_keys[0]).read_bytes()
+        assert "Puppy cut" in card.text  # the caption is the card (the note names the style)
