@@ -19,16 +19,17 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramUnauthorizedError,
 )
-from aiogram.types import InlineKeyboardMarkup, Message
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, Message
 
 from bot import cards, keyboards, views
+from bot.sender import stored_picture
 from core.booking.api import BookingService, NotFoundError
 from core.db.database import Database
 from core.jobs.queue import RetryLater
 from core.notify.errors import AdminUnreachableError, NoAdminChatError
 from core.notify.facts import EVENT_LABEL, QUIET_EVENTS
 from core.settings import Settings
-from core.storage import S3Storage, StorageError
+from core.storage import MediaStorage, S3Storage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,11 @@ class TelegramAdminNotifier:
         settings: Settings,
         booking: BookingService,
         photos: S3Storage | None = None,
+        media: MediaStorage | None = None,
     ) -> None:
         self.photos = photos if photos is not None and photos.configured else None
+        # Where preview pictures live (MEDIA_DIR without S3): read and uploaded when not fetchable.
+        self.media = media
         self.bot = bot
         self.db = db
         self.settings = settings
@@ -183,7 +187,7 @@ class TelegramAdminNotifier:
                 log.info("pet photo not accepted by telegram; sending the card as text")
         return await self.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML, reply_markup=markup)
 
-    async def _photo_link(self, card: views.CardData) -> str | None:
+    async def _photo_link(self, card: views.CardData) -> str | BufferedInputFile | None:
         pet = next((p for p in card.pets if p.photo_url), None)
         if pet is None:
             return None
@@ -194,6 +198,8 @@ class TelegramAdminNotifier:
             except StorageError:
                 log.info("could not sign the pet photo URL; sending the card as text")
                 return None
+        if self.media is not None and pet.photo_key:
+            return await stored_picture(self.media, pet.photo_key)
         return pet.photo_url
 
     async def refresh_card(self, card: views.CardData, *, note: str | None = None) -> None:

@@ -3,7 +3,10 @@
 - Text is HTML-escaped (customers and Kimmie type `<`, `&`) and sent with parse_mode HTML.
 - Long texts are split at Telegram's 4,096-character limit, on a line or word boundary when possible.
 - Quick replies become inline keyboard buttons whose callback_data is the payload (ASCII, <= 64 bytes).
-- Images go out with sendPhoto (by URL); several (a preview's three angles) as one sendMediaGroup album.
+- Images go out with sendPhoto; several (a preview's three angles) as one sendMediaGroup album. An
+  image Telegram cannot fetch (a relative link: local storage without PUBLIC_BASE_URL) is uploaded:
+  its bytes are read by storage key from the storage this sender was wired with. Telegram's file_id
+  for an upload is remembered, so a resend of the same image (a retry, /client) is not uploaded again.
 - A token-bucket limiter keeps sends under Telegram's limits: ~30 messages/s overall, ~1/s per chat
   (with a small burst, so a three-part reply is not slowed down). Telegram counts per bot, not per
   process: with REDIS_URL set the buckets live in Redis (`RedisSendLimiter`), shared by every process.
@@ -40,6 +43,7 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 from aiogram.types import (
+    BufferedInputFile,
     InputMediaAudio,
     InputMediaDocument,
     InputMediaLivePhoto,
@@ -58,6 +62,7 @@ from core.ports import (
     RetryableDeliveryError,
     SendResult,
 )
+from core.storage import MediaStorage, StorageError, StorageNotConfiguredError
 from core.types import OutboundMessage, Recipient
 
 log = logging.getLogger(__name__)
@@ -226,9 +231,16 @@ class TelegramSender:
     # A refused token is alerted under core's default key ("telegram:token").
     credentials_fault_key: str | None = None
 
-    def __init__(self, bot: Bot, *, limiter: SendLimiter | RedisSendLimiter | None = None) -> None:
+    def __init__(
+        self,
+        bot: Bot,
+        *,
+        limiter: SendLimiter | RedisSendLimiter | None = None,
+        storage: MediaStorage | None = None,
+    ) -> None:
         self.bot = bot
         self.limiter = limiter or SendLimiter()
+        self.uploads = TelegramUploads(storage)
 
     async def send(
         self,
@@ -275,13 +287,12 @@ class TelegramSender:
         if len(message.image_urls) > 1:
             # Several images (a preview's three angles) are one album: sendMediaGroup, which takes no
             # buttons, so they go on the text after it (or on a short line when there is none).
-            album: list[MediaItem] = [InputMediaPhoto(media=url) for url in message.image_urls[:10]]
-            steps.append(partial(self.bot.send_media_group, chat_id=chat, media=album))
+            steps.append(partial(self._send_album, chat, _images(message)[:10]))
             if not texts and keyboard is not None:
                 texts = ["…"]
-        for n, url in enumerate(message.image_urls if len(message.image_urls) == 1 else ()):
-            markup = keyboard if not texts and n == len(message.image_urls) - 1 else None
-            steps.append(partial(self.bot.send_photo, chat_id=chat, photo=url, reply_markup=markup))
+        if len(message.image_urls) == 1:
+            markup = keyboard if not texts else None
+            steps.append(partial(self._send_photo, chat, _images(message)[0], markup))
         for n, part in enumerate(texts):
             markup = keyboard if n == len(texts) - 1 else None
             steps.append(
@@ -296,6 +307,20 @@ class TelegramSender:
         if not steps:
             raise PermanentDeliveryError("empty message")
         return steps
+
+    async def _send_photo(self, chat: str, image: tuple[str, str | None], markup: Any) -> Any:
+        sent = await self.bot.send_photo(
+            chat_id=chat, photo=await self.uploads.media(*image), reply_markup=markup
+        )
+        self.uploads.remember(image[1], sent)
+        return sent
+
+    async def _send_album(self, chat: str, images: list[tuple[str, str | None]]) -> Any:
+        album: list[MediaItem] = [InputMediaPhoto(media=await self.uploads.media(*image)) for image in images]
+        sent = await self.bot.send_media_group(chat_id=chat, media=album)
+        for image, message in zip(images, sent, strict=False):
+            self.uploads.remember(image[1], message)
+        return sent
 
     async def _call(self, chat: str, step: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -317,3 +342,60 @@ class TelegramSender:
             raise PermanentDeliveryError(f"telegram refused the message: {exc.message[:200]}") from None
         except (TelegramNetworkError, TelegramServerError) as exc:
             raise RetryableDeliveryError(f"telegram unavailable: {type(exc).__name__}") from None
+
+
+def _images(message: OutboundMessage) -> list[tuple[str, str | None]]:
+    """(url, storage key or None) per image."""
+    if len(message.image_keys) != len(message.image_urls):
+        return [(url, None) for url in message.image_urls]
+    return list(zip(message.image_urls, message.image_keys, strict=True))
+
+
+def fetchable(url: str) -> bool:
+    """Whether Telegram's servers can fetch `url` themselves (an absolute http(s) address)."""
+    return url.startswith(("https://", "http://"))
+
+
+class TelegramUploads:
+    """Images Telegram cannot fetch go up as bytes, read by storage key; the file_id Telegram gives an
+    upload stands in for it afterwards (bounded, per process: a miss only costs one more upload)."""
+
+    def __init__(self, storage: MediaStorage | None, *, max_ids: int = 2_000) -> None:
+        self.storage = storage
+        self._ids: OrderedDict[str, str] = OrderedDict()
+        self._max = max_ids
+
+    async def media(self, url: str, key: str | None) -> str | BufferedInputFile:
+        if fetchable(url) or not key or self.storage is None:
+            return url
+        known = self._ids.get(key)
+        if known is not None:
+            self._ids.move_to_end(key)
+            return known
+        try:
+            data = await self.storage.get(key)
+        except (StorageError, StorageNotConfiguredError, OSError) as exc:
+            raise RetryableDeliveryError(f"image {key} unreadable: {type(exc).__name__}") from None
+        return BufferedInputFile(data, filename=key.rsplit("/", 1)[-1] or "image.jpg")
+
+    def remember(self, key: str | None, sent: Any) -> None:
+        photos = getattr(sent, "photo", None)
+        if not key or not photos:
+            return
+        self._ids[key] = str(photos[-1].file_id)  # the largest size; any size resends the photo
+        self._ids.move_to_end(key)
+        if len(self._ids) > self._max:
+            self._ids.popitem(last=False)
+
+
+async def stored_picture(storage: MediaStorage, key: str) -> str | BufferedInputFile | None:
+    """A stored picture as Telegram takes it (Kimmie's card, /client): a link Telegram can fetch (S3,
+    or local storage with PUBLIC_BASE_URL), else the bytes to upload; None when it cannot be read."""
+    try:
+        link = await storage.link(key, expires_s=600)
+        if link and fetchable(link):
+            return link
+        return BufferedInputFile(await storage.get(key), filename=key.rsplit("/", 1)[-1] or "image.jpg")
+    except (StorageError, StorageNotConfiguredError, OSError):
+        log.info("stored picture unreadable; sending text only")
+        return None

@@ -31,7 +31,7 @@ from core.db.database import Database
 from core.db.leader import Leadership, leadership_for, run_while_leader
 from core.jobs.worker import JobRegistry
 from core.settings import Settings
-from core.storage import S3Storage
+from core.storage import S3Storage, media_storage
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,16 @@ def wire_telegram(
     webhook mode, command menus + setWebhook at start-up."""
     bot = build_bot(settings)
     limiter = build_send_limiter(settings.redis_url)
-    sender = TelegramSender(bot, limiter=limiter)
+    # Preview images stored locally (no public URL) are uploaded as bytes read from this storage.
+    media = media_storage(settings)
+    sender = TelegramSender(bot, limiter=limiter, storage=media)
     photos = S3Storage(settings)
-    dispatcher = build_dispatcher(db=db, settings=settings, booking=booking, sender=sender, photos=photos)
-    notifier = TelegramAdminNotifier(bot=bot, db=db, settings=settings, booking=booking, photos=photos)
+    dispatcher = build_dispatcher(
+        db=db, settings=settings, booking=booking, sender=sender, photos=photos, media=media
+    )
+    notifier = TelegramAdminNotifier(
+        bot=bot, db=db, settings=settings, booking=booking, photos=photos, media=media
+    )
     register_prune_job(registry, db=db)
     if settings.telegram_mode == "webhook":
         setup_webhook(app, dispatcher, bot, settings)

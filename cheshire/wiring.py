@@ -310,8 +310,11 @@ def wire_channels(
     from channels.web.views import setup_routes as setup_web_routes
     from core.delivery import register_jobs as register_delivery_jobs
     from core.profiles import register_jobs as register_profile_jobs
+    from core.storage import media_storage
 
-    meta = MetaSenders(settings)  # a sender per configured token; HTTP session opened at start-up
+    # A sender per configured token; HTTP session opened at start-up. Images without a public URL
+    # (local storage, no PUBLIC_BASE_URL) are uploaded from the media storage.
+    meta = MetaSenders(settings, storage=media_storage(settings))
     senders: dict[str, ChannelSender] = {**meta.senders, "web": WebSender()}
     if telegram is not None:
         senders["telegram"] = telegram

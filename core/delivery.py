@@ -61,7 +61,7 @@ from core.db.models import ChannelIdentity, Client, Conversation, Message, utcno
 from core.jobs.payloads import JobPayloadError
 from core.jobs.queue import ClaimedJob, PermanentJobError, RetryLater, backoff_delay
 from core.jobs.worker import JobRegistry
-from core.outbox import DELIVER_JOB, REMINDER_PURPOSE, DeliverPayload, template_of
+from core.outbox import DELIVER_JOB, REMINDER_PURPOSE, DeliverPayload, image_refs, template_of
 from core.ports import (
     ChannelCredentialsError,
     ChannelSender,
@@ -197,7 +197,8 @@ class Delivery:
                         QuickReply(title=str(q["title"]), payload=str(q["payload"]), url=q.get("url"))
                         for q in row.quick_replies or []
                     ),
-                    image_urls=tuple(str(url) for url in row.image_urls or []),
+                    image_urls=image_refs(row.image_urls)[0],
+                    image_keys=image_refs(row.image_urls)[1],
                     template=template_of(row.template),
                 ),
                 client_label=(client.name if client and client.name else None)

@@ -63,6 +63,28 @@ def template_of(stored: dict[str, Any] | None) -> UtilityTemplate | None:
     )
 
 
+def image_entries(message: OutboundMessage) -> list[Any]:
+    """The row's `image_urls` JSON: a URL, or {"url", "key"} when the image has a storage key (no
+    schema change: older rows hold plain strings, and `image_refs` reads both)."""
+    if len(message.image_keys) != len(message.image_urls):
+        return list(message.image_urls)
+    return [{"url": url, "key": key} for url, key in zip(message.image_urls, message.image_keys, strict=True)]
+
+
+def image_refs(entries: list[Any] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`image_entries` read back: (urls, keys); keys empty unless every image has one."""
+    urls: list[str] = []
+    keys: list[str] = []
+    for entry in entries or []:
+        if isinstance(entry, dict):
+            urls.append(str(entry.get("url") or ""))
+            if entry.get("key"):
+                keys.append(str(entry["key"]))
+        else:
+            urls.append(str(entry))
+    return tuple(urls), (tuple(keys) if len(keys) == len(urls) else ())
+
+
 async def queue_outbound(
     session: AsyncSession,
     *,
@@ -87,7 +109,7 @@ async def queue_outbound(
             {"title": q.title, "payload": q.payload, **({"url": q.url} if q.url else {})}
             for q in message.quick_replies
         ],
-        "image_urls": list(message.image_urls),
+        "image_urls": image_entries(message),
         "delivery_status": DeliveryStatus.PENDING.value,
         "purpose": purpose,
         "template": template_json(message.template),

@@ -421,7 +421,9 @@ class Settings(BaseSettings):
             "messenger": self.facebook_page_access_token is not None,
             "instagram": self.instagram_access_token is not None,
             # Reminders past Messenger's 24-hour window as utility templates (needs the Page token).
-            "meta_utility_messages": self.meta_utility_messages and self.facebook_page_access_token is not None,
+            "meta_utility_messages": (
+                self.meta_utility_messages and self.facebook_page_access_token is not None
+            ),
             "meta_signature": self.meta_app_secret is not None or self.instagram_app_secret is not None,
             "google_calendar": self.google_refresh_token is not None or self.google_private_key is not None,
             # Previews need the key and somewhere FAL can read the photo from (S3, PUBLIC_BASE_URL, or

@@ -130,6 +130,11 @@ class OutboundMessage:
     text: str
     quick_replies: tuple[QuickReply, ...] = ()
     image_urls: tuple[str, ...] = ()
+    # The images' storage keys (ObjectStorage), aligned with `image_urls` when set: a URL may be
+    # relative (local storage, no PUBLIC_BASE_URL) and only a browser can follow it, so a channel
+    # adapter that cannot fetch the URL reads the bytes by key through the storage it was wired with
+    # and uploads them. Core never says which channel does.
+    image_keys: tuple[str, ...] = ()
     # Set by delivery, never stored: a person (Kimmie) wrote this and it goes out past the platform's
     # standard window under its human-agent allowance (Meta: the HUMAN_AGENT tag). Senders without such
     # an allowance ignore it.

@@ -1,6 +1,6 @@
 """Kimmie's client look-up: /client <name or phone> shows pets and history, with 💬 Open chat, and
-each pet's Looking Glass previews (style, status, cost; the latest ones as pictures when the photos
-are in S3, which Telegram can fetch by a presigned link)."""
+each pet's Looking Glass previews (style, status, cost; the latest ones as pictures: a presigned
+link from S3, or the bytes uploaded from local storage, which Telegram cannot reach by URL)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from bot import cards, keyboards, views
 from bot.admin.common import chunks
 from bot.routing import RouterSpec
 from bot.scope import UpdateScope
+from bot.sender import stored_picture
 from core import customers
 from core.booking.api import BookingService
 from core.db.models import GroomingDesign
 from core.settings import Settings
-from core.storage import ObjectStorage, S3Storage, StorageError
+from core.storage import MediaStorage
 
 router = RouterSpec("admin.clients")
 MAX_PREVIEWS = 10
@@ -32,7 +33,7 @@ async def client_lookup(
     scope: UpdateScope,
     booking: BookingService,
     settings: Settings,
-    photos: ObjectStorage | None = None,
+    media: MediaStorage | None = None,
 ) -> None:
     query = (command.args or "").strip()
     if not query:
@@ -56,7 +57,7 @@ async def client_lookup(
             await message.answer(
                 cards.previews_text(designs, card.pets, settings.tz), parse_mode=ParseMode.HTML
             )
-            await _preview_pictures(message, designs, photos)
+            await _preview_pictures(message, designs, media)
 
 
 async def _previews(session: AsyncSession, client_id: int) -> list[GroomingDesign]:
@@ -70,17 +71,14 @@ async def _previews(session: AsyncSession, client_id: int) -> list[GroomingDesig
 
 
 async def _preview_pictures(
-    message: Message, designs: list[GroomingDesign], photos: ObjectStorage | None
+    message: Message, designs: list[GroomingDesign], media: MediaStorage | None
 ) -> None:
-    """The latest finished previews as one album (S3 only: our local media has no address Telegram
-    can reach without PUBLIC_BASE_URL, and the list above already names them)."""
-    if not isinstance(photos, S3Storage) or not photos.configured:
+    """The latest finished previews as one album (the list above already names them)."""
+    if media is None:
         return
     keys = [str(k) for d in designs if d.status == "done" for k in (d.storage_keys or [])][:MAX_PICTURES]
-    try:
-        links = [await photos.presigned_url(key, expires_s=600) for key in keys]
-    except StorageError:
-        return
+    pictures = [await stored_picture(media, key) for key in keys]
+    links = [picture for picture in pictures if picture is not None]
     if len(links) == 1:
         await message.answer_photo(links[0])
     elif links:

@@ -28,12 +28,16 @@ token; `GET /{version}/{IGSID}?fields=name,username` with the Instagram token), 
 A message becomes several Send API calls: images first, then the text split at the platform's limit
 (Messenger 2,000 characters, Instagram 1,000 bytes); quick replies (≤ 13, titles ≤ 20 characters)
 ride on the last call. Each call is one "part" of the `ChannelSender` contract: a retry resumes after
-the parts Meta already accepted, so the person never sees one twice. The token travels in the
+the parts Meta already accepted, so the person never sees one twice. An image Meta cannot fetch (a
+relative link: local storage without PUBLIC_BASE_URL) goes up with its call as multipart `filedata`,
+its bytes read by storage key from the storage this sender was wired with; on Messenger the upload is
+saved (`is_reusable`) and its `attachment_id` stands in for the bytes on later sends. The token travels in the
 Authorization header, never in a URL that could end up in a log line or an exception message.
 """
 
 from __future__ import annotations
 
+import json as json_module
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -54,6 +58,7 @@ from core.ports import (
     WindowClosedError,
 )
 from core.settings import Settings
+from core.storage import MediaStorage, StorageError, StorageNotConfiguredError
 from core.types import Channel, OutboundMessage, QuickReply, Recipient, UtilityTemplate
 
 log = logging.getLogger(__name__)
@@ -169,6 +174,25 @@ def utility_body(template: UtilityTemplate) -> dict[str, Any]:
     }
 
 
+def _attachment(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"attachment": {"type": "image", "payload": payload}}
+
+
+def _fetchable(url: str) -> bool:
+    """Whether Meta's servers can fetch `url` themselves (an absolute http(s) address)."""
+    return url.startswith(("https://", "http://"))
+
+
+def _image_keys(message: OutboundMessage) -> list[str | None]:
+    """Per image part: the storage key to upload from, or None when Meta fetches the URL."""
+    if len(message.image_keys) != len(message.image_urls):
+        return [None] * len(message.image_urls)
+    return [
+        None if _fetchable(url) else key
+        for url, key in zip(message.image_urls, message.image_keys, strict=True)
+    ]
+
+
 class MetaSender:
     """One channel (Messenger or Instagram) of the Send API."""
 
@@ -182,8 +206,11 @@ class MetaSender:
         http: Callable[[], aiohttp.ClientSession],
         human_agent_window_s: float | None = None,
         utility_templates: bool = False,
+        storage: MediaStorage | None = None,
     ) -> None:
         self.channel = channel
+        self._storage = storage
+        self._attachment_ids: dict[str, str] = {}  # storage key → Messenger's saved attachment
         self.api_root = f"{base_url.rstrip('/')}/{version}"
         self.url = f"{self.api_root}/me/messages"
         # Read by core/delivery.py: automated messages only inside Meta's 24 h window; Kimmie's replies
@@ -241,14 +268,11 @@ class MetaSender:
         )
         # One Send API call is one part; `requests_for` is deterministic, so part N is the same call on
         # a retry and the parts an earlier attempt got accepted are skipped.
+        images = _image_keys(message) if self._storage is not None else []
         for index in range(max(0, resume_from), len(bodies)):
-            message_id = await self._post(
-                {
-                    "recipient": {"id": recipient.external_id},
-                    **kind,
-                    "message": bodies[index],
-                }
-            )
+            call = {"recipient": {"id": recipient.external_id}, **kind, "message": bodies[index]}
+            upload = images[index] if index < len(images) else None
+            message_id = await (self._upload(call, upload) if upload else self._post(call))
             if on_part_sent is not None:
                 await on_part_sent(index, message_id)
             first_id = first_id or message_id
@@ -293,18 +317,47 @@ class MetaSender:
             return None
         return Profile(name=name[:200] or None, handle=handle[:200] or None)
 
+    async def _upload(self, data: dict[str, Any], key: str) -> str | None:
+        """An image part whose URL Meta cannot fetch: its saved attachment, else its bytes."""
+        saved = self._attachment_ids.get(key)
+        if saved is not None:
+            return await self._post({**data, "message": _attachment({"attachment_id": saved})})
+        assert self._storage is not None  # _image_keys names keys only with a storage
+        try:
+            blob = await self._storage.get(key)
+        except (StorageError, StorageNotConfiguredError, OSError) as exc:
+            raise RetryableDeliveryError(f"image {key} unreadable: {type(exc).__name__}") from None
+        payload = {"is_reusable": True} if self.channel is Channel.MESSENGER else {}
+        form = aiohttp.FormData()
+        for name, value in {**data, "message": _attachment(payload)}.items():
+            form.add_field(name, value if isinstance(value, str) else json_module.dumps(value))
+        form.add_field("filedata", blob, filename=key.rsplit("/", 1)[-1], content_type="image/jpeg")
+        body = await self._call("POST", self.url, data=form)
+        if isinstance(body, dict) and body.get("attachment_id"):
+            self._attachment_ids[key] = str(body["attachment_id"])
+        message_id = body.get("message_id") if isinstance(body, dict) else None
+        return str(message_id) if message_id is not None else None
+
     async def _post(self, data: dict[str, Any]) -> str | None:
         body = await self._call("POST", self.url, json=data)
         message_id = body.get("message_id") if isinstance(body, dict) else None
         return str(message_id) if message_id is not None else None
 
-    async def _call(self, method: str, url: str, *, json: Any = None, fields: str | None = None) -> Any:
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        data: aiohttp.FormData | None = None,
+        fields: str | None = None,
+    ) -> Any:
         """One Graph API call; its JSON body, or one of core's delivery errors."""
         headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"}
         params = {"fields": fields} if fields is not None else None
         try:
             async with self._http().request(
-                method, url, json=json, params=params, headers=headers
+                method, url, json=json, data=data, params=params, headers=headers
             ) as response:
                 try:
                     body = await response.json(content_type=None)
@@ -324,7 +377,8 @@ class MetaSender:
 class MetaSenders:
     """Owns the HTTP session (created at start-up, closed at shutdown) and the configured senders."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, storage: MediaStorage | None = None) -> None:
+        """`storage`: where images without a public URL are read from, to upload their bytes."""
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
         self.senders: dict[str, MetaSender] = {}
@@ -341,6 +395,7 @@ class MetaSenders:
                 human_agent_window_s=human_agent_window_s,
                 # Messenger only: Meta offers no utility messages on Instagram.
                 utility_templates=settings.meta_utility_messages,
+                storage=storage,
             )
         if settings.instagram_access_token is not None:
             self.senders[Channel.INSTAGRAM.value] = MetaSender(
@@ -350,6 +405,7 @@ class MetaSenders:
                 token=settings.instagram_access_token,
                 http=self.http,
                 human_agent_window_s=human_agent_window_s,
+                storage=storage,
             )
 
     def http(self) -> aiohttp.ClientSession:

@@ -31,6 +31,7 @@ from core import customers
 from core.conversation.ingest import conversation_queue_key, ingest
 from core.db.database import Database
 from core.db.models import Conversation, Job, Message, utcnow
+from core.outbox import image_refs
 from core.settings import Settings
 from core.types import Channel, DeliveryStatus, Direction, InboundMessage
 
@@ -102,7 +103,7 @@ def _render(row: Message) -> dict[str, Any]:
         "text": row.text,
         "quick_replies": [option["title"] for option in options],
         "options": options,
-        "images": [str(url) for url in row.image_urls or []],
+        "images": list(image_refs(row.image_urls)[0]),
         "from": "kimmie" if row.author == "kimmie" else "assistant",
         "_unseen": row.fetched_at is None and row.delivery_status == DeliveryStatus.SENT.value,
     }

@@ -580,9 +580,9 @@ class Previews:
         designs = await self._designs(batch)
         done = [d for d in designs if d.status == "done"]
         links = []
-        for design in done:
-            for key in design.storage_keys:
-                links.append(await self._delivery_link(key))
+        keys = [key for design in done for key in design.storage_keys]
+        for key in keys:
+            links.append(await self._delivery_link(key))
         first = designs[0]
         async with self.db.transaction() as session:
             marked = await session.execute(
@@ -595,13 +595,19 @@ class Previews:
             conversation = await session.get(Conversation, first.conversation_id)
             if conversation is None:
                 return
-            message = await self._ready_message(session, batch, first, done, links)
+            message = await self._ready_message(session, batch, first, done, links, keys)
             await queue_outbound(
                 session, conversation_id=conversation.id, channel=conversation.channel, message=message
             )
 
     async def _ready_message(
-        self, session: AsyncSession, batch: str, first: _Design, done: list[_Design], links: list[str]
+        self,
+        session: AsyncSession,
+        batch: str,
+        first: _Design,
+        done: list[_Design],
+        links: list[str],
+        keys: list[str],
     ) -> OutboundMessage:
         if not done:
             return OutboundMessage(texts.UNSAFE, quick_replies=self.style_buttons())
@@ -626,7 +632,9 @@ class Previews:
         ]
         if len(done) == 1 and first.style_code:
             replies.append(QuickReply(texts.ALL_ANGLES, style_payload(first.style_code, full=True)))
-        return OutboundMessage(text, quick_replies=tuple(replies), image_urls=tuple(links))
+        return OutboundMessage(
+            text, quick_replies=tuple(replies), image_urls=tuple(links), image_keys=tuple(keys)
+        )
 
     async def _delivery_link(self, key: str) -> str:
         link = await self.storage.link(key, expires_s=DELIVERY_LINK_S)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from core.ports import (
     WindowClosedError,
 )
 from core.settings import Settings
+from core.storage import LocalStorage
 from core.types import Channel, OutboundMessage, QuickReply, Recipient
 from tests.channels.conftest import make_settings
 from tests.fakes.graph_api import FakeGraphAPI
@@ -167,3 +169,35 @@ def test_only_configured_channels_get_a_sender(database_url: str) -> None:
     meta = MetaSenders(make_settings(database_url, instagram_access_token=None))
     assert sorted(meta.senders) == ["messenger"]
     _: Any = meta
+
+
+async def test_local_image_is_uploaded_once_then_sent_by_attachment_id(
+    graph: FakeGraphAPI, database_url: str, tmp_path: Path
+) -> None:
+    """An image with a relative link (local storage, no PUBLIC_BASE_URL) goes up as `filedata`; Meta's
+    saved attachment_id serves the next send of it; a missing file is retried, not sent without."""
+    storage = LocalStorage(tmp_path, public_base_url=None, signing_key=b"k" * 32)
+    await storage.put("pets/1/preview/1-0.jpg", b"\xff\xd8\xffjpeg-bytes", content_type="image/jpeg")
+    settings = make_settings(database_url, meta_graph_api_base=await graph.start())
+    meta = MetaSenders(settings, storage=storage)
+    await meta.start()
+    try:
+        message = OutboundMessage(
+            text="Here it is",
+            image_urls=("/media/pets/1/preview/1-0.jpg?e=1&s=x",),
+            image_keys=("pets/1/preview/1-0.jpg",),
+        )
+        await meta.senders["messenger"].send(PSID, message)
+        await meta.senders["messenger"].send(PSID, message)
+        first, _, second, _ = graph.sent
+        assert first["filedata"]["content"] == b"\xff\xd8\xffjpeg-bytes"
+        assert first["message"] == {"attachment": {"type": "image", "payload": {"is_reusable": True}}}
+        (saved,) = graph.attachments
+        assert "filedata" not in second
+        assert second["message"]["attachment"]["payload"] == {"attachment_id": saved}
+        gone = OutboundMessage(text="", image_urls=("/media/none.jpg",), image_keys=("none.jpg",))
+        with pytest.raises(RetryableDeliveryError):
+            await meta.senders["messenger"].send(PSID, gone)
+        assert len(graph.sent) == 4
+    finally:
+        await meta.close()

@@ -33,6 +33,7 @@ with `message.template` = {"name", "language": {"code"}, "components": [{"type":
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,7 @@ class FakeGraphAPI:
     _runner: web.AppRunner | None = None
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     profile_lookups: list[dict[str, Any]] = field(default_factory=list)
+    attachments: dict[str, bytes] = field(default_factory=dict)  # uploads by attachment_id
     _profile_errors: list[ScriptedError] = field(default_factory=list)
     utility_templates: dict[str, int] = field(default_factory=dict)
     utility_tokens: tuple[str, ...] = ("PAGE_TOKEN",)
@@ -175,7 +177,9 @@ class FakeGraphAPI:
             self._errors[0].skip -= 1
         elif self._errors:
             return self._error(self._errors.pop(0))
-        body = await request.json()
+        body = await self._body(request)
+        if body is None:
+            return self._error(ScriptedError(100, None, 400, "(#100) Upload attachment failure."))
         if "recipient" not in body or "message" not in body:
             return self._error(ScriptedError(100, None, 400, "(#100) param recipient must be non-empty"))
         if body.get("messaging_type") == "MESSAGE_TAG" and not body.get("tag"):
@@ -192,10 +196,37 @@ class FakeGraphAPI:
             )
         if len(message.get("quick_replies", [])) > 13:
             return self._error(ScriptedError(100, None, 400, "(#100) param message[quick_replies] too long"))
+        payload = (message.get("attachment") or {}).get("payload") or {}
+        if "attachment_id" in payload and payload["attachment_id"] not in self.attachments:
+            return self._error(ScriptedError(100, None, 400, "(#100) Attachment id not found"))
         self.sent.append(body)
-        return web.json_response(
-            {"recipient_id": body["recipient"]["id"], "message_id": f"m_out_{next(self._ids)}"}
-        )
+        answer = {"recipient_id": body["recipient"]["id"], "message_id": f"m_out_{next(self._ids)}"}
+        if "filedata" in body:
+            # An uploaded attachment saved with is_reusable answers its id, for later sends.
+            attachment_id = f"att_{next(self._ids)}"
+            self.attachments[attachment_id] = body["filedata"]["content"]
+            if payload.get("is_reusable"):
+                answer["attachment_id"] = attachment_id
+        return web.json_response(answer)
+
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any] | None:
+        """JSON, or the multipart form of an upload (`recipient`, `message` as JSON strings and the
+        file as `filedata`, with its content type); None for a malformed upload."""
+        if not request.content_type.startswith("multipart/"):
+            body: dict[str, Any] = await request.json()
+            return body
+        form = await request.post()
+        upload = form.get("filedata")
+        if not isinstance(upload, web.FileField) or not str(upload.content_type).startswith("image/"):
+            return None
+        fields: dict[str, Any] = {}
+        for key in ("recipient", "message", "messaging_type", "tag"):
+            value = form.get(key)
+            if isinstance(value, str):
+                fields[key] = json.loads(value) if key in ("recipient", "message") else value
+        fields["filedata"] = {"content": upload.file.read(), "content_type": upload.content_type}
+        return fields
 
     @staticmethod
     def _error(error: ScriptedError) -> web.Response:

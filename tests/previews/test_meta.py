@@ -196,3 +196,52 @@ async def test_expired_attachment_link_is_answered_not_retried(
 
         await eventually(answered)
     assert fal.submissions == [] and await designs(db) == []
+
+
+@pytest.mark.parametrize(
+    ("obj", "path", "sender"),
+    [
+        ("page", "/webhook/facebook", "6543210987654321"),
+        ("instagram", "/webhook/instagram", "1122334455667788"),
+    ],
+)
+async def test_preview_uploaded_with_local_storage_and_no_public_url(
+    db: Database,
+    database_url: str,
+    fal: FakeFal,
+    graph: FakeGraphAPI,
+    cdn: str,
+    tmp_path: Path,
+    obj: str,
+    path: str,
+    sender: str,
+) -> None:
+    """The default deployment (files under MEDIA_DIR, no PUBLIC_BASE_URL): Meta could not fetch a
+    relative /media link, so the preview's bytes go up with the Send API call as `filedata`."""
+    settings = preview_settings(database_url, fal, tmp_path, meta_graph_api_base=await graph.start())
+    assert settings.public_base_url is None and not settings.s3_bucket
+    async with running(settings) as service:
+        photo = {"attachments": [{"type": "image", "payload": {"url": cdn}}]}
+        assert await post(service.base, path, event(obj, sender=sender, message=photo)) == 200
+
+        async def buttons() -> Any:
+            return [m for m in graph.sent if "quick_replies" in m["message"]]
+
+        await eventually(buttons)
+        tap = {"text": "Summer shave", "quick_reply": {"payload": "PV:s:summer_shave"}}
+        assert await post(service.base, path, event(obj, sender=sender, message=tap)) == 200
+
+        async def image_sent() -> Any:
+            return [m for m in graph.sent if "attachment" in m["message"]]
+
+        (image,) = await eventually(image_sent)
+        assert image["recipient"]["id"] == sender and image["messaging_type"] == "RESPONSE"
+        assert image["message"]["attachment"]["type"] == "image"
+        assert "url" not in image["message"]["attachment"]["payload"]
+        (design,) = await designs(db)
+        stored = (tmp_path / design.storage_keys[0]).read_bytes()
+        assert image["filedata"] == {"content": stored, "content_type": "image/jpeg"}
+        # Messenger saves the upload (its attachment_id serves later sends); Instagram takes none.
+        reusable = image["message"]["attachment"]["payload"].get("is_reusable")
+        assert reusable is (True if obj == "page" else None)
+        assert len(graph.attachments) == 1
