@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from cheshire.runtime import build_runtime
 from core.db.database import Database
 from core.db.models import AdminAlert, GroomingDesign, Job
+from core.outbox import image_refs
 from core.previews import texts
 from core.previews.service import GENERATE_JOB, PHOTO_JOB
 from tests.fakes.fal import FakeFal, sign_delivery
@@ -137,7 +138,7 @@ async def test_webhook_finishes_the_job_and_bad_signatures_get_401(
         fal._finish(fal.requests[design.provider_request_id])  # FAL finishes and calls back, signed
         (sent,) = await eventually(lambda: previews_sent(db), timeout_s=20)  # well before the 30 s poll
         assert fal.webhooks_sent == [200]
-        assert sent.image_urls[0].startswith(f"{public}/media/")
+        assert image_refs(sent.image_urls)[0][0].startswith(f"{public}/media/")
     assert len(fal.submissions) == 1
 
 

@@ -189,6 +189,7 @@ async def test_kimmies_card_shows_the_preview_from_local_storage(
 
         (choose_time,) = await eventually(times)
         await web_chat.chat(service.base, "time", next(p for p in payloads(choose_time) if ":t" in p))
+        await web_chat.answer_before_filing(service.base, db, since_id=choose_time.id)
 
         (card,) = await eventually(lambda: _calls_for(fake_tg, "sendPhoto", KIMMIE))
         (design,) = await designs(db)

@@ -119,6 +119,29 @@ async def _nth_preview(db: Database, n: int) -> Any:
     return shown[n - 1] if len(shown) >= n else None
 
 
+async def answer_before_filing(base: str, db: Database, *, since_id: int) -> None:
+    """Answer what a website customer is asked before a request is filed (issue 14): the dog's name,
+    their own name, and a way to reach them later (skipped with one tap). Counted from `since_id`
+    (the time question), not from the newest message: the first question may already be there."""
+    seen = since_id
+
+    async def newer() -> Any:
+        fresh = [m for m in await outbound(db) if m.id > seen]
+        return fresh[-1] if fresh else None
+
+    for _ in range(4):
+        last = await eventually(newer)
+        seen = last.id
+        if "dog's name" in last.text:
+            await chat(base, "Biscuit")
+        elif "your name" in last.text:
+            await chat(base, "Zoe Hart")
+        elif "RQ:skip" in payloads(last):
+            await chat(base, "Skip", "RQ:skip")
+        else:
+            break
+
+
 async def test_book_this_style_carries_the_style_and_the_preview(
     db: Database, database_url: str, fal: FakeFal, tmp_path: Path
 ) -> None:
@@ -144,27 +167,8 @@ async def test_book_this_style_carries_the_style_and_the_preview(
             async with db.transaction() as session:
                 return (await session.scalars(select(Appointment))).first()
 
-        # Before filing (issue 14), a website customer is asked what the request lacks: the dog's
-        # name, their own name, and a way to reach them later (skipped here with one tap).
-        # Counted from the time question, not from the newest message: the first of these questions
-        # may already be there when the loop starts.
-        seen = choose_time.id
-
-        async def newer() -> Any:
-            fresh = [m for m in await outbound(db) if m.id > seen]
-            return fresh[-1] if fresh else None
-
-        for _ in range(4):
-            last = await eventually(newer)
-            seen = last.id
-            if "dog's name" in last.text:
-                await chat(service.base, "Biscuit")
-            elif "your name" in last.text:
-                await chat(service.base, "Zoe Hart")
-            elif "RQ:skip" in payloads(last):
-                await chat(service.base, "Skip", "RQ:skip")
-            else:
-                break
+        # Before filing (issue 14), a website customer is asked what the request lacks.
+        await answer_before_filing(service.base, db, since_id=choose_time.id)
 
         appointment = await eventually(booked)
         (design,) = await designs(db)
