@@ -223,7 +223,7 @@ async def main() -> None:
     total_plain = report("Reference, same run, no breakpoints:", plain)
     print()
 
-    def share(turns: list[dict[str, int]], total: int) -> float:
+    def share(turns: list[dict[str, int]], total: float) -> float:
         return 100 * sum(t["read"] for t in turns[1:]) / total
 
     print(f"cache read share turns 2-8, back to back: {share(cached, total_cached):.1f}% (goal >= 70 %)")
