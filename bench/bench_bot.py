@@ -206,6 +206,24 @@ async def raw_ingest(url: str, n: int) -> float:
     return rate
 
 
+async def which_database(url: str) -> str:
+    """The database the run used, asked of the server itself (not inferred from the arguments)."""
+    from sqlalchemy import text
+
+    from core.db.database import Database
+
+    db = Database(url)
+    try:
+        async with db.transaction() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                version = (await session.execute(text("SHOW server_version"))).scalar_one()
+                return f"PostgreSQL {version}"
+            version = (await session.execute(text("SELECT sqlite_version()"))).scalar_one()
+            return f"SQLite {version}"
+    finally:
+        await db.dispose()
+
+
 async def cheshire(fake: FakeTelegramAPI, args: argparse.Namespace, url: str) -> dict[str, Any]:
     from bot.sender import SendLimiter, TelegramSender
     from bot.setup import build_dispatcher
@@ -307,11 +325,11 @@ async def main(args: argparse.Namespace) -> None:
         ref = await reference(fake, args)
         ours = await cheshire(fake, args, url)
         raw = await raw_ingest(url, 200)
+        backend = await which_database(url)
     finally:
         await fake.stop()
         await drop()
-    backend = "postgresql" if args.pg else "sqlite"
-    print(f"bench_bot ({backend}, {args.workers} job workers; fake Bot API on 127.0.0.1)")
+    print(f"bench_bot (database: {backend}, {args.workers} job workers; fake Bot API on 127.0.0.1)")
     print(f"{'':44}{'cheshire':>14}{'reference':>14}")
     print(f"{'burst ' + str(args.updates) + ' updates / ' + str(args.chats) + ' chats':44}")
     ingest_rate = ours["burst"].get("ingest_per_s", 0)

@@ -1,25 +1,32 @@
-"""Ingest bench: signed Messenger webhook POSTs into PostgreSQL, Cheshire vs a minimal reference.
+"""Ingest bench: signed Messenger webhook POSTs into PostgreSQL, the real service vs a minimal reference.
 
     .venv/bin/python bench/bench_ingest.py [--requests 3000] [--rounds 3] [--concurrency 32]
                                            [--rates 1000,25] [--burst 10000]
                                            [--pg postgresql://postgres@127.0.0.1:5432/postgres]
 
-Each server runs in its own process, on its own fresh database (the load generator is this process):
-- "cheshire": the production app (channels/app.py + channels.meta setup_routes + middlewares, INFO
-  logging to /dev/null): HMAC check, parse, core ingest through its group commit (concurrent POSTs
-  share one transaction: identity, conversation, message, process_message job), 200 after the commit.
+Each server runs in its own process, on its own fresh database; the load generator is this process (a
+Python generator: aiohttp client, precomputed signed bodies; wrk is not used so every answer's status
+can be counted):
+- "cheshire": the real service, `python -m bot` from the repository (tests/support/service.py), with
+  its job workers and every default setting except the ones `SERVICE_ENV` names (printed): the
+  database, Meta's app secret and a page token, the Graph API base pointing at a fake Graph API in its
+  own process (so the 2 workers answer what is stored, through the real delivery job, while the load
+  runs). HMAC check, parse, core ingest through its group commit, 200 after the commit.
 - "reference": an aiohttp handler that checks the HMAC, reads the mid and does one INSERT through
   asyncpg (ON CONFLICT DO NOTHING): the floor any webhook must pay.
-- "cheshire-no-db" (diagnostic): cheshire with ingest replaced by a no-op: what HTTP, middlewares,
-  HMAC, parsing and logging cost on their own.
-Runs, with the same generator (aiohttp client, precomputed signed bodies):
+- "cheshire-no-db" (diagnostic): the channel app built by hand with ingest replaced by a no-op, no
+  workers: what HTTP, middlewares, HMAC, parsing and logging cost on their own.
+Every figure counts 2xx answers only (throughput, latency); the others are printed by status code.
+Runs:
 1. closed loop: `--rounds` rounds of `--requests` POSTs at `--concurrency` in flight, alternating between
-   the servers so a change in machine load hits all alike → median throughput, p50/p99, server CPU;
+   the servers so a change in machine load hits all alike → median (and min-max) throughput, p50/p99,
+   server CPU;
 2. open loop: each of `--rates` req/s offered for 0.5 s of warm-up (connections opened, not counted), then
-   4 s measured → achieved rate, p50/p99 measured from each request's scheduled send time (so a server
-   that falls behind is not flattered);
+   4 s measured → achieved 2xx rate, p50/p99 measured from each request's scheduled send time (so a
+   server that falls behind is not flattered);
 3. (cheshire only) a burst of `--burst` signed events with 10 % redeliveries, shuffled, at 64 in flight:
-   stored messages and queued jobs must equal the distinct mids (0 lost, 0 duplicated).
+   stored messages and queued jobs must equal the distinct mids (0 lost, 0 duplicated);
+4. (cheshire only) drain: how long after the load the workers need to answer everything stored.
 """
 
 from __future__ import annotations
@@ -42,6 +49,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SECRET = "bench-app-secret-0123456789"
 PATH = "/webhook/facebook"
+
+
+def service_env(url: str, graph_base: str) -> dict[str, str]:
+    """The only settings the real service gets (everything else is its default)."""
+    return {
+        "DATABASE_URL": url,
+        "META_APP_SECRET": SECRET,
+        "FACEBOOK_PAGE_ACCESS_TOKEN": "bench-page-token",
+        "META_GRAPH_API_BASE": graph_base,
+    }
+
+
+def serve_graph() -> None:
+    """The fake Graph API (tests/fakes/graph_api.py) in its own process; prints its base URL."""
+    from tests.fakes.graph_api import FakeGraphAPI
+
+    async def forever() -> None:
+        graph = FakeGraphAPI()
+        print(await graph.start(), flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(forever())
 
 
 # --- servers (run in child processes) ----------------------------------------------------------------
@@ -145,14 +174,21 @@ def make_bodies(n: int, tag: str, senders: int = 500) -> list[tuple[bytes, str]]
 
 
 class Stats:
+    """2xx answers and their latencies; every other answer by status code (-1: no answer)."""
+
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.errors: dict[int, int] = {}
 
     def record(self, status: int, seconds: float) -> None:
-        self.latencies.append(seconds)
-        if status != 200:
+        if 200 <= status < 300:
+            self.latencies.append(seconds)
+        else:
             self.errors[status] = self.errors.get(status, 0) + 1
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies)
 
     def pct(self, p: float) -> float:
         ordered = sorted(self.latencies)
@@ -187,7 +223,7 @@ async def closed_loop(url: str, bodies: list[tuple[bytes, str]], concurrency: in
         started = time.perf_counter()
         await asyncio.gather(*(lane() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return len(bodies) / elapsed, stats
+    return stats.ok / elapsed, stats
 
 
 async def open_loop(
@@ -213,11 +249,12 @@ async def open_loop(
                 await asyncio.sleep(delay)
             recorder = warmup_stats if i < n_warmup else stats
             tasks.append(loop.create_task(_post(http, url, body, recorder, scheduled)))
+        t_measured = t0 + n_warmup / rate
         await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - t0
+        elapsed = time.perf_counter() - t_measured
     for status, n in warmup_stats.errors.items():  # a failure counts whenever it happens
         stats.errors[status] = stats.errors.get(status, 0) + n
-    return (n_warmup + len(bodies)) / elapsed, stats
+    return stats.ok / elapsed, stats
 
 
 # --- orchestration ------------------------------------------------------------------------------------
@@ -267,12 +304,23 @@ async def wait_ready(port: int) -> None:
 
 
 class Server:
-    def __init__(self, kind: str, url: str) -> None:
+    """A server process: `python -m bot` for "cheshire", this script's `--serve` for the others."""
+
+    def __init__(self, kind: str, url: str, *, env: dict[str, str], workdir: Path) -> None:
+        from tests.support.service import ServiceProcess
+
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", kind, "--db", url, "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
-        )
+        self.service: ServiceProcess | None = None
+        if kind == "cheshire":
+            self.service = ServiceProcess("cheshire", workdir, env, port=self.port)
+            self.service.start()
+            assert self.service.proc is not None
+            self.proc = self.service.proc
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, __file__, "--serve", kind, "--db", url, "--port", str(self.port)],
+                stdout=subprocess.DEVNULL,
+            )
 
     @property
     def url(self) -> str:
@@ -282,6 +330,22 @@ class Server:
         """User + system CPU seconds the server process has used (from /proc)."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.stop()
+            return
+        self.proc.terminate()
+        self.proc.wait(timeout=15)
+
+
+class GraphProcess:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", "graph"], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        self.base_url = self.proc.stdout.readline().strip()
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -304,8 +368,19 @@ KINDS = ("reference", "cheshire", "cheshire-no-db")
 async def run_all(admin: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """All servers up at once (an idle one costs nothing); closed-loop rounds alternate between them so a
     change in machine load during the run hits every server alike; medians are reported."""
+    import tempfile
+
     urls = {kind: await create_db(admin) for kind in KINDS}
-    servers = {kind: Server(kind, urls[kind]) for kind in KINDS}
+    graph = GraphProcess()
+    workdir = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
+    env = service_env(urls["cheshire"], graph.base_url)
+    shown = {
+        k: ("***" if k in ("META_APP_SECRET", "FACEBOOK_PAGE_ACCESS_TOKEN") else v) for k, v in env.items()
+    }
+    print(
+        "cheshire: python -m bot, default settings except " + ", ".join(f"{k}={v}" for k, v in shown.items())
+    )
+    servers = {kind: Server(kind, urls[kind], env=env, workdir=workdir) for kind in KINDS}
     try:
         for kind, server in servers.items():
             await wait_ready(server.port)
@@ -328,15 +403,30 @@ async def run_all(admin: str, args: argparse.Namespace) -> dict[str, dict[str, A
                     achieved,
                     opened.pct(0.50),
                     opened.pct(0.99),
-                    sum(opened.errors.values()),
+                    opened.errors,
                 )
         if args.burst:
             results["cheshire"]["burst"] = await burst(servers["cheshire"].url, urls["cheshire"], args.burst)
+        results["cheshire"]["drain"] = await drain(urls["cheshire"], args.drain_s)
         return results
     finally:
         for kind, server in servers.items():
             server.stop()
             await drop_db(admin, urls[kind])
+        graph.stop()
+
+
+async def drain(db_url: str, deadline_s: float) -> dict[str, Any]:
+    """Wait (bounded) until the service's workers have no job left queued or running."""
+    waiting = "SELECT count(*) FROM job WHERE status IN ('queued', 'running') AND run_at <= now()"
+    started = time.perf_counter()
+    backlog = await count(db_url, waiting)
+    left = backlog
+    while left and time.perf_counter() - started < deadline_s:
+        await asyncio.sleep(0.5)
+        left = await count(db_url, waiting)
+    done = await count(db_url, "SELECT count(*) FROM job WHERE status = 'done'")
+    return {"backlog": backlog, "left": left, "seconds": time.perf_counter() - started, "done": done}
 
 
 async def closed_round(server: Server, tag: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -368,7 +458,7 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def burst(server_url: str, db_url: str, n: int) -> dict[str, Any]:
-    before_msgs = await count(db_url, "SELECT count(*) FROM message")
+    before_msgs = await count(db_url, "SELECT count(*) FROM message WHERE direction = 'in'")
     before_jobs = await count(db_url, "SELECT count(*) FROM job WHERE kind = 'process_message'")
     distinct = n - n // 10
     bodies = make_bodies(distinct, "burst", senders=2000)
@@ -378,7 +468,7 @@ async def burst(server_url: str, db_url: str, n: int) -> dict[str, Any]:
     started = time.perf_counter()
     _, stats = await closed_loop(server_url, events, 64)
     elapsed = time.perf_counter() - started
-    stored = await count(db_url, "SELECT count(*) FROM message") - before_msgs
+    stored = await count(db_url, "SELECT count(*) FROM message WHERE direction = 'in'") - before_msgs
     jobs = await count(db_url, "SELECT count(*) FROM job WHERE kind = 'process_message'") - before_jobs
     return {
         "posted": len(events),
@@ -406,14 +496,18 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
     print(f"{'throughput req/s':24}{ours['throughput']:>12.0f}{ref['throughput']:>12.0f}")
     print(f"{'p50 ms':24}{ours['closed_p50']:>12.1f}{ref['closed_p50']:>12.1f}")
     print(f"{'p99 ms':24}{ours['closed_p99']:>12.1f}{ref['closed_p99']:>12.1f}")
-    print(f"{'non-200':24}{sum(ours['closed_errors'].values()):>12}{sum(ref['closed_errors'].values()):>12}")
+    print(f"{'non-2xx':24}{_codes(ours['closed_errors']):>12}{_codes(ref['closed_errors']):>12}")
     print(f"{'server CPU ms / request':24}{ours['cpu_ms']:>12.2f}{ref['cpu_ms']:>12.2f}")
     rounds = ", ".join(
         f"{a:.0f}/{b:.0f}" for a, b in zip(ours["all_throughputs"], ref["all_throughputs"], strict=True)
     )
     print(f"{'rounds (cheshire/ref)':24}  {rounds}")
     ratio = ours["throughput"] / ref["throughput"]
-    print(f"cheshire / reference throughput: {ratio:.0%} (goal >= 70%)")
+    ratios = sorted(a / b for a, b in zip(ours["all_throughputs"], ref["all_throughputs"], strict=True))
+    print(
+        f"cheshire / reference 2xx throughput: {ratio:.0%} (rounds {ratios[0]:.0%}-{ratios[-1]:.0%}; "
+        "goal >= 85 %, with the 2 workers draining)"
+    )
     nodb = results["cheshire-no-db"]
     print(
         f"diagnostic, cheshire with the ingest transaction skipped (HTTP, middlewares, HMAC, parse, logs): "
@@ -429,7 +523,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         print(f"{'achieved req/s':24}{oa:>12.0f}{ra:>12.0f}")
         print(f"{'p50 ms':24}{o50:>12.1f}{r50:>12.1f}")
         print(f"{'p99 ms':24}{o99:>12.1f}{r99:>12.1f}")
-        print(f"{'non-200 / failed':24}{oerr:>12}{rerr:>12}")
+        print(f"{'non-2xx (by code)':24}{_codes(oerr):>12}{_codes(rerr):>12}")
         print(f"cheshire p99 at {rate:.0f} req/s offered: {o99:.1f} ms (goal < 50 ms at 1,000 req/s)")
     if "burst" in ours:
         b = ours["burst"]
@@ -439,13 +533,23 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None
         )
         print(
             f"distinct mids {b['distinct']}, stored messages {b['stored']}, queued process_message jobs "
-            f"{b['jobs']}: lost {b['lost']}, duplicated {b['duplicated']}, non-200 {b['non_200'] or 0}"
+            f"{b['jobs']}: lost {b['lost']}, duplicated {b['duplicated']}, non-2xx {_codes(b['non_200'])}"
         )
+    d = ours["drain"]
+    print(
+        f"\ndrain: {d['backlog']} jobs due when the load ended, {d['left']} left after {d['seconds']:.1f} s "
+        f"(2 workers, the service's default); {d['done']} jobs done in all"
+    )
+
+
+def _codes(errors: dict[int, int]) -> str:
+    """Non-2xx answers by status code ("-1": no answer), or 0."""
+    return ",".join(f"{code}:{n}" for code, n in sorted(errors.items())) or "0"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--serve", choices=["cheshire", "cheshire-no-db", "reference"])
+    parser.add_argument("--serve", choices=["cheshire-no-db", "reference", "graph"])
     parser.add_argument("--db")
     parser.add_argument("--port", type=int)
     parser.add_argument("--requests", type=int, default=3000)
@@ -458,12 +562,13 @@ def main() -> None:
         help="open-loop rates",
     )
     parser.add_argument("--burst", type=int, default=10_000)
+    parser.add_argument("--drain-s", type=float, default=60.0, help="deadline for the workers' backlog")
     parser.add_argument(
         "--pg", default=os.environ.get("CHESHIRE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
     args = parser.parse_args()
-    if args.serve == "cheshire":
-        serve_cheshire(args.db, args.port)
+    if args.serve == "graph":
+        serve_graph()
         return
     if args.serve == "cheshire-no-db":
         serve_cheshire(args.db, args.port, skip_ingest=True)

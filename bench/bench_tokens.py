@@ -12,6 +12,10 @@ Printed per turn: uncached input, cache read, cache write, total input, and the 
 from the cache; then the share over turns 2-8 (goal: >= 70 %). As a reference from the same run, the
 same conversation is replayed with caching disabled in the request (no breakpoints): its cache share
 is 0 and its total input is what each turn would cost at full price.
+
+A customer does not always answer within Anthropic's 5-minute cache TTL: the same conversation runs a
+third time with a `GAP_S` (6-minute) pause before turn `GAP_BEFORE_TURN` (the fake server's cache
+models TTL expiry on its own clock, which the bench advances), and its cache share is printed beside.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ TURNS = [
     "Thanks! What's your cancellation policy?",
     "Perfect, see you then.",
 ]
+GAP_S = 6 * 60.0  # longer than the 5-minute ephemeral TTL
+GAP_BEFORE_TURN = 6  # "The first morning one please.": the customer thought it over
 
 
 def script() -> Any:
@@ -115,7 +121,7 @@ def script() -> Any:
     return respond
 
 
-async def run(cache: bool) -> list[dict[str, int]]:
+async def run(cache: bool, *, gap: bool = False) -> list[dict[str, int]]:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{tmp}/bench.sqlite3"
         await upgrade_to_head(url)
@@ -143,6 +149,8 @@ async def run(cache: bool) -> list[dict[str, int]]:
             per_turn: list[dict[str, int]] = []
             try:
                 for n, text in enumerate(TURNS):
+                    if gap and n + 1 == GAP_BEFORE_TURN:
+                        server.anthropic_cache.advance(GAP_S)
                     before = len(server.anthropic.usages)
                     async with db.transaction() as session:
                         result = await ingest(
@@ -203,17 +211,28 @@ def report(title: str, turns: list[dict[str, int]]) -> float:
 
 async def main() -> None:
     cached = await run(cache=True)
+    paused = await run(cache=True, gap=True)
     plain = await run(cache=False)
-    total_cached = report("With cache breakpoints (what Cheshire sends):", cached)
+    total_cached = report("With cache breakpoints (what Cheshire sends), turns back to back:", cached)
+    print()
+    total_paused = report(
+        f"The same, with a {GAP_S / 60:.0f}-minute pause before turn {GAP_BEFORE_TURN} (cache TTL 5 min):",
+        paused,
+    )
     print()
     total_plain = report("Reference, same run, no breakpoints:", plain)
-    later = cached[1:]
-    read = sum(t["read"] for t in later)
     print()
+
+    def share(turns: list[dict[str, int]], total: float) -> float:
+        return 100 * sum(t["read"] for t in turns[1:]) / total
+
+    print(f"cache read share turns 2-8, back to back: {share(cached, total_cached):.1f}% (goal >= 70 %)")
     print(
-        f"cache read share turns 2-8: {100 * read / total_cached:.1f}% (goal >= 70 %); "
-        f"total input tokens equal in both runs: {total_cached == total_plain}"
+        f"cache read share turns 2-8, with the pause: {share(paused, total_paused):.1f}% "
+        f"(turn {GAP_BEFORE_TURN} pays a cache write again)"
     )
+    print(f"cache read share, no breakpoints (reference): {share(plain, total_plain):.1f}%")
+    print(f"total input tokens equal in all three runs: {total_cached == total_paused == total_plain}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Float, and_, cast, func, or_, select
+from sqlalchemy import ColumnElement, Float, Interval, and_, case, cast, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.booking.availability import Seconds, Span, from_seconds, local_to_utc
@@ -157,6 +157,54 @@ async def _as_seconds(
         for begin, _ in occupancy.seconds:
             n = bisect_right(edges, begin) - 1
             occupancy.per_day[days[n] if 0 <= n < len(days) else from_seconds(begin).date()] += 1
+    return occupancy
+
+
+async def read_busy_blocks(
+    session: AsyncSession,
+    start: datetime,
+    end: datetime,
+    *,
+    rules: Rules,
+    now: datetime,
+    tz: ZoneInfo,
+    pad_s: float,
+) -> Occupancy:
+    """find_slots on PostgreSQL: the live appointments already merged into busy blocks by the
+    database (gaps and islands), as POSIX seconds; `.seconds` holds the blocks, not the appointments.
+
+    Two appointments whose gap is at most 2 x `pad_s` (the buffer on both sides) are one block, which
+    is what `merge_s(spans, pad_s)` makes of them, so `merge_s(blocks + calendar, pad_s)` equals
+    `merge_s(appointments + calendar, pad_s)`. A crowded window is then a handful of rows, not one
+    per appointment. `.per_day` is counted by the database too (one row per local day), only when the
+    rules limit appointments per day."""
+    conditions = [
+        Appointment.status.in_(LIVE),
+        Appointment.start_at < end,
+        Appointment.end_at > start,
+        live_condition(now),
+    ]
+    live = (
+        select(Appointment.start_at.label("s"), Appointment.end_at.label("e")).where(*conditions).subquery()
+    )
+    order = (live.c.s, live.c.e)
+    reach = func.max(live.c.e).over(order_by=order, rows=(None, -1))  # the furthest end before this row
+    starts_block = case((live.c.s <= reach + literal(timedelta(seconds=2 * pad_s), Interval()), 0), else_=1)
+    flagged = select(live.c.s, live.c.e, starts_block.label("first")).subquery()
+    block = func.sum(flagged.c.first).over(order_by=(flagged.c.s, flagged.c.e), rows=(None, 0))
+    numbered = select(flagged.c.s, flagged.c.e, block.label("block")).subquery()
+    blocks = select(
+        cast(func.extract("epoch", func.min(numbered.c.s)), Float),
+        cast(func.extract("epoch", func.max(numbered.c.e)), Float),
+    ).group_by(numbered.c.block)
+    conn = await session.connection()
+    occupancy = Occupancy()
+    occupancy.seconds = sorted((r[0], r[1]) for r in await conn.execute(blocks))
+    if rules.max_appointments_per_day is not None:
+        local_day = func.date(func.timezone(str(tz), Appointment.start_at))
+        per_day = select(local_day, func.count()).where(*conditions).group_by(local_day)
+        for day, count in await conn.execute(per_day):
+            occupancy.per_day[day] = count
     return occupancy
 
 

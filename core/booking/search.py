@@ -1,8 +1,11 @@
 """Free slots: working hours minus breaks and closures, minus live appointments and Google Calendar's
 busy times (with the buffer around each), within notice and horizon, spread over several days.
 
-The hot path sweeps POSIX seconds, not datetimes, and reads appointments a few weeks at a time: a
-customer's "when can you fit us in?" is answered from the first weeks, not the whole horizon.
+The hot path sweeps POSIX seconds, not datetimes, and reads appointments by window: the first
+`FIRST_WINDOW_DAYS`, then windows twice as long each time, only while fewer than `limit` days have a
+free slot. A customer's "when can you fit us in?" is answered from the first days, not the whole
+horizon. On PostgreSQL the database merges the appointments into busy blocks (`read_busy_blocks`), so
+a crowded window is a few rows.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from core.booking.api import TimeOfDay
 from core.booking.availability import Seconds, day_windows, free_starts_s, from_seconds, merge_s, spread
 from core.booking.catalog import Rules, read_rules
 from core.booking.guard import SlotGuard
-from core.booking.occupancy import day_has_room, read_occupancy, utc_span
+from core.booking.occupancy import day_has_room, read_busy_blocks, read_occupancy, utc_span
 from core.booking.records import load_addons, load_pets, load_service
 from core.booking.sizing import quote_pets, size_counts
+from core.db.database import dialect_name
 from core.types import Slot
 
-SEARCH_CHUNK_DAYS = 14
+FIRST_WINDOW_DAYS = 3  # then 6, 12, 24...: a window grows only when the earlier ones had too few days
 
 
 class SlotSearch:
@@ -68,8 +72,9 @@ class SlotSearch:
         days_found: set[date] = set()
         chunk_first = first
         # Stopping once `limit` different days have slots gives exactly what `spread` would pick from
-        # the whole horizon. A long list (Kimmie's "show me everything") reads the whole range at once.
-        chunk_days = SEARCH_CHUNK_DAYS if limit <= SEARCH_CHUNK_DAYS else (last - first).days + 1
+        # the whole horizon (it takes one start from each of the first `limit` days). No window is
+        # shorter than `limit` days, so a long list (Kimmie's "show me everything") is one read.
+        chunk_days = max(FIRST_WINDOW_DAYS, limit)
         while chunk_first <= last and len(days_found) < limit:
             chunk_last = min(chunk_first + timedelta(days=chunk_days - 1), last)
             chunk = await self._free_in(
@@ -89,6 +94,7 @@ class SlotSearch:
             starts.extend(chunk)
             days_found.update(t.astimezone(self.tz).date() for t in chunk)
             chunk_first = chunk_last + timedelta(days=1)
+            chunk_days *= 2
         return [Slot(start=t, end=t + duration, verified=verified) for t in spread(starts, self.tz, limit)]
 
     async def _free_in(
@@ -107,16 +113,27 @@ class SlotSearch:
         """Every free start between two local dates (inclusive)."""
         buffer = timedelta(minutes=rules.buffer_min)
         range_start, range_end = utc_span(first, last, self.tz)
-        occupancy = await read_occupancy(
-            session,
-            range_start - buffer,
-            range_end + buffer,
-            rules=rules,
-            now=now,
-            tz=self.tz,
-            sizes_needed=sizes,
-            as_seconds=True,
-        )
+        if not sizes and dialect_name(session) == "postgresql":
+            occupancy = await read_busy_blocks(
+                session,
+                range_start - buffer,
+                range_end + buffer,
+                rules=rules,
+                now=now,
+                tz=self.tz,
+                pad_s=buffer.total_seconds(),
+            )
+        else:
+            occupancy = await read_occupancy(
+                session,
+                range_start - buffer,
+                range_end + buffer,
+                rules=rules,
+                now=now,
+                tz=self.tz,
+                sizes_needed=sizes,
+                as_seconds=True,
+            )
         windows: list[Seconds] = []
         day = first
         while day <= last:

@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -20,7 +20,7 @@ from core.booking.service import DefaultBookingService
 from core.db.database import Database
 from core.settings import Settings
 from core.types import Booking, SizeClass, Slot
-from tests.booking.conftest import Clock, Customer, load_text, make_customer, small_catalog
+from tests.booking.conftest import T0, Clock, Customer, load_text, make_customer, small_catalog
 
 NY = ZoneInfo("America/New_York")
 TUE = date(2027, 3, 2)
@@ -287,3 +287,81 @@ async def test_reading_weeks_at_a_time_offers_what_the_whole_horizon_would(
         for limit in (1, 3, 6, 13):
             chosen = await service.find_slots(session, service_code="full_groom", limit=limit)
             assert [s.start for s in chosen] == spread([s.start for s in everything], NY, limit)
+
+
+_busy_day = st.tuples(
+    st.integers(0, 20),  # day after T0
+    st.integers(7 * 4, 19 * 4),  # quarter hour of the local day it starts
+    st.sampled_from((15, 45, 60, 120, 240)),  # minutes
+    st.sampled_from(("held", "expired", "cancelled")),
+)
+
+
+@pytest.mark.usefixtures("catalog_db")
+@given(
+    appointments=st.lists(_busy_day, max_size=60),
+    limit=st.integers(1, 12),
+    time_of_day=st.sampled_from(("any", "morning", "afternoon")),
+)
+@hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_a_limited_search_offers_what_spreading_the_whole_horizon_would(
+    db: Database,
+    service: DefaultBookingService,
+    appointments: list[tuple[int, int, int, str]],
+    limit: int,
+    time_of_day: str,
+) -> None:
+    """find_slots reads a few days, then longer windows only while too few days have a slot: with a
+    limit it offers exactly what the unlimited search's starts give, spread (`spread` is what a
+    limit means: one start from each of the first days, then more)."""
+    from sqlalchemy import delete, insert, select
+
+    from core.booking.availability import spread
+    from core.db.models import Appointment, Client, Service
+
+    async with db.transaction() as session:
+        await session.execute(delete(Appointment))
+        client_id = await session.scalar(select(Client.id).limit(1))
+        if client_id is None:
+            client_id = (
+                await session.execute(insert(Client).values(name="busy").returning(Client.id))
+            ).scalar_one()
+        service_id = (
+            await session.execute(select(Service.id).where(Service.code == "nail_trim"))
+        ).scalar_one()
+        rows = []
+        for day, quarter, minutes, state in appointments:
+            local = datetime.combine(T0.date() + timedelta(days=day), time(0), tzinfo=NY) + timedelta(
+                minutes=15 * quarter
+            )
+            start = local.astimezone(UTC)
+            rows.append(
+                {
+                    "client_id": client_id,
+                    "service_id": service_id,
+                    "start_at": start,
+                    "end_at": start + timedelta(minutes=minutes),
+                    # Requests may overlap each other (confirmed ones may not); expired holds and
+                    # cancelled rows must not count.
+                    "status": "cancelled" if state == "cancelled" else "requested",
+                    "hold_expires_at": T0 + (timedelta(days=90) if state == "held" else -timedelta(hours=1)),
+                    "addon_codes": [],
+                    "availability_verified": True,
+                }
+            )
+        if rows:
+            await session.execute(insert(Appointment), rows)
+    async with db.transaction() as session:
+        everything = await service.find_slots(
+            session,
+            service_code="nail_trim",
+            limit=100_000,
+            time_of_day=time_of_day,  # type: ignore[arg-type]
+        )
+        chosen = await service.find_slots(
+            session,
+            service_code="nail_trim",
+            limit=limit,
+            time_of_day=time_of_day,  # type: ignore[arg-type]
+        )
+    assert [s.start for s in chosen] == spread([s.start for s in everything], NY, limit)

@@ -14,7 +14,9 @@ the prefix ending at every `cache_control` breakpoint (at least `min_cacheable_t
 hash. A later request reads the longest stored prefix found at one of its breakpoints or up to 20 block
 boundaries before one — the documented look-back — so `cache_read_input_tokens` is exactly the part of
 the prompt that is byte-identical to an earlier request up to a breakpoint. `cache_control` markers
-themselves are not part of the hashed content.
+themselves are not part of the hashed content. An entry lives `CACHE_TTL_S` (5 minutes, Anthropic's
+ephemeral TTL) after it was last written or read, on the cache's own `clock` (seconds): a test or bench
+moves it with `advance(seconds)` to model a customer who answers after the cache expired.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from aiohttp import web
 
 Action = "Reply | Fail | Hang"
 LOOKBACK_BLOCKS = 20
+CACHE_TTL_S = 300.0  # Anthropic's ephemeral cache: 5 minutes, refreshed by every hit
 
 
 @dataclass
@@ -101,9 +104,18 @@ def _strip_cache_control(block: dict[str, Any]) -> dict[str, Any]:
 
 
 class AnthropicPromptCache:
-    def __init__(self, min_cacheable_tokens: int = 1024) -> None:
+    def __init__(self, min_cacheable_tokens: int = 1024, ttl_s: float = CACHE_TTL_S) -> None:
         self.min_cacheable_tokens = min_cacheable_tokens
+        self.ttl_s = ttl_s
+        self.clock = 0.0  # model time in seconds; only `advance` moves it
         self.entries: dict[str, int] = {}
+        self.used_at: dict[str, float] = {}
+
+    def advance(self, seconds: float) -> None:
+        """Let model time pass (a customer thinking it over): entries idle longer than the TTL expire."""
+        self.clock += seconds
+        for key in [k for k, t in self.used_at.items() if self.clock - t > self.ttl_s]:
+            del self.entries[key], self.used_at[key]
 
     @staticmethod
     def blocks(body: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
@@ -145,6 +157,7 @@ class AnthropicPromptCache:
             for j in range(b, max(-1, b - LOOKBACK_BLOCKS - 1), -1):
                 if hashes[j] in self.entries:
                     read = max(read, cumulative[j])
+                    self.used_at[hashes[j]] = self.clock  # a hit refreshes the entry's TTL
                     break
         creation = 0
         if breakpoints:
@@ -154,6 +167,7 @@ class AnthropicPromptCache:
             for b in breakpoints:
                 if cumulative[b] >= self.min_cacheable_tokens:
                     self.entries[hashes[b]] = cumulative[b]
+                    self.used_at[hashes[b]] = self.clock
         return {
             "input_tokens": max(total - read - creation, 0),
             "cache_read_input_tokens": read,

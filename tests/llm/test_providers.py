@@ -101,6 +101,24 @@ async def test_anthropic_tool_use_round_trip(server: FakeLLMServer) -> None:
     assert second.usage.cache_read_input_tokens >= first.usage.cache_creation_input_tokens
 
 
+async def test_the_fake_prompt_cache_expires_after_five_idle_minutes(server: FakeLLMServer) -> None:
+    server.anthropic.queue += [Reply(text="one"), Reply(text="two"), Reply(text="three"), Reply(text="four")]
+    model = _claude(server)
+    first = await model.complete(_ask(), timeout_s=5)
+    server.anthropic_cache.advance(240)  # within the TTL: read, and the read refreshes the entry
+    second = await model.complete(_ask(), timeout_s=5)
+    server.anthropic_cache.advance(240)  # 8 minutes after the write, 4 after the last read
+    third = await model.complete(_ask(), timeout_s=5)
+    server.anthropic_cache.advance(301)  # idle longer than 5 minutes: gone, written again
+    fourth = await model.complete(_ask(), timeout_s=5)
+    await model.close()
+    assert first.usage.cache_creation_input_tokens > 1024
+    assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
+    assert third.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
+    assert fourth.usage.cache_read_input_tokens == 0
+    assert fourth.usage.cache_creation_input_tokens == first.usage.cache_creation_input_tokens
+
+
 async def test_openai_tool_use_round_trip(server: FakeLLMServer) -> None:
     server.openai.queue += [Reply(tool_calls=[("quote", {"service_code": "bath"})]), Reply(text="$40.")]
     model = _gpt(server)
