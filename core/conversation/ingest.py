@@ -14,10 +14,8 @@ rather than per message; each request still gets its answer only after its messa
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -28,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from core import customers
 from core.db.database import ENQUEUED_FLAG, SUBSCRIBERS_KEY, Database, dialect_name, insert_for
+from core.db.group_commit import BatchedWrites
 from core.db.models import ChannelIdentity, Client, Conversation, Message, UtcDateTime, utcnow
 from core.events import CLIENT_CREATED, DISPATCH_JOB, FollowUps
 from core.jobs.payloads import JobPayload, job_payload
@@ -580,70 +579,34 @@ async def _store_in_one_statement(
 # --- Group commit ---------------------------------------------------------------------------------------
 
 
-_Waiter = tuple[Sequence[InboundMessage], "asyncio.Future[list[IngestResult]]"]
-
-
 class GroupCommit:
-    """Concurrent callers' messages stored in one transaction, each caller answered after the commit.
-
-    While one batch is being written, the next callers queue up; when it commits, all of them go in
-    the next batch (up to `max_messages`). Nothing waits on a timer: a lone request is written at once,
-    and under load each commit carries many requests. If a batch fails, its requests are retried one by
-    one, so one bad message fails only its own request.
-    """
+    """Concurrent callers' messages stored in one transaction, each caller answered after the commit
+    (core/db/group_commit.py: no timer, up to `max_messages` per commit, a failed batch retried
+    request by request)."""
 
     def __init__(self, db: Database, *, max_messages: int = 500) -> None:
         self._db = db
-        self._max_messages = max_messages
-        self._waiting: deque[_Waiter] = deque()
-        self._writer: asyncio.Task[None] | None = None
+        self._batches: BatchedWrites[Sequence[InboundMessage], list[IngestResult]] = BatchedWrites(
+            self._write, name="ingest-group-commit", max_size=max_messages, size=len
+        )
 
     async def ingest(self, inbounds: Sequence[InboundMessage]) -> list[IngestResult]:
         if not inbounds:
             return []
-        future: asyncio.Future[list[IngestResult]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((inbounds, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_all(), name="ingest-group-commit")
-        # shield: a caller that goes away (client disconnect) must not cancel everyone's batch
-        return await asyncio.shield(future)
+        return await self._batches.submit(inbounds)
 
-    async def _write_all(self) -> None:
-        while self._waiting:
-            batch = self._next_batch()
-            try:
-                await self._write(batch)
-            except Exception as exc:  # noqa: BLE001 - each caller gets its own outcome below
-                if len(batch) == 1:
-                    _settle(batch[0][1], exc)
-                    continue
-                log.warning("ingest batch of %d requests failed; retrying them one by one", len(batch))
-                for item in batch:
-                    try:
-                        await self._write([item])
-                    except Exception as single_exc:  # noqa: BLE001
-                        _settle(item[1], single_exc)
-
-    def _next_batch(self) -> list[_Waiter]:
-        batch: list[_Waiter] = []
-        size = 0
-        while self._waiting and (not batch or size + len(self._waiting[0][0]) <= self._max_messages):
-            item = self._waiting.popleft()
-            batch.append(item)
-            size += len(item[0])
-        return batch
-
-    async def _write(self, batch: list[_Waiter]) -> None:
-        inbounds = [inbound for waiter_inbounds, _future in batch for inbound in waiter_inbounds]
+    async def _write(self, batch: Sequence[Sequence[InboundMessage]]) -> list[list[IngestResult]]:
+        inbounds = [inbound for request in batch for inbound in request]
         if self._db.dialect == "postgresql" and not any(inbound.phone for inbound in inbounds):
             results = await self._write_postgresql(inbounds)
         else:
             async with self._db.transaction() as session:
                 results = await ingest_many(session, inbounds)
-        offset = 0
-        for waiter_inbounds, future in batch:
-            _settle(future, results[offset : offset + len(waiter_inbounds)])
-            offset += len(waiter_inbounds)
+        per_request, offset = [], 0
+        for request in batch:
+            per_request.append(results[offset : offset + len(request)])
+            offset += len(request)
+        return per_request
 
     async def _write_postgresql(self, inbounds: list[InboundMessage]) -> list[IngestResult]:
         """One autocommit statement (atomic on its own: no BEGIN/COMMIT round trips); the rare
@@ -662,12 +625,3 @@ class GroupCommit:
             for index, result in zip(unresolved, resolved, strict=True):
                 found[index] = result
         return _expand(cast(list[IngestResult], found), slots)
-
-
-def _settle(future: asyncio.Future[list[IngestResult]], outcome: list[IngestResult] | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
