@@ -39,6 +39,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.local_server import serve
+
 
 @dataclass
 class ScriptedError:
@@ -130,12 +132,8 @@ class FakeGraphAPI:
         return app
 
     async def start(self) -> str:
-        self._runner = web.AppRunner(self.app())
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = int(self._runner.addresses[0][1])  # the port the OS picked
-        return f"http://127.0.0.1:{port}"
+        self._runner, base = await serve(self.app())
+        return base
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -25,6 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.local_server import serve
+
 WEBHOOK_NODE = "n8n-nodes-base.webhook"
 
 
@@ -91,12 +93,8 @@ class FakeN8n:
         return app
 
     async def start(self) -> str:
-        self._runner = web.AppRunner(self.app())
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = int(self._runner.addresses[0][1])  # the port the OS picked
-        return f"http://127.0.0.1:{port}"
+        self._runner, base = await serve(self.app())
+        return base
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -33,6 +33,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from tests.fakes.local_server import serve
+
 API_KEY = "sk_test_cheshire_0123456789"
 _KEY_PART = re.compile(r"\[([^\]]*)\]")
 
@@ -106,12 +108,7 @@ class FakeStripe:
         app.router.add_post("/v1/refunds", self._create_refund)
         app.router.add_post("/v1/payment_intents/{id}/capture", self._capture)
         app.router.add_post("/v1/payment_intents/{id}/cancel", self._cancel)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
+        self._runner, self.base_url = await serve(app, access_log=None)
         return self.base_url
 
     async def stop(self) -> None:

@@ -26,6 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.local_server import serve
+
 STANDARD = ("people", "notes", "noteTargets", "tasks", "taskTargets", "companies")
 SINGULAR = {"people": "person", "companies": "company"}
 _CLAUSE = re.compile(r"^([\w.]+)\[(\w+)\]:(.*)$")
@@ -90,12 +92,8 @@ class FakeTwenty:
         return app
 
     async def start(self) -> str:
-        self._runner = web.AppRunner(self.app())
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = int(self._runner.addresses[0][1])  # the port the OS picked
-        return f"http://127.0.0.1:{port}"
+        self._runner, base = await serve(self.app())
+        return base
 
     async def stop(self) -> None:
         if self._runner is not None:
