@@ -484,9 +484,7 @@ def wire_integrations(
     if settings.twenty_webhook_secret is not None:  # Twenty's edits read back (POST /webhook/twenty)
         from channels.twenty import setup_routes as setup_twenty_routes
 
-        setup_twenty_routes(
-            app, db=db, secret=settings.twenty_webhook_secret, max_body_bytes=settings.max_body_bytes
-        )
+        setup_twenty_routes(app, db=db, secret=settings.twenty_webhook_secret)
     return IntegrationsWiring(enabled=tuple(enabled), on_startup=tuple(startup), on_shutdown=tuple(shutdown))
 
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import SecretStr
 from sqlalchemy import select, update
 
+from channels.app import create_app
 from cheshire.wiring import IntegrationsWiring, wire_integrations
 from core import events
 from core.booking.catalog import load_catalog
@@ -21,6 +22,7 @@ from core.db.database import Database
 from core.db.models import Job, Message, utcnow
 from core.events import FollowUps
 from core.jobs.worker import JobRegistry, Worker, WorkerConfig
+from core.metrics import Metrics
 from core.settings import Settings
 from tests.conversation.conftest import CATALOG, T0, replies, send
 from tests.fakes.n8n import FakeN8n
@@ -88,7 +90,7 @@ async def make_process(database_url: str, db: Database, settings: Settings) -> A
         wired_db = Database(database_url, subscribers=subscribers)
         registry = JobRegistry()
         events.register_jobs(registry, db=wired_db, subscribers=subscribers)
-        app = web.Application()
+        app = create_app(tuned, wired_db, Metrics())  # the real app: its middleware and body limit
         calls: list[tuple[str, str]] = []
         wiring = wire_integrations(
             settings=tuned,

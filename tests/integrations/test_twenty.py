@@ -318,6 +318,8 @@ async def test_twenty_webhook_updates_the_client_when_signed(make_process: Proce
         for bad in (b"{not json", b"[]", json.dumps({"eventName": "person.updated", "record": {}}).encode()):
             malformed = await http.post("/webhook/twenty", data=bad, headers=signed(bad))
             assert malformed.status == 400, bad
+        huge = b"{" + b" " * (process.settings.max_body_bytes + 1) + b"}"
+        assert (await http.post("/webhook/twenty", data=huge, headers=signed(huge))).status == 413
         other = person_updated("p-unknown", name={"firstName": "Zed", "lastName": ""})
         unknown = await http.post("/webhook/twenty", data=other, headers=signed(other))
         assert (unknown.status, (await unknown.json())["status"]) == (200, "unknown")
