@@ -174,9 +174,10 @@ def test_secrets_are_masked_in_log_output(
     log = logging.getLogger("cheshire.test")
     token = SECRETS["TELEGRAM_BOT_TOKEN"]
 
-    # What an SDK might do: put the token in a URL, an argument, an extra field or an exception.
-    log.info("GET https://api.telegram.org/bot%s/getMe", token)
-    log.warning("calling", extra={"url": f"https://api.telegram.org/bot{token}/sendMessage"})
+    # What an SDK might do: put the token in a URL (a local Bot API's here), an argument, an extra field
+    # or an exception.
+    log.info("GET http://127.0.0.1:8081/bot%s/getMe", token)
+    log.warning("calling", extra={"url": f"http://127.0.0.1:8081/bot{token}/sendMessage"})
     with job_context(7, "deliver_message"):
         try:
             raise RuntimeError(f"auth failed with key {SECRETS['ANTHROPIC_API_KEY']}")
@@ -187,8 +188,8 @@ def test_secrets_are_masked_in_log_output(
     for value in SECRETS.values():
         assert value not in output
     lines = [json.loads(line) for line in output.splitlines()]
-    assert lines[0]["msg"] == "GET https://api.telegram.org/bot***/getMe"
-    assert lines[1]["url"] == "https://api.telegram.org/bot***/sendMessage"
+    assert lines[0]["msg"] == "GET http://127.0.0.1:8081/bot***/getMe"
+    assert lines[1]["url"] == "http://127.0.0.1:8081/bot***/sendMessage"
     assert lines[2]["job_id"] == "deliver_message:7"
     assert "auth failed with key ***" in lines[2]["exc"]
 
