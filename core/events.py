@@ -20,15 +20,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db.database import SUBSCRIBERS_KEY, Database
+from core.db.insert_batch import inserts_together
 from core.db.models import DomainEvent, utcnow
 from core.jobs.payloads import JobPayload, check_payload, job_payload
 from core.jobs.queue import ClaimedJob, PermanentJobError, enqueue
 from core.jobs.worker import JobRegistry
+
+_domain_event = cast(Table, DomainEvent.__table__)
 
 # Event types. Integrations match them exactly or by prefix ("booking.*").
 BOOKING_REQUESTED = "booking.requested"
@@ -155,7 +159,8 @@ async def emit(
     detail: object | None = None,
     follow_ups: FollowUps | None = None,
 ) -> Event:
-    """Store an event in the caller's transaction and start its follow-ups there."""
+    """Store an event in the caller's transaction and start its follow-ups there. The event's row
+    and the jobs its follow-ups queue are written together (core/db/insert_batch.py)."""
     event = Event(
         id=str(uuid.uuid4()),
         type=event_type,
@@ -164,16 +169,24 @@ async def emit(
         data=plain(data),
         detail=detail,
     )
-    session.add(
-        DomainEvent(
-            id=event.id, type=event.type, subject=subject, occurred_at=event.occurred_at, data=event.data
-        )
-    )
     rows = follow_ups.for_type(event_type) if follow_ups is not None else []
     subscribers: FollowUps | None = session.info.get(SUBSCRIBERS_KEY)
     if subscribers is not None:
         rows += subscribers.for_type(event_type)
-    await start_follow_ups(session, event, rows)
+    async with inserts_together(session) as batch:
+        batch.add(
+            _domain_event,
+            [
+                {
+                    "id": event.id,
+                    "type": event.type,
+                    "subject": subject,
+                    "occurred_at": event.occurred_at,
+                    "data": event.data,
+                }
+            ],
+        )
+        await start_follow_ups(session, event, rows)
     return event
 
 

@@ -20,7 +20,7 @@ from datetime import date, time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.alerts import raise_alert
@@ -290,24 +290,34 @@ async def _put_config(session: AsyncSession, key: str, value: dict[str, Any]) ->
         row.updated_at = utcnow()
 
 
+# Built once (every booking request and search reads the config); plain rows, no ORM objects.
+_READ_CONFIG = select(BusinessConfig.key, BusinessConfig.value).where(BusinessConfig.key.in_(CONFIG_KEYS))
+
+
 async def read_config(session: AsyncSession) -> dict[str, Any]:
-    rows = await session.execute(select(BusinessConfig).where(BusinessConfig.key.in_(CONFIG_KEYS)))
-    return {row.key: row.value for row in rows.scalars()}
+    rows = await session.execute(_READ_CONFIG)
+    return {key: value for key, value in rows}
 
 
-_last_parsed: tuple[dict[str, Any], Rules] | None = None
+# What the stored config looked like when it was last parsed: (rows, latest change) and its rules.
+_CONFIG_STAMP = select(func.count(), func.max(BusinessConfig.updated_at)).where(
+    BusinessConfig.key.in_(CONFIG_KEYS)
+)
+_last_parsed: tuple[tuple[Any, ...], Rules] | None = None
 
 
 async def read_rules(session: AsyncSession) -> Rules:
-    """The rules as stored now. Parsing is skipped when the stored values did not change since the
-    last call (comparing the JSON is much cheaper than building the rules again)."""
+    """The rules as stored now. Every change of a config row sets its `updated_at`
+    (`_put_config`), so when the rows' count and latest change are what they were at the last call,
+    the rules parsed then still hold: one small row read instead of reading and parsing every
+    value (the breeds table is most of the config), which every booking request and search does."""
     global _last_parsed
-    config = await read_config(session)
+    stamp = tuple((await session.execute(_CONFIG_STAMP)).one())
     cached = _last_parsed
-    if cached is not None and cached[0] == config:
+    if cached is not None and cached[0] == stamp:
         return cached[1]
-    rules = rules_from_config(config)
-    _last_parsed = (config, rules)
+    rules = rules_from_config(await read_config(session))
+    _last_parsed = (stamp, rules)
     return rules
 
 

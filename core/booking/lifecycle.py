@@ -12,10 +12,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.booking import payloads, texts
@@ -36,12 +36,15 @@ from core.booking.records import (
 )
 from core.booking.sizing import cadence_weeks, quote_pets, size_counts
 from core.booking.transitions import UNDO_WINDOW, Action, allowed, transition
+from core.db.insert_batch import inserts_together
 from core.db.models import Appointment, AppointmentPet
 from core.events import FollowUps, emit
 from core.settings import Settings
 from core.types import AppointmentStatus, Booking, Channel, QuickReply, Slot
 
 log = logging.getLogger(__name__)
+
+_appointment_pet = cast(Table, AppointmentPet.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +142,11 @@ class Lifecycle:
             await flush_confirmed(session)
         else:
             await session.flush()
-        if pets:
-            await session.execute(
-                insert(AppointmentPet), [{"appointment_id": appt.id, "pet_id": p.id} for p in pets]
-            )
         booking = to_booking(appt, service=service, pets=pets)
         extra: dict[str, Any] = {} if offer_of is None else {"offer_of": offer_of}
-        await self._emit(session, step.event, appt, booking, by="customer", **extra)
+        async with inserts_together(session) as batch:  # the pets, the event and its jobs: one trip
+            batch.add(_appointment_pet, [{"appointment_id": appt.id, "pet_id": p.id} for p in pets])
+            await self._emit(session, step.event, appt, booking, by="customer", **extra)
         log.info(
             "booking filed", extra={"appointment_id": appt.id, "verified": verified, "status": appt.status}
         )

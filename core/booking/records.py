@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -49,12 +49,20 @@ async def load_appointment(
     return appt
 
 
+# The request path's reads, built once: constructing a statement costs more than running it.
+_SERVICE_BY_CODE = select(Service).where(
+    Service.code == bindparam("code"), Service.active.is_(True), Service.is_addon.is_(False)
+)
+_PETS_BY_ID = select(Pet).where(Pet.id.in_(bindparam("ids", expanding=True))).order_by(Pet.id)
+_CLIENTS_PETS_BY_ID = (
+    select(Pet)
+    .where(Pet.id.in_(bindparam("ids", expanding=True)), Pet.client_id == bindparam("client_id"))
+    .order_by(Pet.id)
+)
+
+
 async def load_service(session: AsyncSession, code: str) -> Service:
-    row = (
-        await session.execute(
-            select(Service).where(Service.code == code, Service.active.is_(True), Service.is_addon.is_(False))
-        )
-    ).scalar_one_or_none()
+    row = (await session.execute(_SERVICE_BY_CODE, {"code": code})).scalar_one_or_none()
     if row is None:
         raise NotFoundError(texts.no_service(code))
     return row
@@ -79,10 +87,11 @@ async def load_pets(session: AsyncSession, pet_ids: Sequence[int], client_id: in
     """The pets by id; with a client id, only that client's (another client's pet is "not found")."""
     if not pet_ids:
         return []
-    query = select(Pet).where(Pet.id.in_(list(pet_ids)))
-    if client_id is not None:
-        query = query.where(Pet.client_id == client_id)
-    pets = list((await session.execute(query.order_by(Pet.id))).scalars())
+    if client_id is None:
+        found = await session.execute(_PETS_BY_ID, {"ids": list(pet_ids)})
+    else:
+        found = await session.execute(_CLIENTS_PETS_BY_ID, {"ids": list(pet_ids), "client_id": client_id})
+    pets = list(found.scalars())
     if len(pets) != len(set(pet_ids)):
         raise NotFoundError(texts.NO_PET)
     return pets

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from core.db.database import ENQUEUED_FLAG, dialect_name, insert_for
+from core.db.insert_batch import open_batch
 from core.db.models import Job, UtcDateTime, utcnow
 from core.jobs.errors import PermanentJobError as PermanentJobError
 from core.jobs.errors import RetryLater as RetryLater
@@ -64,7 +65,9 @@ async def enqueue(
     queue_key: str | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> int | None:
-    """Add a job in the caller's transaction. Returns its id, or None if the key already exists.
+    """Add a job in the caller's transaction. Returns its id, or None if the key already exists, or
+    None inside `inserts_together` (core/db/insert_batch.py), which writes it with the block's other
+    rows when the block ends.
 
     A payload that is not its kind's model raises JobPayloadError here, before anything is written."""
     payload = payload or {}
@@ -78,8 +81,14 @@ async def enqueue(
         "max_attempts": max_attempts,
         "idempotency_key": idempotency_key,
         "queue_key": queue_key,
+        "blocked": False,  # the database's trigger blocks it behind its key's head (migration 0005)
         "created_at": utcnow(),
     }
+    batch = open_batch(session)
+    if batch is not None:
+        batch.add(_job, [values], skip_conflicts_on=_IDEMPOTENCY)
+        session.info[ENQUEUED_FLAG] = True
+        return None
     insert = insert_for(session)
     stmt = insert(Job).values(**values)
     if idempotency_key is not None:
@@ -88,6 +97,9 @@ async def enqueue(
     if job_id is not None:
         session.info[ENQUEUED_FLAG] = True
     return job_id
+
+
+_IDEMPOTENCY = ("idempotency_key",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,23 +125,26 @@ async def enqueue_many(session: AsyncSession, jobs: Sequence[NewJob]) -> None:
     for job in jobs:
         check_payload(job.kind, job.payload)
     now = utcnow()
-    await session.execute(
-        _insert_jobs_statement(dialect_name(session)),
-        [
-            {
-                "kind": job.kind,
-                "payload": job.payload,
-                "status": "queued",
-                "run_at": now,
-                "attempts": 0,
-                "max_attempts": DEFAULT_MAX_ATTEMPTS,
-                "idempotency_key": job.idempotency_key,
-                "queue_key": job.queue_key,
-                "created_at": now,
-            }
-            for job in jobs
-        ],
-    )
+    rows = [
+        {
+            "kind": job.kind,
+            "payload": job.payload,
+            "status": "queued",
+            "run_at": now,
+            "attempts": 0,
+            "max_attempts": DEFAULT_MAX_ATTEMPTS,
+            "idempotency_key": job.idempotency_key,
+            "queue_key": job.queue_key,
+            "blocked": False,
+            "created_at": now,
+        }
+        for job in jobs
+    ]
+    batch = open_batch(session)
+    if batch is not None:
+        batch.add(_job, rows, skip_conflicts_on=_IDEMPOTENCY)
+    else:
+        await session.execute(_insert_jobs_statement(dialect_name(session)), rows)
     session.info[ENQUEUED_FLAG] = True
 
 
