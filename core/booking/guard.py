@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import Enum
@@ -154,12 +155,20 @@ class SlotGuard:
         return await session.scalar(select(Appointment.id).where(*conditions).limit(1))
 
 
-async def flush_confirmed(session: AsyncSession) -> None:
-    """Flush a confirmed appointment's times; the PostgreSQL exclusion constraint is the last word."""
+@asynccontextmanager
+async def overlap_with_confirmed_refused(session: AsyncSession) -> AsyncIterator[None]:
+    """Write a confirmed appointment's times inside this block (in a savepoint): the PostgreSQL
+    exclusion constraint is the last word, and its refusal is the customer's "taken"."""
     try:
         async with session.begin_nested():
-            await session.flush()
+            yield
     except IntegrityError as exc:
         if "ex_appointment_no_overlap_confirmed" in str(exc.orig):
             raise SlotUnavailableError(texts.OVERLAPS_CONFIRMED) from None
         raise
+
+
+async def flush_confirmed(session: AsyncSession) -> None:
+    """Flush a confirmed appointment's times (see `overlap_with_confirmed_refused`)."""
+    async with overlap_with_confirmed_refused(session):
+        await session.flush()

@@ -12,10 +12,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.booking import payloads, texts
@@ -23,10 +22,17 @@ from core.booking.api import InvalidTransitionError, NotFoundError, PolicyError,
 from core.booking.availability import day_windows, inside_windows
 from core.booking.catalog import Rules, read_rules
 from core.booking.followups import BookingChange, booking_facts
-from core.booking.guard import Against, SlotCheck, SlotGuard, flush_confirmed
+from core.booking.guard import (
+    Against,
+    SlotCheck,
+    SlotGuard,
+    flush_confirmed,
+    overlap_with_confirmed_refused,
+)
 from core.booking.records import (
     CONFIRMED,
     find_appointment,
+    insert_appointment,
     load_addons,
     load_appointment,
     load_pets,
@@ -36,15 +42,12 @@ from core.booking.records import (
 )
 from core.booking.sizing import cadence_weeks, quote_pets, size_counts
 from core.booking.transitions import UNDO_WINDOW, Action, allowed, transition
-from core.db.insert_batch import inserts_together
-from core.db.models import Appointment, AppointmentPet
+from core.db.models import Appointment
 from core.events import FollowUps, emit
 from core.settings import Settings
 from core.types import AppointmentStatus, Booking, Channel, QuickReply, Slot
 
 log = logging.getLogger(__name__)
-
-_appointment_pet = cast(Table, AppointmentPet.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,31 +125,34 @@ class Lifecycle:
         await self.guard.ensure_free(session, check, rules=rules, now=now)
 
         confirmed = step.to.value == CONFIRMED
-        appt = Appointment(
-            client_id=client_id,
-            service_id=service.id,
-            start_at=start,
-            end_at=end,
-            status=step.to.value,
-            hold_expires_at=None if confirmed else min(now + timedelta(hours=self._hold_hours(rules)), start),
-            decided_at=now if confirmed else None,
-            source_channel=new.source_channel.value if new.source_channel else None,
-            addon_codes=[a.code for a in addons],
-            price_min_cents=quote.price_min_cents,
-            price_max_cents=quote.price_max_cents,
-            availability_verified=verified,
-            notes=new.notes,
-        )
-        session.add(appt)
+        values: dict[str, Any] = {
+            "client_id": client_id,
+            "service_id": service.id,
+            "start_at": start,
+            "end_at": end,
+            "status": step.to.value,
+            "hold_expires_at": None
+            if confirmed
+            else min(now + timedelta(hours=self._hold_hours(rules)), start),
+            "decided_at": now if confirmed else None,
+            "source_channel": new.source_channel.value if new.source_channel else None,
+            "addon_codes": [a.code for a in addons],
+            "price_min_cents": quote.price_min_cents,
+            "price_max_cents": quote.price_max_cents,
+            "availability_verified": verified,
+            "notes": new.notes,
+        }
+        pet_ids = [p.id for p in pets]
         if confirmed:
-            await flush_confirmed(session)
+            async with overlap_with_confirmed_refused(session):
+                appointment_id = await insert_appointment(session, values, pet_ids)
         else:
-            await session.flush()
+            appointment_id = await insert_appointment(session, values, pet_ids)
+        # The row as written, for the event's follow-ups (not attached: nothing reads it back).
+        appt = Appointment(id=appointment_id, **values)
         booking = to_booking(appt, service=service, pets=pets)
         extra: dict[str, Any] = {} if offer_of is None else {"offer_of": offer_of}
-        async with inserts_together(session) as batch:  # the pets, the event and its jobs: one trip
-            batch.add(_appointment_pet, [{"appointment_id": appt.id, "pet_id": p.id} for p in pets])
-            await self._emit(session, step.event, appt, booking, by="customer", **extra)
+        await self._emit(session, step.event, appt, booking, by="customer", **extra)
         log.info(
             "booking filed", extra={"appointment_id": appt.id, "verified": verified, "status": appt.status}
         )

@@ -1,14 +1,18 @@
 """Reading the booking domain's rows: appointments (with pets and service), services, add-ons, a
-client's pets, the conversation to tell a customer in, and the `Booking` DTO that leaves the domain.
+client's pets, the conversation to tell a customer in, and the `Booking` DTO that leaves the domain;
+and writing a new appointment with its pets (`insert_appointment`, one round trip on PostgreSQL).
 
 Kept apart from the rules so every part (search, guard, lifecycle, follow-ups) loads rows one way.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import BigInteger, Select, Table, bindparam, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -16,7 +20,7 @@ from core.booking import texts
 from core.booking.api import NotFoundError
 from core.booking.quotes import PriceSpec
 from core.db.database import dialect_name
-from core.db.models import Appointment, Conversation, Pet, Service
+from core.db.models import Appointment, AppointmentPet, Conversation, Pet, Service
 from core.types import AppointmentStatus, Booking, Channel
 
 REQUESTED = AppointmentStatus.REQUESTED.value
@@ -95,6 +99,58 @@ async def load_pets(session: AsyncSession, pet_ids: Sequence[int], client_id: in
     if len(pets) != len(set(pet_ids)):
         raise NotFoundError(texts.NO_PET)
     return pets
+
+
+_appointment = cast(Table, Appointment.__table__)
+_appointment_pet = cast(Table, AppointmentPet.__table__)
+
+
+@functools.cache
+def _insert_with_pets() -> Any:
+    """PostgreSQL: the appointment and its pets in one statement (the pets' INSERT reads the new id
+    from the first, a data-modifying CTE), returning the id."""
+    new = insert(_appointment).values(_NEW_APPOINTMENT).returning(_appointment.c.id).cte("new_appointment")
+    pets = insert(_appointment_pet).from_select(
+        ["appointment_id", "pet_id"],
+        select(new.c.id, func.unnest(bindparam("pet_ids", type_=ARRAY(BigInteger)))),
+    )
+    return select(new.c.id).add_cte(pets.cte("new_pets"))
+
+
+_NEW_APPOINTMENT = {
+    name: bindparam(name, type_=_appointment.c[name].type)
+    for name in (
+        "client_id",
+        "service_id",
+        "start_at",
+        "end_at",
+        "status",
+        "hold_expires_at",
+        "decided_at",
+        "source_channel",
+        "addon_codes",
+        "price_min_cents",
+        "price_max_cents",
+        "availability_verified",
+        "notes",
+    )
+}
+
+
+async def insert_appointment(session: AsyncSession, values: dict[str, Any], pet_ids: Sequence[int]) -> int:
+    """Write a new appointment (`values`: the columns of `_NEW_APPOINTMENT`) and its pets; its id.
+    One round trip on PostgreSQL; SQLite, in process, takes two statements."""
+    if dialect_name(session) == "postgresql" and pet_ids:
+        return int(
+            (await session.execute(_insert_with_pets(), {**values, "pet_ids": list(pet_ids)})).scalar_one()
+        )
+    stmt = insert(_appointment).values(_NEW_APPOINTMENT).returning(_appointment.c.id)
+    appointment_id = int((await session.execute(stmt, values)).scalar_one())
+    if pet_ids:
+        await session.execute(
+            insert(_appointment_pet), [{"appointment_id": appointment_id, "pet_id": p} for p in pet_ids]
+        )
+    return appointment_id
 
 
 def owned(appt: Appointment, client_id: int | None) -> None:

@@ -1,7 +1,7 @@
 """INSERTs whose values are all known in Python, written together in one round trip.
 
-The tail of a business change (an appointment's pets, its domain event, the jobs its follow-ups start)
-is a handful of INSERTs into different tables. One at a time, each costs a round trip and
+The tail of a business change (its domain event, the jobs its follow-ups start) is a handful of
+INSERTs into different tables. One at a time, each costs a round trip and
 SQLAlchemy's per-statement work, which was most of a booking request's time. Inside
 `inserts_together(session)`, `enqueue()` and `emit()` add their rows to the open batch instead of
 executing them, and the batch is written when the block ends without an error: on PostgreSQL as one
