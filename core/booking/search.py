@@ -4,8 +4,10 @@ busy times (with the buffer around each), within notice and horizon, spread over
 The hot path sweeps POSIX seconds, not datetimes, and reads appointments by window: the first
 `FIRST_WINDOW_DAYS`, then windows twice as long each time, only while fewer than `limit` days have a
 free slot. A customer's "when can you fit us in?" is answered from the first days, not the whole
-horizon. On PostgreSQL the database merges the appointments into busy blocks (`read_busy_blocks`), so
-a crowded window is a few rows.
+horizon. A later window reads only the appointments starting in it and carries over the earlier
+windows' spans that reach into it, so a horizon with no free day is read once, not window over
+window from the start. On PostgreSQL the database merges the appointments into busy blocks
+(`read_busy_blocks`), so a crowded window is a few rows.
 """
 
 from __future__ import annotations
