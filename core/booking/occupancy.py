@@ -181,7 +181,7 @@ _BLOCKS_SQL = f"""
 SELECT extract(epoch FROM s)::float8, extract(epoch FROM reach)::float8 FROM (
     SELECT s, max(e) OVER (ORDER BY s ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
     FROM (
-        SELECT start_at AS s, end_at AS e FROM appointment
+        SELECT start_at AS s, end_at AS e FROM {Appointment.__tablename__}
         WHERE status IN ('{REQUESTED}', '{CONFIRMED}') AND start_at < :hi AND end_at > :lo {{since}}
             AND (status = '{CONFIRMED}' OR hold_expires_at IS NULL OR hold_expires_at > :now)
         UNION ALL SELECT 'infinity'::timestamptz, 'infinity'::timestamptz
