@@ -4,8 +4,10 @@ busy times (with the buffer around each), within notice and horizon, spread over
 The hot path sweeps POSIX seconds, not datetimes, and reads appointments by window: the first
 `FIRST_WINDOW_DAYS`, then windows twice as long each time, only while fewer than `limit` days have a
 free slot. A customer's "when can you fit us in?" is answered from the first days, not the whole
-horizon. On PostgreSQL the database merges the appointments into busy blocks (`read_busy_blocks`), so
-a crowded window is a few rows.
+horizon. A later window reads only the appointments starting in it and carries over the earlier
+windows' spans that reach into it, so a horizon with no free day is read once, not window over
+window from the start. On PostgreSQL the database merges the appointments into busy blocks
+(`read_busy_blocks`), so a crowded window is a few rows.
 """
 
 from __future__ import annotations
@@ -75,9 +77,10 @@ class SlotSearch:
         # the whole horizon (it takes one start from each of the first `limit` days). No window is
         # shorter than `limit` days, so a long list (Kimmie's "show me everything") is one read.
         chunk_days = max(FIRST_WINDOW_DAYS, limit)
+        carried: list[Seconds] | None = None  # None: the first window, which reads from the start
         while chunk_first <= last and len(days_found) < limit:
             chunk_last = min(chunk_first + timedelta(days=chunk_days - 1), last)
-            chunk = await self._free_in(
+            chunk, carried = await self._free_in(
                 session,
                 rules,
                 chunk_first,
@@ -87,6 +90,7 @@ class SlotSearch:
                 duration=duration,
                 calendar_s=calendar_s,
                 earliest=earliest,
+                carried=carried,
             )
             if time_of_day in ("morning", "afternoon"):
                 want_morning = time_of_day == "morning"
@@ -109,31 +113,38 @@ class SlotSearch:
         duration: timedelta,
         calendar_s: list[Seconds],
         earliest: float,
-    ) -> list[datetime]:
-        """Every free start between two local dates (inclusive)."""
+        carried: list[Seconds] | None,
+    ) -> tuple[list[datetime], list[Seconds]]:
+        """Every free start between two local dates (inclusive), and the busy spans the next window
+        still needs (those reaching past this window's end, less the buffer).
+
+        After the first window only appointments starting at or after the window's start less the
+        buffer are read: an earlier one that reaches in was read by an earlier window and arrives in
+        `carried`. Spans are merged by what they cover, so a span read twice changes nothing."""
         buffer = timedelta(minutes=rules.buffer_min)
+        pad = buffer.total_seconds()
         range_start, range_end = utc_span(first, last, self.tz)
+        lo, hi = range_start - buffer, range_end + buffer
+        starts_from = None if carried is None else lo
         if not sizes and dialect_name(session) == "postgresql":
             occupancy = await read_busy_blocks(
-                session,
-                range_start - buffer,
-                range_end + buffer,
-                rules=rules,
-                now=now,
-                tz=self.tz,
-                pad_s=buffer.total_seconds(),
+                session, lo, hi, rules=rules, now=now, tz=self.tz, pad_s=pad, starts_from=starts_from
             )
         else:
             occupancy = await read_occupancy(
                 session,
-                range_start - buffer,
-                range_end + buffer,
+                lo,
+                hi,
                 rules=rules,
                 now=now,
                 tz=self.tz,
                 sizes_needed=sizes,
                 as_seconds=True,
+                starts_from=starts_from,
             )
+        spans = [*(carried or ()), *occupancy.seconds]
+        next_lo = range_end.timestamp() - pad
+        carry = [span for span in spans if span[1] > next_lo]
         windows: list[Seconds] = []
         day = first
         while day <= last:
@@ -141,8 +152,8 @@ class SlotSearch:
                 windows.extend((s.timestamp(), e.timestamp()) for s, e in day_windows(rules, day, self.tz))
             day += timedelta(days=1)
         if not windows:
-            return []
-        busy = merge_s([*occupancy.seconds, *calendar_s], buffer.total_seconds())
+            return [], carry
+        busy = merge_s([*spans, *calendar_s], pad)
         found = free_starts_s(
             windows,
             busy,
@@ -150,4 +161,4 @@ class SlotSearch:
             step=rules.slot_step_min * 60.0,
             earliest=earliest,
         )
-        return [from_seconds(t) for t in found]
+        return [from_seconds(t) for t in found], carry

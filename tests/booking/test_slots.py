@@ -289,34 +289,12 @@ async def test_reading_weeks_at_a_time_offers_what_the_whole_horizon_would(
             assert [s.start for s in chosen] == spread([s.start for s in everything], NY, limit)
 
 
-_busy_day = st.tuples(
-    st.integers(0, 20),  # day after T0
-    st.integers(7 * 4, 19 * 4),  # quarter hour of the local day it starts
-    st.sampled_from((15, 45, 60, 120, 240)),  # minutes
-    st.sampled_from(("held", "expired", "cancelled")),
-)
-
-
-@pytest.mark.usefixtures("catalog_db")
-@given(
-    appointments=st.lists(_busy_day, max_size=60),
-    limit=st.integers(1, 12),
-    time_of_day=st.sampled_from(("any", "morning", "afternoon")),
-)
-@hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-async def test_a_limited_search_offers_what_spreading_the_whole_horizon_would(
-    db: Database,
-    service: DefaultBookingService,
-    appointments: list[tuple[int, int, int, str]],
-    limit: int,
-    time_of_day: str,
-) -> None:
-    """find_slots reads a few days, then longer windows only while too few days have a slot: with a
-    limit it offers exactly what the unlimited search's starts give, spread (`spread` is what a
-    limit means: one start from each of the first days, then more)."""
+async def hold_requests(db: Database, spans: Sequence[tuple[datetime, datetime, str, datetime]]) -> None:
+    """Only these requests (start, end, "held" or "cancelled" or another state, hold expiry), written
+    directly: requests may overlap each other and run past closing time, unlike a booking made
+    through the service."""
     from sqlalchemy import delete, insert, select
 
-    from core.booking.availability import spread
     from core.db.models import Appointment, Client, Service
 
     async with db.transaction() as session:
@@ -329,38 +307,105 @@ async def test_a_limited_search_offers_what_spreading_the_whole_horizon_would(
         service_id = (
             await session.execute(select(Service.id).where(Service.code == "nail_trim"))
         ).scalar_one()
-        rows = []
-        for day, quarter, minutes, state in appointments:
-            local = datetime.combine(T0.date() + timedelta(days=day), time(0), tzinfo=NY) + timedelta(
-                minutes=15 * quarter
-            )
-            start = local.astimezone(UTC)
-            rows.append(
-                {
-                    "client_id": client_id,
-                    "service_id": service_id,
-                    "start_at": start,
-                    "end_at": start + timedelta(minutes=minutes),
-                    # Requests may overlap each other (confirmed ones may not); expired holds and
-                    # cancelled rows must not count.
-                    "status": "cancelled" if state == "cancelled" else "requested",
-                    "hold_expires_at": T0 + (timedelta(days=90) if state == "held" else -timedelta(hours=1)),
-                    "addon_codes": [],
-                    "availability_verified": True,
-                }
-            )
+        rows: list[dict[str, Any]] = [
+            {
+                "client_id": client_id,
+                "service_id": service_id,
+                "start_at": start,
+                "end_at": end,
+                "status": "cancelled" if state == "cancelled" else "requested",
+                "hold_expires_at": expires,
+                "addon_codes": [],
+                "availability_verified": True,
+            }
+            for start, end, state, expires in spans
+        ]
         if rows:
             await session.execute(insert(Appointment), rows)
+
+
+@pytest.mark.usefixtures("catalog_db")
+async def test_a_request_reaching_into_the_next_window_still_blocks_it(
+    db: Database, service: DefaultBookingService
+) -> None:
+    """The first window (Monday to Wednesday) is full, so the search reads on from Thursday; the
+    request that began on Wednesday afternoon holds Thursday until 18:30, and only what starts from
+    Thursday on is read again: Thursday must still be busy."""
+    thu, fri = TUE + timedelta(days=2), TUE + timedelta(days=3)
+    held = T0 + timedelta(days=90)
+    await hold_requests(
+        db,
+        [
+            (at(TUE, 8), at(TUE + timedelta(days=1), 16), "held", held),
+            (at(TUE + timedelta(days=1), 16), at(thu, 18, 30), "held", held),
+        ],
+    )
+    async with db.transaction() as session:
+        first = await service.find_slots(session, service_code="nail_trim", limit=1)
+        everything = await service.find_slots(session, service_code="nail_trim", limit=100_000)
+    assert [s.start for s in first] == [at(fri, 9)]
+    assert everything[0].start == at(fri, 9)
+
+
+GIANT = (("Moose", "Great Dane", SizeClass.GIANT, None),)
+
+_busy_day = st.tuples(
+    # Day after T0: often the first days, so the first windows fill up (eight a day is the limit)
+    # and the search has to read further.
+    st.one_of(st.integers(0, 5), st.integers(0, 20)),
+    st.integers(7 * 4, 19 * 4),  # quarter hour of the local day it starts
+    # Minutes: up to a working day, and into the next day's or the one after's hours (across the
+    # edge of a window, which the later window must still see).
+    st.sampled_from((15, 45, 60, 120, 240, 11 * 60, 26 * 60, 50 * 60)),
+    st.sampled_from(("held", "expired", "cancelled")),
+)
+
+
+@pytest.mark.usefixtures("catalog_db")
+@given(
+    appointments=st.lists(_busy_day, max_size=60),
+    limit=st.integers(1, 20),
+    time_of_day=st.sampled_from(("any", "morning", "afternoon")),
+    giant=st.booleans(),
+)
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_a_limited_search_offers_what_spreading_the_whole_horizon_would(
+    db: Database,
+    service: DefaultBookingService,
+    appointments: list[tuple[int, int, int, str]],
+    limit: int,
+    time_of_day: str,
+    giant: bool,
+) -> None:
+    """find_slots reads a few days, then longer windows only while too few days have a slot: with a
+    limit it offers exactly what the unlimited search's starts give, spread (`spread` is what a
+    limit means: one start from each of the first days, then more). Later windows read only what
+    starts in them and carry the earlier windows' spans, so long appointments cross window edges
+    here; limits run from below one window's days to beyond them, and a giant dog takes the
+    size-limited read instead of PostgreSQL's busy blocks."""
+    from core.booking.availability import spread
+
+    rows = []
+    for day, quarter, minutes, state in appointments:
+        local = datetime.combine(T0.date() + timedelta(days=day), time(0), tzinfo=NY)
+        start = (local + timedelta(minutes=15 * quarter)).astimezone(UTC)
+        # Expired holds and cancelled rows must not count.
+        expires = T0 + (timedelta(days=90) if state == "held" else -timedelta(hours=1))
+        rows.append((start, start + timedelta(minutes=minutes), state, expires))
+    await hold_requests(db, rows)
+    pet_ids = (await make_customer(db, "giant", pets=GIANT)).pet_ids[:1] if giant else []
     async with db.transaction() as session:
         everything = await service.find_slots(
             session,
             service_code="nail_trim",
+            pet_ids=pet_ids,
             limit=100_000,
             time_of_day=time_of_day,  # type: ignore[arg-type]
         )
         chosen = await service.find_slots(
             session,
             service_code="nail_trim",
+            pet_ids=pet_ids,
             limit=limit,
             time_of_day=time_of_day,  # type: ignore[arg-type]
         )
