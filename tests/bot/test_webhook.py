@@ -124,7 +124,7 @@ def test_webhook_mode_requires_a_secret(database_url: str) -> None:
 async def test_processed_update_ids_are_kept_a_week(harness: Harness) -> None:
     from datetime import timedelta
 
-    from bot.scope import PRUNE_JOB, prune_events, schedule_prune
+    from bot.processed_updates import PRUNE_JOB, prune_events, schedule_prune
     from core.db.models import utcnow
 
     h = harness
