@@ -43,6 +43,7 @@ class OpenAIChatModel:
             "max_retries": max_retries,
             "timeout": timeout_s,
         }
+        self._loaded = False
         self._client: openai.AsyncOpenAI | None = None
 
     @classmethod
@@ -59,8 +60,10 @@ class OpenAIChatModel:
         )
 
     async def warm_up(self) -> None:
-        """Import the SDK off the event loop, so the first request does not wait for it."""
-        await asyncio.to_thread(load_sdk)
+        """Import the SDK off the event loop (once), so the first request does not wait for it."""
+        if not self._loaded:
+            await asyncio.to_thread(load_sdk)
+            self._loaded = True
 
     def _sdk_client(self) -> openai.AsyncOpenAI:
         if self._client is None:

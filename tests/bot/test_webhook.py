@@ -12,7 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from bot.setup import WEBHOOK_PATH, setup_webhook
+from bot.deferred import WEBHOOK_PATH
+from bot.setup import setup_webhook
 from channels import middleware
 from channels.app import create_app
 from channels.ratelimit import InMemoryRateLimiter
