@@ -84,7 +84,7 @@ class Runtime:
     # TELEGRAM_BOT_TOKEN.
     telegram: TelegramSection | None
     on_startup: tuple[Hook, ...]
-    # Run after /healthz answers (`WarmUp`), besides building the bot: loading the LLM SDKs.
+    # Run after /healthz answers (`WarmUp`), besides building the bot: loading Stripe's and the LLM SDKs.
     warm_up: tuple[WarmUpStep, ...]
     on_shutdown: tuple[Hook, ...]
 
@@ -163,7 +163,7 @@ def build_runtime(settings: Settings) -> Runtime:
         calendar=booking.calendar,
         engine=conversation.engine,
         telegram=telegram,
-        warm_up=conversation.warm_up,
+        warm_up=(*payments.warm_up, *conversation.warm_up),
         # The catalog first: searches need it. Shutdown runs these in reverse.
         on_startup=(
             *booking.on_startup,

@@ -133,6 +133,7 @@ def reach_policy(settings: Settings) -> ReachPolicy:
 @dataclass(frozen=True, slots=True)
 class PaymentsWiring:
     payments: Payments
+    warm_up: tuple[WarmUpStep, ...]
     on_shutdown: tuple[Hook, ...]
 
 
@@ -154,10 +155,13 @@ def wire_payments(
     from core.payments.service import PaymentPages, Payments
 
     gateway: PaymentGateway | None = None
+    warm_up: tuple[WarmUpStep, ...] = ()  # the SDK is loaded after /healthz answers
     if settings.stripe_enabled:
         from core.payments.stripe_adapter import StripeGateway  # loads the stripe SDK only then
 
-        gateway = StripeGateway(settings)
+        stripe_gateway = StripeGateway(settings)
+        gateway = stripe_gateway
+        warm_up = (warm_up_step("stripe", stripe_gateway.warm_up),)
     elif settings.stripe_secret_key or settings.stripe_webhook_secret:
         log.warning("Stripe needs both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET: deposits are off")
     base = settings.public_base_url or f"http://{settings.host}:{settings.port}"
@@ -176,7 +180,23 @@ def wire_payments(
         raise SignatureError("Stripe is not configured")
 
     setup_payment_routes(app, db=db, verify=gateway.verify_event if gateway is not None else refuse)
-    return PaymentsWiring(payments=payments, on_shutdown=(gateway.close,) if gateway is not None else ())
+    return PaymentsWiring(
+        payments=payments, warm_up=warm_up, on_shutdown=(gateway.close,) if gateway is not None else ()
+    )
+
+
+def warm_up_step(integration: str, load: Hook) -> WarmUpStep:
+    """A warm-up step that loads one integration's SDK; it counts as working when that succeeded."""
+
+    async def step() -> Mapping[str, bool]:
+        try:
+            await load()
+        except Exception:
+            log.exception("%s's SDK could not be loaded: %s is off", integration, integration)
+            return {integration: False}
+        return {integration: True}
+
+    return step
 
 
 # --- The job queue's own upkeep: retention (core/jobs/retention.py) ---------------------------------
