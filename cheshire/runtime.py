@@ -22,6 +22,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -256,25 +257,27 @@ class WarmUp:
         self._task = asyncio.create_task(self._run(), name="warm-up")
 
     async def _run(self) -> None:
-        works: dict[str, bool] = {}
+        steps = [*self._rt.warm_up]
         if self._rt.telegram is not None:
-            works["telegram"] = await self._start_telegram(self._rt.telegram)
-        for step in self._rt.warm_up:
-            works.update(await step())
+            steps.append(partial(self._start_telegram, self._rt.telegram))
+        # Side by side: a Bot API that does not answer the start-up calls must not hold the LLMs back.
+        works: dict[str, bool] = {}
+        for result in await asyncio.gather(*(step() for step in steps)):
+            works.update(result)
         freeze_startup_heap()  # what the warm-up built lives as long as the process too
         _log_integrations(self._rt.settings, works)
         log.info("warm-up finished")
 
-    async def _start_telegram(self, telegram: TelegramSection) -> bool:
+    async def _start_telegram(self, telegram: TelegramSection) -> Mapping[str, bool]:
         try:
             wiring = await telegram.build()
         except Exception:
             log.exception("the Telegram bot could not be built: Telegram is off")
-            return False
+            return {"telegram": False}
         answered = await wiring.start()
         # Polled even when the start-up calls failed: polling retries, and logs why it cannot.
         self._polling = wiring.start_polling()
-        return answered
+        return {"telegram": answered}
 
     async def stop(self) -> None:
         if self._task is not None and not self._task.done():

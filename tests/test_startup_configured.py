@@ -64,3 +64,18 @@ async def test_every_integration_configured_starts_and_the_late_bot_answers(
         await databases.dispose_url(url)
     assert code == 0, process.tail()
     assert process.logs()[-1]["msg"] == "stopped"
+
+
+async def test_a_telegram_that_does_not_answer_is_listed_failed_not_enabled(tmp_path: Path) -> None:
+    # Nothing listens on port 9: the bot is built, but its start-up calls cannot reach the Bot API.
+    env = {"TELEGRAM_BOT_TOKEN": "123456:unreachable-api", "TELEGRAM_API_BASE": "http://127.0.0.1:9"}
+    process = ServiceProcess("unreachable", tmp_path, env)
+    process.start()
+    try:
+        await process.wait_healthy()  # the rest of the service runs
+        await wait_until_logged(process, WARM, timeout_s=60)
+        [line] = [str(r["msg"]) for r in process.logs() if str(r.get("msg", "")).startswith("integrations:")]
+        assert line.startswith("integrations: enabled=none disabled=") and line.endswith(" failed=telegram")
+    finally:
+        code = process.stop()
+    assert code == 0, process.tail()
