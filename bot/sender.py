@@ -52,9 +52,9 @@ from aiogram.types import (
 )
 from redis.exceptions import RedisError
 
+from bot.deferred import TELEGRAM_CAPABILITIES
 from bot.keyboards import quick_reply_keyboard
 from core.ports import (
-    ChannelCapabilities,
     ChannelCredentialsError,
     PartSent,
     PermanentDeliveryError,
@@ -227,7 +227,7 @@ def build_send_limiter(redis_url: str | None) -> SendLimiter | RedisSendLimiter:
 class TelegramSender:
     """core.ports.ChannelSender for channel "telegram": no messaging window, resumable parts."""
 
-    capabilities = ChannelCapabilities()
+    capabilities = TELEGRAM_CAPABILITIES
     # A refused token is alerted under core's default key ("telegram:token").
     credentials_fault_key: str | None = None
 

@@ -25,8 +25,10 @@ from aiogram.types import BotCommand, BotCommandScopeChat, BotCommandScopeDefaul
 from aiohttp import web
 
 from bot import admin, customer
+from bot.deferred import WEBHOOK_PATH
 from bot.notifier import TelegramAdminNotifier
-from bot.scope import UpdateScopeMiddleware, register_prune_job
+from bot.processed_updates import register_prune_job
+from bot.scope import UpdateScopeMiddleware
 from bot.sender import TelegramSender
 from bot.webhook import TelegramWebhook
 from channels.middleware import signed_webhook
@@ -39,8 +41,6 @@ from core.settings import Settings
 from core.storage import ObjectStorage, S3Storage
 
 log = logging.getLogger(__name__)
-
-WEBHOOK_PATH = "/webhook/telegram"
 
 
 def build_bot(settings: Settings) -> Bot:
@@ -91,16 +91,21 @@ def build_dispatcher(
     return dp
 
 
-def setup_webhook(app: web.Application, dispatcher: Dispatcher, bot: Bot, settings: Settings) -> None:
+def build_webhook(dispatcher: Dispatcher, bot: Bot, settings: Settings) -> TelegramWebhook:
     if settings.telegram_webhook_secret is None:
         raise ValueError("TELEGRAM_WEBHOOK_SECRET is required in webhook mode")
-    handler = TelegramWebhook(
+    return TelegramWebhook(
         dispatcher,
         bot,
         secret=settings.telegram_webhook_secret.get_secret_value(),
         max_body_bytes=settings.max_body_bytes,
     )
-    app.router.add_post(WEBHOOK_PATH, handler.handle)
+
+
+def setup_webhook(app: web.Application, dispatcher: Dispatcher, bot: Bot, settings: Settings) -> None:
+    """POST /webhook/telegram on an app whose bot is built already (tests; the process mounts the
+    route before the bot exists: bot/deferred.py)."""
+    app.router.add_post(WEBHOOK_PATH, build_webhook(dispatcher, bot, settings).handle)
     signed_webhook(app, WEBHOOK_PATH)
 
 
@@ -117,8 +122,9 @@ async def set_commands(bot: Bot, settings: Settings) -> None:
         await bot.set_my_commands(admin_commands, scope=BotCommandScopeChat(chat_id=chat_id))
 
 
-async def on_startup(bot: Bot, dispatcher: Dispatcher, settings: Settings) -> None:
-    """Menus and webhook registration. Failures are logged, not fatal: the rest of the service runs."""
+async def on_startup(bot: Bot, dispatcher: Dispatcher, settings: Settings) -> bool:
+    """Menus and webhook registration; False when Telegram refused or could not be reached (logged,
+    not fatal: the rest of the service runs)."""
     try:
         await set_commands(bot, settings)
         if settings.telegram_mode == "webhook":
@@ -133,6 +139,8 @@ async def on_startup(bot: Bot, dispatcher: Dispatcher, settings: Settings) -> No
             await bot.delete_webhook(drop_pending_updates=False)
     except Exception:
         log.exception("telegram start-up calls failed (token, network?); the bot may not answer")
+        return False
+    return True
 
 
 def register_jobs(

@@ -6,8 +6,10 @@ Several processes may share one PostgreSQL database; Telegram allows one getUpda
 polling runs only in the process that holds the bot's advisory lock (core/db/leader.py), and another
 process takes it over when that one dies. Webhook mode needs no lock: Telegram picks one process.
 
-cheshire/wiring.py calls it only when TELEGRAM_BOT_TOKEN is set, so a process without a token never
-imports aiogram, and the composition root never names an aiogram type: what it holds is this.
+cheshire/wiring.py calls it only when TELEGRAM_BOT_TOKEN is set, and only after /healthz answers
+(importing aiogram takes seconds): what existed before, the webhook route and the pruning job, is in
+bot/deferred.py and bot/processed_updates.py. The composition root never names an aiogram type: what
+it holds is this.
 """
 
 from __future__ import annotations
@@ -17,19 +19,17 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 
 from aiogram import Bot, Dispatcher
-from aiohttp import web
 
 from bot.notifier import TelegramAdminNotifier
-from bot.scope import register_prune_job, schedule_prune
+from bot.processed_updates import schedule_prune
 from bot.sender import TelegramSender, build_send_limiter
-from bot.setup import build_bot, build_dispatcher, on_startup, setup_webhook
+from bot.setup import build_bot, build_dispatcher, build_webhook, on_startup
+from bot.webhook import TelegramWebhook
 from core.booking.api import BookingService
 from core.db.database import Database
 from core.db.leader import Leadership, leadership_for, run_while_leader
-from core.jobs.worker import JobRegistry
 from core.settings import Settings
 from core.storage import S3Storage, media_storage
 
@@ -41,14 +41,23 @@ Hook = Callable[[], Awaitable[None]]
 @dataclass(frozen=True, slots=True)
 class TelegramWiring:
     settings: Settings
+    db: Database
     bot: Bot
     dispatcher: Dispatcher
     sender: TelegramSender
     notifier: TelegramAdminNotifier
+    # POST /webhook/telegram's handler in webhook mode (the route is bot/deferred.py's), else None.
+    webhook: TelegramWebhook | None
     # Who polls getUpdates when several processes share the database (always this one on SQLite).
     polling_lock: Leadership
-    on_startup: tuple[Hook, ...]
     on_shutdown: tuple[Hook, ...]
+
+    async def start(self) -> bool:
+        """Command menus, setWebhook / deleteWebhook, tomorrow's pruning; False when Telegram refused
+        or could not be reached (logged: the rest of the service runs)."""
+        async with self.db.transaction() as session:
+            await schedule_prune(session)
+        return await on_startup(self.bot, self.dispatcher, self.settings)
 
     def start_polling(self) -> asyncio.Task[None] | None:
         """Poll getUpdates in polling mode (None in webhook mode, or when no handler is wired)."""
@@ -84,17 +93,9 @@ class TelegramWiring:
             await self.bot.session.close()
 
 
-def wire_telegram(
-    *,
-    settings: Settings,
-    db: Database,
-    registry: JobRegistry,
-    app: web.Application,
-    booking: BookingService,
-) -> TelegramWiring:
+def wire_telegram(*, settings: Settings, db: Database, booking: BookingService) -> TelegramWiring:
     """Bot, sender, dispatcher (FSM storage, routers), Kimmie's Telegram notifier (the composition
-    root's notify section puts it on "notify_admin"), the pruning job, POST /webhook/telegram in
-    webhook mode, command menus + setWebhook at start-up."""
+    root's notify section hands it to "notify_admin"), the webhook's handler in webhook mode."""
     bot = build_bot(settings)
     limiter = build_send_limiter(settings.redis_url)
     # Preview images stored locally (no public URL) are uploaded as bytes read from this storage.
@@ -107,22 +108,16 @@ def wire_telegram(
     notifier = TelegramAdminNotifier(
         bot=bot, db=db, settings=settings, booking=booking, photos=photos, media=media
     )
-    register_prune_job(registry, db=db)
-    if settings.telegram_mode == "webhook":
-        setup_webhook(app, dispatcher, bot, settings)
-
-    async def schedule_pruning() -> None:
-        async with db.transaction() as session:
-            await schedule_prune(session)
-
+    webhook = build_webhook(dispatcher, bot, settings) if settings.telegram_mode == "webhook" else None
     return TelegramWiring(
         settings=settings,
+        db=db,
         bot=bot,
         dispatcher=dispatcher,
         sender=sender,
         notifier=notifier,
+        webhook=webhook,
         polling_lock=leadership_for(settings.database_url, f"telegram-polling:{_bot_id(settings)}"),
-        on_startup=(partial(on_startup, bot, dispatcher, settings), schedule_pruning),
         on_shutdown=(dispatcher.storage.close, limiter.close),
     )
 

@@ -2,8 +2,14 @@
 
 `build_runtime(settings)` creates the long-lived objects every domain shares (database, job registry
 and worker, metrics, the aiohttp app) and calls each domain's wiring function (cheshire/wiring.py) in
-dependency order; `run(settings)` upgrades the database, starts the HTTP server, the workers and the
-bot in one event loop, and stops them gracefully on SIGTERM/SIGINT. Nothing here runs at import time.
+dependency order; `run(settings)` upgrades the database, starts the HTTP server and the workers, then
+warms up in the background (`WarmUp`: builds and starts the Telegram bot, loads the LLM SDKs) and
+stops everything gracefully on SIGTERM/SIGINT. Nothing here runs at import time.
+
+Start-up answers /healthz before the warm-up: with every integration configured, importing aiogram,
+anthropic and openai took ~5 s and ~180 MB of the ~6 s and ~275 MB it took before (bench_startup.py).
+What needs the bot before it is built awaits it (core/deferred.py); the "integrations:" line is
+logged when the warm-up has finished, and lists an integration as enabled only when it started.
 
 Adapters (bot/, channels/) never import this package: they are handed what they need. Only the entry
 point `python -m bot` (bot/__main__.py) does, to run it (tests/test_import_rules.py checks both).
@@ -16,6 +22,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -23,6 +30,8 @@ from aiohttp import web
 from channels.app import create_app, freeze_startup_heap
 from cheshire.wiring import (
     Hook,
+    TelegramSection,
+    WarmUpStep,
     telegram_contact_links,
     wire_booking,
     wire_channels,
@@ -46,7 +55,6 @@ from core.ports import AdminNotifier, CalendarProvider, ChannelSender
 from core.settings import Settings
 
 if TYPE_CHECKING:
-    from bot.wiring import TelegramWiring
     from core.booking.api import BookingService
     from core.conversation.engine import ConversationEngine
 
@@ -73,9 +81,12 @@ class Runtime:
     booking: BookingService
     calendar: CalendarProvider | None
     engine: ConversationEngine
-    # The bot, its dispatcher, sender and notifier; None when TELEGRAM_BOT_TOKEN is not set.
-    telegram: TelegramWiring | None
+    # The bot (built after start-up: `telegram.build()`) and its stand-ins; None without
+    # TELEGRAM_BOT_TOKEN.
+    telegram: TelegramSection | None
     on_startup: tuple[Hook, ...]
+    # Run after /healthz answers (`WarmUp`), besides building the bot: loading Stripe's and the LLM SDKs.
+    warm_up: tuple[WarmUpStep, ...]
     on_shutdown: tuple[Hook, ...]
 
 
@@ -110,15 +121,19 @@ def build_runtime(settings: Settings) -> Runtime:
         db=db,
         registry=registry,
         booking=booking.service,
-        telegram_notifier=telegram.notifier if telegram else None,
+        telegram_notifier=telegram.notifier if telegram is not None else None,
         app=app,
     )
     channels = wire_channels(
-        settings=settings, db=db, registry=registry, app=app, telegram=telegram.sender if telegram else None
+        settings=settings,
+        db=db,
+        registry=registry,
+        app=app,
+        telegram=telegram.sender if telegram is not None else None,
     )
     fetchers = dict(channels.photo_fetchers)
     if telegram is not None:
-        fetchers["telegram"] = telegram.sender.fetch_photo
+        fetchers["telegram"] = telegram.fetch_photo
     previews = wire_previews(settings=settings, db=db, registry=registry, app=app, photo_fetchers=fetchers)
     conversation = wire_conversation(
         settings=settings,
@@ -149,10 +164,10 @@ def build_runtime(settings: Settings) -> Runtime:
         calendar=booking.calendar,
         engine=conversation.engine,
         telegram=telegram,
+        warm_up=(*payments.warm_up, *conversation.warm_up),
         # The catalog first: searches need it. Shutdown runs these in reverse.
         on_startup=(
             *booking.on_startup,
-            *(telegram.on_startup if telegram else ()),
             *channels.on_startup,
             *integrations.on_startup,
             *jobs.on_startup,
@@ -161,7 +176,6 @@ def build_runtime(settings: Settings) -> Runtime:
             *integrations.on_shutdown,
             *booking.on_shutdown,
             *payments.on_shutdown,
-            *(telegram.on_shutdown if telegram else ()),
             *channels.on_shutdown,
             *previews.on_shutdown,
             *conversation.on_shutdown,
@@ -196,10 +210,9 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
 
     await upgrade_to_head(settings.database_url)
     rt = build_runtime(settings)
-    _log_integrations(settings)
 
     runner = web.AppRunner(rt.app, access_log=None, shutdown_timeout=STOP_HTTP_S)
-    polling: asyncio.Task[None] | None = None
+    warm_up = WarmUp(rt)
     try:
         await runner.setup()
         for hook in rt.on_startup:
@@ -207,8 +220,6 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
         await web.TCPSite(runner, settings.host, settings.port).start()
         freeze_startup_heap()  # everything wired now lives as long as the process
         rt.worker.start()
-        if rt.telegram is not None:
-            polling = rt.telegram.start_polling()
         log.info(
             "cheshire started",
             extra={
@@ -218,12 +229,13 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
                 "job_kinds": sorted(rt.registry.kinds),
             },
         )
+        warm_up.start()
         await stop.wait()
         log.info("stopping")
     finally:
         try:
             async with asyncio.timeout(STOP_TOTAL_S):
-                await _shutdown(rt, runner, polling)
+                await _shutdown(rt, runner, warm_up)
         except TimeoutError:
             log.error("shutdown did not finish in time; exiting anyway")
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -231,9 +243,54 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     log.info("stopped")
 
 
-async def _shutdown(rt: Runtime, runner: web.AppRunner, polling: asyncio.Task[None] | None) -> None:
-    if polling is not None and rt.telegram is not None:
-        await rt.telegram.stop_polling(polling)
+class WarmUp:
+    """What runs once /healthz answers: the Telegram bot built (aiogram imported in a thread), its
+    start-up calls made and polling started; the LLM SDKs loaded. Then the "integrations:" line, with
+    what started, and "warm-up finished" (benches and tests wait for it)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._task: asyncio.Task[None] | None = None
+        self._polling: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="warm-up")
+
+    async def _run(self) -> None:
+        steps = [*self._rt.warm_up]
+        if self._rt.telegram is not None:
+            steps.append(partial(self._start_telegram, self._rt.telegram))
+        # Side by side: a Bot API that does not answer the start-up calls must not hold the LLMs back.
+        works: dict[str, bool] = {}
+        for result in await asyncio.gather(*(step() for step in steps)):
+            works.update(result)
+        freeze_startup_heap()  # what the warm-up built lives as long as the process too
+        _log_integrations(self._rt.settings, works)
+        log.info("warm-up finished")
+
+    async def _start_telegram(self, telegram: TelegramSection) -> Mapping[str, bool]:
+        try:
+            wiring = await telegram.build()
+        except Exception:
+            log.exception("the Telegram bot could not be built: Telegram is off")
+            return {"telegram": False}
+        answered = await wiring.start()
+        # Polled even when the start-up calls failed: polling retries, and logs why it cannot.
+        self._polling = wiring.start_polling()
+        return {"telegram": answered}
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        wiring = self._rt.telegram.bot.value if self._rt.telegram is not None else None
+        if self._polling is not None and wiring is not None:
+            await wiring.stop_polling(self._polling)
+
+
+async def _shutdown(rt: Runtime, runner: web.AppRunner, warm_up: WarmUp) -> None:
+    await warm_up.stop()  # and Telegram's polling
     # Stop claiming and finish/release in-flight jobs while HTTP drains; both still need the DB.
     await asyncio.gather(rt.worker.stop(timeout_s=STOP_WORKERS_S), runner.cleanup(), return_exceptions=True)
     for hook in reversed(rt.on_shutdown):
@@ -246,14 +303,19 @@ async def _shutdown(rt: Runtime, runner: web.AppRunner, polling: asyncio.Task[No
     await rt.db.dispose()
 
 
-def _log_integrations(settings: Settings) -> None:
+def _log_integrations(settings: Settings, works: Mapping[str, bool] | None = None) -> None:
+    """Each integration enabled (configured, and it started), disabled (not configured) or failed
+    (configured, but it did not start: `works` says so, from the warm-up)."""
+    works = works or {}
     states = settings.integrations()
-    enabled = sorted(name for name, on in states.items() if on)
+    enabled = sorted(name for name, on in states.items() if on and works.get(name, True))
     disabled = sorted(name for name, on in states.items() if not on)
+    failed = sorted(name for name, on in states.items() if on and not works.get(name, True))
     log.info(
-        "integrations: enabled=%s disabled=%s",
+        "integrations: enabled=%s disabled=%s%s",
         ",".join(enabled) or "none",
         ",".join(disabled) or "none",
+        f" failed={','.join(failed)}" if failed else "",
     )
     if settings.telegram_mode == "off":
         log.info("telegram bot is off: TELEGRAM_BOT_TOKEN is not set")

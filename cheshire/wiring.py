@@ -8,13 +8,16 @@ them sees the whole runtime, so each domain's dependencies are visible in its si
 is patched onto an object after it was built.
 
 A vendor SDK is imported only when its integration is configured (start-up time and memory are
-measured, and a test checks that an empty environment loads none): aiogram alone costs ~1 s and
-~90 MB. The composition root never names an aiogram type (tests/test_import_rules.py): the Telegram
+measured, and a test checks that an empty environment loads none). The heaviest are not imported
+before /healthz answers even then: aiogram (~3 s, ~170 MB) is built by `TelegramSection.build()`
+afterwards, the LLM SDKs are loaded by the conversation section's warm-up (cheshire/runtime.py).
+The composition root never names an aiogram type (tests/test_import_rules.py): the Telegram
 section's objects come in bot/wiring.py's `TelegramWiring`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from aiohttp import web
 from core.conversation.tools import ContactLinks
 from core.db.database import Database
 from core.db.leader import one_process_at_a_time
+from core.deferred import Deferred, DeferredNotifier, DeferredSender, deferred_fetcher
 from core.events import FollowUps
 from core.jobs.worker import JobRegistry
 from core.notify.jobs import ADMIN_EMAIL_JOB, EmailFallback
@@ -36,6 +40,7 @@ from core.settings import Settings
 PhotoFetcher = Callable[[Mapping[str, Any]], Awaitable[bytes]]  # as core/previews/service.py's
 
 if TYPE_CHECKING:
+    from bot.deferred import WebhookHandler
     from bot.wiring import TelegramWiring
     from core.booking.service import DefaultBookingService
     from core.conversation.engine import ConversationEngine
@@ -45,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+# A warm-up step run after /healthz answers: loads what start-up left out; integration name -> works.
+WarmUpStep = Callable[[], Awaitable[Mapping[str, bool]]]
 
 
 # --- Booking + calendar ---------------------------------------------------------------------------
@@ -126,6 +133,7 @@ def reach_policy(settings: Settings) -> ReachPolicy:
 @dataclass(frozen=True, slots=True)
 class PaymentsWiring:
     payments: Payments
+    warm_up: tuple[WarmUpStep, ...]
     on_shutdown: tuple[Hook, ...]
 
 
@@ -147,10 +155,13 @@ def wire_payments(
     from core.payments.service import PaymentPages, Payments
 
     gateway: PaymentGateway | None = None
+    warm_up: tuple[WarmUpStep, ...] = ()  # the SDK is loaded after /healthz answers
     if settings.stripe_enabled:
         from core.payments.stripe_adapter import StripeGateway  # loads the stripe SDK only then
 
-        gateway = StripeGateway(settings)
+        stripe_gateway = StripeGateway(settings)
+        gateway = stripe_gateway
+        warm_up = (warm_up_step("stripe", stripe_gateway.warm_up),)
     elif settings.stripe_secret_key or settings.stripe_webhook_secret:
         log.warning("Stripe needs both STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET: deposits are off")
     base = settings.public_base_url or f"http://{settings.host}:{settings.port}"
@@ -169,7 +180,23 @@ def wire_payments(
         raise SignatureError("Stripe is not configured")
 
     setup_payment_routes(app, db=db, verify=gateway.verify_event if gateway is not None else refuse)
-    return PaymentsWiring(payments=payments, on_shutdown=(gateway.close,) if gateway is not None else ())
+    return PaymentsWiring(
+        payments=payments, warm_up=warm_up, on_shutdown=(gateway.close,) if gateway is not None else ()
+    )
+
+
+def warm_up_step(integration: str, load: Hook) -> WarmUpStep:
+    """A warm-up step that loads one integration's SDK; it counts as working when that succeeded."""
+
+    async def step() -> Mapping[str, bool]:
+        try:
+            await load()
+        except Exception:
+            log.exception("%s's SDK could not be loaded: %s is off", integration, integration)
+            return {integration: False}
+        return {integration: True}
+
+    return step
 
 
 # --- The job queue's own upkeep: retention (core/jobs/retention.py) ---------------------------------
@@ -199,6 +226,53 @@ def wire_jobs(*, settings: Settings, db: Database, registry: JobRegistry) -> Job
 # --- Telegram (the bot, its sender, Kimmie's notifier): bot/wiring.py -----------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class TelegramSection:
+    """The Telegram section, built in two steps because importing aiogram takes seconds and ~170 MB:
+    what the rest of the process is handed at construction exists from the start (a sender, Kimmie's
+    notifier, a photo fetcher and the webhook route, each awaiting `bot` with a bound: core/deferred.py),
+    and `build()` makes the bot itself once /healthz answers (cheshire/runtime.py) and resolves `bot`."""
+
+    settings: Settings
+    db: Database
+    booking: DefaultBookingService
+    bot: Deferred[TelegramWiring]
+    sender: ChannelSender
+    notifier: AdminNotifier
+    fetch_photo: PhotoFetcher
+
+    async def build(self) -> TelegramWiring:
+        """Import aiogram in a thread (the event loop keeps answering between its time slices), build
+        the bot, resolve `bot`. When that fails, `bot` fails too: its waiters hear it at once."""
+        try:
+            wire_the_bot = await asyncio.to_thread(_load_bot_wiring)
+            wiring = wire_the_bot(settings=self.settings, db=self.db, booking=self.booking)
+        except Exception as exc:
+            self.bot.fail(f"{type(exc).__name__}: {exc}")
+            raise
+        self.bot.resolve(wiring)
+        return wiring
+
+    async def close(self) -> None:
+        """The built bot's shutdown hooks (FSM storage, send limiter), then its HTTP session: last,
+        because other shutdown hooks may still call Telegram."""
+        wiring = self.bot.value
+        if wiring is None:
+            return
+        for hook in reversed(wiring.on_shutdown):
+            try:
+                await hook()
+            except Exception:
+                log.exception("telegram shutdown hook failed")
+        await wiring.close()
+
+
+def _load_bot_wiring() -> Callable[..., TelegramWiring]:
+    from bot.wiring import wire_telegram  # aiogram and every Telegram module: seconds of CPU
+
+    return wire_telegram
+
+
 def wire_telegram(
     *,
     settings: Settings,
@@ -206,13 +280,45 @@ def wire_telegram(
     registry: JobRegistry,
     app: web.Application,
     booking: DefaultBookingService,
-) -> TelegramWiring | None:
-    """None without TELEGRAM_BOT_TOKEN, and then aiogram is never imported."""
+) -> TelegramSection | None:
+    """None without TELEGRAM_BOT_TOKEN. Otherwise the section before its bot exists: the stand-ins,
+    the pruning job and, in webhook mode, POST /webhook/telegram (the router is frozen once the
+    server runs); aiogram is not imported here."""
     if settings.telegram_mode == "off":
         return None
-    from bot.wiring import wire_telegram as wire_the_bot
+    from bot.deferred import TELEGRAM_CAPABILITIES, mount_webhook
+    from bot.processed_updates import register_prune_job
 
-    return wire_the_bot(settings=settings, db=db, registry=registry, app=app, booking=booking)
+    bot: Deferred[TelegramWiring] = Deferred("the Telegram bot")
+    register_prune_job(registry, db=db)
+    if settings.telegram_mode == "webhook":
+        mount_webhook(app, settings, bot, _webhook_of)
+    return TelegramSection(
+        settings=settings,
+        db=db,
+        booking=booking,
+        bot=bot,
+        sender=DeferredSender(bot, _sender_of, capabilities=TELEGRAM_CAPABILITIES),
+        notifier=DeferredNotifier(bot, _notifier_of),
+        fetch_photo=deferred_fetcher(bot, _fetcher_of),
+    )
+
+
+def _sender_of(wiring: TelegramWiring) -> ChannelSender:
+    return wiring.sender
+
+
+def _notifier_of(wiring: TelegramWiring) -> AdminNotifier:
+    return wiring.notifier
+
+
+def _fetcher_of(wiring: TelegramWiring) -> PhotoFetcher:
+    return wiring.sender.fetch_photo
+
+
+def _webhook_of(wiring: TelegramWiring) -> WebhookHandler:
+    assert wiring.webhook is not None  # built in webhook mode, the only mode that mounts the route
+    return wiring.webhook
 
 
 # --- Kimmie's notifications: the "notify_admin" job and its e-mail fallback ----------------------
@@ -396,6 +502,7 @@ def wire_previews(
 @dataclass(frozen=True, slots=True)
 class ConversationWiring:
     engine: ConversationEngine
+    warm_up: tuple[WarmUpStep, ...]
     on_shutdown: tuple[Hook, ...]
 
 
@@ -416,12 +523,14 @@ def wire_conversation(
     from core.conversation.engine import register_jobs as register_conversation_jobs
 
     chat_model = None  # without API keys: offline responder only
+    warm_up: tuple[WarmUpStep, ...] = ()
     on_shutdown: tuple[Hook, ...] = ()
     if settings.anthropic_api_key or settings.openai_api_key:
-        # Imported only with a key: the SDKs cost seconds and ~60 MB at start-up.
-        from core.llm.factory import build_chat_model, close_chat_model
+        # The SDKs (seconds, ~150 MB together) are loaded by the warm-up, after /healthz answers.
+        from core.llm.factory import build_chat_model, close_chat_model, warm_up_chat_model
 
         chat_model = build_chat_model(settings, on_call=on_llm_call)
+        warm_up = (partial(warm_up_chat_model, chat_model),)
         on_shutdown = (partial(close_chat_model, chat_model),)
     engine = ConversationEngine(
         db=db,
@@ -433,7 +542,7 @@ def wire_conversation(
         previews=previews,
     )
     register_conversation_jobs(registry, db=db, engine=engine)
-    return ConversationWiring(engine=engine, on_shutdown=on_shutdown)
+    return ConversationWiring(engine=engine, warm_up=warm_up, on_shutdown=on_shutdown)
 
 
 # --- Outbound integrations: n8n events, Twenty CRM ---------------------------------------------
@@ -488,7 +597,7 @@ def wire_integrations(
     return IntegrationsWiring(enabled=tuple(enabled), on_startup=tuple(startup), on_shutdown=tuple(shutdown))
 
 
-def telegram_contact_links(settings: Settings, telegram: TelegramWiring | None) -> ContactLinks | None:
+def telegram_contact_links(settings: Settings, telegram: TelegramSection | None) -> ContactLinks | None:
     """The assistant's contact_options tool shares https://t.me/<bot>?start=<signed client token>,
     with the bot and TELEGRAM_BOT_USERNAME."""
     if telegram is None:

@@ -3,6 +3,8 @@
 The client is synchronous (httplib2) and not thread-safe, so every call runs in a worker thread via
 `asyncio.to_thread`, with a thread-local service object and a time-out on both the socket and the
 await. Failures of any kind surface as `CalendarUnavailableError`; nothing from the SDK leaves here.
+The SDK is imported by the first call's thread, not at start-up (~0.15 s and ~10 MB off the time to
+the first /healthz; the first call is the cache warm-up, right after start-up, off the event loop).
 
 - freeBusy answers are cached briefly (CALENDAR_CACHE_S) per whole-UTC-day range, and a failure is
   remembered for the same time, so a Calendar outage does not make every slot search wait.
@@ -19,19 +21,13 @@ import asyncio
 import base64
 import contextlib
 import logging
+import sys
 import threading
 import time as _time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-import httplib2
-from google.auth.exceptions import GoogleAuthError
-from google.oauth2 import credentials as user_credentials
-from google.oauth2 import service_account
-from google_auth_httplib2 import AuthorizedHttp
-from googleapiclient.discovery import build
-from googleapiclient.errors import HttpError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.calendar.oauth import REFRESH_TOKEN_NAME
@@ -101,6 +97,9 @@ class GoogleCalendarProvider:
         self._down_until = 0.0
 
     def _credentials(self) -> Any:
+        from google.oauth2 import credentials as user_credentials
+        from google.oauth2 import service_account
+
         s = self.settings
         if self._refresh_token and s.google_client_id and s.google_client_secret:
             return user_credentials.Credentials(  # type: ignore[no-untyped-call]
@@ -128,6 +127,10 @@ class GoogleCalendarProvider:
         """This thread's client, rebuilt when the credentials changed."""
         local = self._local
         if getattr(local, "generation", None) != self._generation:
+            import httplib2
+            from google_auth_httplib2 import AuthorizedHttp
+            from googleapiclient.discovery import build
+
             http = AuthorizedHttp(
                 self._credentials(), http=httplib2.Http(timeout=self.settings.calendar_timeout_s)
             )
@@ -158,14 +161,8 @@ class GoogleCalendarProvider:
                 return await asyncio.to_thread(run)
         except CalendarUnavailableError:
             raise
-        except HttpError as exc:
-            raise CalendarUnavailableError(f"{what}: HTTP {exc.resp.status}") from None
-        except GoogleAuthError as exc:
-            raise CalendarUnavailableError(f"{what}: authorisation failed ({type(exc).__name__})") from None
-        except TimeoutError:
-            raise CalendarUnavailableError(f"{what}: timed out") from None
-        except Exception as exc:  # noqa: BLE001 - httplib2/socket errors: all mean "unavailable"
-            raise CalendarUnavailableError(f"{what}: {type(exc).__name__}") from None
+        except Exception as exc:  # noqa: BLE001 - httplib2/socket errors too: all mean "unavailable"
+            raise _unavailable(what, exc) from None
 
     # --- keeping the cache warm -------------------------------------------------------------------
     async def refresh(self, days: int = 62) -> None:
@@ -265,6 +262,8 @@ class GoogleCalendarProvider:
         }
 
         def write(svc: Any) -> str:
+            from googleapiclient.errors import HttpError
+
             try:
                 svc.events().insert(
                     calendarId=self.calendar_id, body={"id": event_id, **body}, sendUpdates="none"
@@ -286,6 +285,8 @@ class GoogleCalendarProvider:
         target = event_id or event_id_for(booking_id)
 
         def remove(svc: Any) -> None:
+            from googleapiclient.errors import HttpError
+
             try:
                 svc.events().delete(calendarId=self.calendar_id, eventId=target, sendUpdates="none").execute()
             except HttpError as exc:
@@ -294,3 +295,17 @@ class GoogleCalendarProvider:
 
         await self._call("event delete", remove)
         self._cache.clear()
+
+
+def _unavailable(what: str, exc: Exception) -> CalendarUnavailableError:
+    """What a failed call says. An SDK error type is looked at only once the call's thread has loaded
+    the SDK (if it has not, `exc` is not one): importing it here could block the event loop."""
+    errors = sys.modules.get("googleapiclient.errors")
+    auth = sys.modules.get("google.auth.exceptions")
+    if errors is not None and isinstance(exc, errors.HttpError):
+        return CalendarUnavailableError(f"{what}: HTTP {exc.resp.status}")
+    if auth is not None and isinstance(exc, auth.GoogleAuthError):
+        return CalendarUnavailableError(f"{what}: authorisation failed ({type(exc).__name__})")
+    if isinstance(exc, TimeoutError):
+        return CalendarUnavailableError(f"{what}: timed out")
+    return CalendarUnavailableError(f"{what}: {type(exc).__name__}")

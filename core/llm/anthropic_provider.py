@@ -9,13 +9,15 @@ from the cache. That is three breakpoints of the four allowed.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
-
-import anthropic
+from typing import TYPE_CHECKING, Any
 
 from core.llm.types import ChatMessage, ChatRequest, ChatResponse, ProviderError, ToolCall, Usage
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    import anthropic
 
 PROVIDER = "anthropic"
 _CACHE = {"type": "ephemeral"}
@@ -34,9 +36,16 @@ class AnthropicChatModel:
         timeout_s: float = 30.0,
     ) -> None:
         self.model = model
-        self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout_s
-        )
+        # The SDK takes seconds and tens of MB to import: start-up does not wait for it. warm_up()
+        # loads it once /healthz answers; the first call makes the client (or loads it, if first).
+        self._options: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": base_url,
+            "max_retries": max_retries,
+            "timeout": timeout_s,
+        }
+        self._loaded = False
+        self._client: anthropic.AsyncAnthropic | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AnthropicChatModel | None:
@@ -50,13 +59,29 @@ class AnthropicChatModel:
             timeout_s=settings.llm_turn_deadline_s,
         )
 
+    async def warm_up(self) -> None:
+        """Import the SDK off the event loop (once), so the first request does not wait for it."""
+        if not self._loaded:
+            await asyncio.to_thread(load_sdk)
+            self._loaded = True
+
+    def _sdk_client(self) -> anthropic.AsyncAnthropic:
+        if self._client is None:
+            import anthropic
+
+            self._client = anthropic.AsyncAnthropic(**self._options)
+        return self._client
+
     async def close(self) -> None:
-        await self._client.close()
+        if self._client is not None:
+            await self._client.close()
 
     async def complete(self, request: ChatRequest, *, timeout_s: float) -> ChatResponse:
         body = build_request(request, model=self.model)
+        import anthropic
+
         try:
-            message = await self._client.messages.create(**body, timeout=timeout_s)
+            message = await self._sdk_client().messages.create(**body, timeout=timeout_s)
         except anthropic.APIStatusError as exc:
             raise ProviderError(
                 PROVIDER,
@@ -74,6 +99,10 @@ class AnthropicChatModel:
                 PROVIDER, None, f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__
             ) from None
         return _parse(message, self.model)
+
+
+def load_sdk() -> None:
+    import anthropic  # noqa: F401 - loaded for its side effect: the next import is free
 
 
 def build_request(request: ChatRequest, *, model: str) -> dict[str, Any]:

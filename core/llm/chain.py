@@ -20,6 +20,7 @@ from core.llm.types import (
     ChatModel,
     ChatRequest,
     ChatResponse,
+    Loadable,
     ProviderError,
     ProviderFault,
 )
@@ -63,7 +64,17 @@ class FallbackChatModel:
         pause = COOLDOWN_CONFIGURATION_S if fault.kind == "configuration" else COOLDOWN_TRANSIENT_S
         self._cooling_until[fault.provider] = self.clock() + pause
 
+    async def warm_up(self) -> None:
+        """Load every provider's SDK (later calls are free): the process does after start-up, a first
+        request does if it comes first."""
+        for provider in self.providers:
+            if isinstance(provider, Loadable):
+                await provider.warm_up()
+
     async def complete(self, request: ChatRequest, *, timeout_s: float) -> ChatResponse:
+        # Before the turn's clock starts: loading an SDK takes seconds once per process, and counted
+        # against the primary's share it would send the first turn to the fallback for no fault.
+        await self.warm_up()
         deadline = time.monotonic() + timeout_s
         faults: list[ProviderFault] = []
         order = self._order()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from core.llm.anthropic_provider import AnthropicChatModel
@@ -9,6 +10,8 @@ from core.llm.chain import FallbackChatModel
 from core.llm.openai_provider import OpenAIChatModel
 from core.llm.types import ChatModel
 from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def build_chat_model(
@@ -31,3 +34,22 @@ async def close_chat_model(model: ChatModel | None) -> None:
         close = getattr(provider, "close", None)
         if close is not None:
             await close()
+
+
+# The start-up log's names (core/settings.py's `integrations()`) of each provider.
+INTEGRATION_NAMES = {"anthropic": "claude", "openai": "openai"}
+
+
+async def warm_up_chat_model(model: ChatModel | None) -> dict[str, bool]:
+    """Load each provider's SDK (off the event loop); integration name -> whether it loaded."""
+    loaded: dict[str, bool] = {}
+    for provider in getattr(model, "providers", []):
+        name = INTEGRATION_NAMES.get(provider.name, provider.name)
+        try:
+            await provider.warm_up()
+        except Exception:
+            log.exception("the %s SDK could not be loaded: %s is off", provider.name, name)
+            loaded[name] = False
+        else:
+            loaded[name] = True
+    return loaded

@@ -7,13 +7,15 @@ reported as `cache_read_input_tokens`; `input_tokens` is the uncached rest (Anth
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from core.llm.types import ChatMessage, ChatRequest, ChatResponse, ProviderError, ToolCall, Usage
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    import openai
 
 PROVIDER = "openai"
 
@@ -33,9 +35,16 @@ class OpenAIChatModel:
     ) -> None:
         self.model = model
         self.reasoning_effort = reasoning_effort
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout_s
-        )
+        # The SDK takes seconds and tens of MB to import: start-up does not wait for it. warm_up()
+        # loads it once /healthz answers; the first call makes the client (or loads it, if first).
+        self._options: dict[str, Any] = {
+            "api_key": api_key,
+            "base_url": base_url,
+            "max_retries": max_retries,
+            "timeout": timeout_s,
+        }
+        self._loaded = False
+        self._client: openai.AsyncOpenAI | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIChatModel | None:
@@ -50,15 +59,31 @@ class OpenAIChatModel:
             reasoning_effort=_effort(settings.openai_reasoning_effort),
         )
 
+    async def warm_up(self) -> None:
+        """Import the SDK off the event loop (once), so the first request does not wait for it."""
+        if not self._loaded:
+            await asyncio.to_thread(load_sdk)
+            self._loaded = True
+
+    def _sdk_client(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            import openai
+
+            self._client = openai.AsyncOpenAI(**self._options)
+        return self._client
+
     async def close(self) -> None:
-        await self._client.close()
+        if self._client is not None:
+            await self._client.close()
 
     async def complete(self, request: ChatRequest, *, timeout_s: float) -> ChatResponse:
         body = build_request(request, model=self.model)
         if self.reasoning_effort:
             body["reasoning_effort"] = self.reasoning_effort
+        import openai
+
         try:
-            completion = await self._client.chat.completions.create(**body, timeout=timeout_s)
+            completion = await self._sdk_client().chat.completions.create(**body, timeout=timeout_s)
         except openai.APIStatusError as exc:
             raise ProviderError(
                 PROVIDER,
@@ -76,6 +101,10 @@ class OpenAIChatModel:
                 PROVIDER, None, f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__
             ) from None
         return _parse(completion, self.model)
+
+
+def load_sdk() -> None:
+    import openai  # noqa: F401 - loaded for its side effect: the next import is free
 
 
 def build_request(request: ChatRequest, *, model: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["user", "assistant"]
 
@@ -126,6 +126,13 @@ class ChatModel(Protocol):
     name: str
 
     async def complete(self, request: ChatRequest, *, timeout_s: float) -> ChatResponse: ...
+
+
+@runtime_checkable
+class Loadable(Protocol):
+    """A provider whose SDK is loaded on demand (seconds, once per process): `warm_up` loads it."""
+
+    async def warm_up(self) -> None: ...
 
 
 # --- errors ---------------------------------------------------------------------------------------

@@ -7,23 +7,25 @@ one this SDK targets) and the base URL from STRIPE_API_BASE (a local fake in tes
 verified with the SDK's `WebhookSignature.verify_header` on the raw body (tolerance 300 s).
 
 It is imported by the composition root only when Stripe is configured, so an unconfigured process
-never loads the SDK.
+never loads the SDK; and even then the SDK (~0.2 s) is not loaded at start-up: `warm_up()` loads it
+once /healthz answers, the first call makes the client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
-
-import stripe
+from typing import TYPE_CHECKING, Any
 
 from core.payments.gateway import CheckoutRequest, CheckoutSession, GatewayError, MoneyResult, SignatureError
 from core.settings import Settings
 
+if TYPE_CHECKING:
+    import stripe
+
 WEBHOOK_TOLERANCE_S = 300
-SDK_API_VERSION = stripe.api_version  # what this SDK targets (settings.STRIPE_SDK_API_VERSION mirrors it)
 
 
 class StripeGateway:
@@ -33,15 +35,31 @@ class StripeGateway:
         self._webhook_secret = (
             settings.stripe_webhook_secret.get_secret_value() if settings.stripe_webhook_secret else None
         )
-        self._http = stripe.AIOHTTPClient(timeout=settings.stripe_timeout_s)
-        base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
-        self._client = stripe.StripeClient(
-            settings.stripe_secret_key.get_secret_value(),
-            stripe_version=settings.stripe_api_version,
-            base_addresses=base,  # type: ignore[arg-type]
-            http_client=self._http,
-            max_network_retries=2,  # connection errors, 409, 5xx; Stripe-Should-Retry wins
-        )
+        self._settings = settings
+        self._http: stripe.AIOHTTPClient | None = None
+        self._sdk_client: stripe.StripeClient | None = None
+
+    async def warm_up(self) -> None:
+        """Import the SDK off the event loop, so the first call or webhook does not wait for it."""
+        await asyncio.to_thread(load_sdk)
+
+    @property
+    def _client(self) -> stripe.StripeClient:
+        if self._sdk_client is None:
+            import stripe
+
+            settings = self._settings
+            assert settings.stripe_secret_key is not None  # checked in __init__
+            self._http = stripe.AIOHTTPClient(timeout=settings.stripe_timeout_s)
+            base = {"api": settings.stripe_api_base} if settings.stripe_api_base else None
+            self._sdk_client = stripe.StripeClient(
+                settings.stripe_secret_key.get_secret_value(),
+                stripe_version=settings.stripe_api_version,
+                base_addresses=base,  # type: ignore[arg-type]
+                http_client=self._http,
+                max_network_retries=2,  # connection errors, 409, 5xx; Stripe-Should-Retry wins
+            )
+        return self._sdk_client
 
     # --- Checkout -----------------------------------------------------------------------------------
     async def create_checkout(self, request: CheckoutRequest) -> CheckoutSession:
@@ -118,6 +136,8 @@ class StripeGateway:
         STRIPE_WEBHOOK_SECRET within 300 s; SignatureError otherwise."""
         if self._webhook_secret is None or not signature:
             raise SignatureError("no signature")
+        import stripe
+
         try:
             text = raw.decode("utf-8")
             stripe.WebhookSignature.verify_header(text, signature, self._webhook_secret, WEBHOOK_TOLERANCE_S)
@@ -132,11 +152,14 @@ class StripeGateway:
         return event
 
     async def close(self) -> None:
-        await self._http.close_async()  # type: ignore[no-untyped-call]
+        if self._http is not None:
+            await self._http.close_async()  # type: ignore[no-untyped-call]
 
     # --- helpers ----------------------------------------------------------------------------------------
     async def _call(self, method: Any, *args: Any) -> dict[str, Any]:
         """One SDK call; its object as a plain dict (SDK objects never leave this module)."""
+        import stripe
+
         try:
             result = await method(*args)
         except stripe.StripeError as exc:
@@ -145,7 +168,13 @@ class StripeGateway:
         return plain
 
 
+def load_sdk() -> None:
+    import stripe  # noqa: F401 - loaded for its side effect: the next import is free
+
+
 def _gateway_error(exc: stripe.StripeError) -> GatewayError:
+    import stripe
+
     status = exc.http_status
     retryable = isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError) or (
         status is not None and (status == 429 or status >= 500)

@@ -69,6 +69,8 @@ class Salon:
 
     async def start(self, **overrides: Any) -> Runtime:
         self.rt = build_runtime(self.settings(**overrides))
+        if self.rt.telegram is not None:
+            await self.rt.telegram.build()  # as `python -m bot` does once /healthz answers
         async with self.db.transaction() as session:
             await load_catalog(session, CATALOG)
         return self.rt

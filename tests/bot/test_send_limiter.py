@@ -54,12 +54,10 @@ async def test_the_process_uses_the_redis_limiter_when_redis_url_is_set(database
     alone = build_runtime(make_settings(database_url))
     try:
         assert shared.telegram is not None and alone.telegram is not None
-        assert isinstance(shared.telegram.sender.limiter, RedisSendLimiter)
-        assert isinstance(alone.telegram.sender.limiter, SendLimiter)
+        assert isinstance((await shared.telegram.build()).sender.limiter, RedisSendLimiter)
+        assert isinstance((await alone.telegram.build()).sender.limiter, SendLimiter)
     finally:
         for rt in (shared, alone):
             assert rt.telegram is not None
-            for hook in rt.telegram.on_shutdown:
-                await hook()
-            await rt.telegram.close()
+            await rt.telegram.close()  # the bot's shutdown hooks, then its session
             await rt.db.dispose()

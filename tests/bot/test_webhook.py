@@ -12,7 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from bot.setup import WEBHOOK_PATH, setup_webhook
+from bot.deferred import WEBHOOK_PATH
+from bot.setup import setup_webhook
 from channels import middleware
 from channels.app import create_app
 from channels.ratelimit import InMemoryRateLimiter
@@ -124,7 +125,7 @@ def test_webhook_mode_requires_a_secret(database_url: str) -> None:
 async def test_processed_update_ids_are_kept_a_week(harness: Harness) -> None:
     from datetime import timedelta
 
-    from bot.scope import PRUNE_JOB, prune_events, schedule_prune
+    from bot.processed_updates import PRUNE_JOB, prune_events, schedule_prune
     from core.db.models import utcnow
 
     h = harness

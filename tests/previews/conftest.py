@@ -60,6 +60,8 @@ async def running(settings: Settings, *, port: int = 0) -> AsyncIterator[Service
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     rt.worker.start()
+    if rt.telegram is not None:
+        await rt.telegram.build()  # as `python -m bot` does once /healthz answers
     try:
         yield Service(f"http://127.0.0.1:{port}", rt)
     finally:
@@ -67,6 +69,8 @@ async def running(settings: Settings, *, port: int = 0) -> AsyncIterator[Service
         await runner.cleanup()
         for hook in reversed(rt.on_shutdown):
             await hook()
+        if rt.telegram is not None:
+            await rt.telegram.close()
         await rt.db.dispose()
 
 

@@ -84,7 +84,8 @@ async def test_photo_in_preview_out_on_telegram(
         telegram_kimmie_chat_id=KIMMIE,
     )
     async with running(settings) as service:
-        tg = service.rt.telegram
+        assert service.rt.telegram is not None
+        tg = service.rt.telegram.bot.value
         assert tg is not None
         fake_tg.add_file("dog-big", photo_bytes(), "photos/dog.jpg")
         sizes = [
