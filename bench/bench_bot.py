@@ -39,6 +39,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import Message
 
+from channels.app import freeze_startup_heap
 from tests.fakes.telegram_api import FakeTelegramAPI
 
 TOKEN = "123456:BENCH"
@@ -281,6 +282,7 @@ async def cheshire(fake: FakeTelegramAPI, args: argparse.Namespace, url: str) ->
     worker = Worker(db, registry, WorkerConfig(concurrency=args.workers, poll_interval_s=0.05, lease_s=60))
     pipe = Pipeline(fake, bot, dp, first_chat=1_000)
     await pipe.start()
+    freeze_startup_heap()  # as `python -m bot` does once started (cheshire/runtime.py)
     try:
         mark = len(fake.calls)
         alone = await pipe.run_ingest_only(200, 50)
