@@ -22,7 +22,9 @@ Every figure counts 2xx answers only (throughput, latency); the others are print
 Runs:
 1. closed loop: `--rounds` rounds of `--requests` POSTs at `--concurrency` in flight, alternating between
    the servers so a change in machine load hits all alike → median (and min-max) throughput, p50/p99,
-   server CPU;
+   server CPU. While another server is measured the real service is paused (SIGSTOP, `alone`): its
+   workers would otherwise drain its backlog on the same cores and slow the reference down; cheshire
+   is always measured with its 2 workers draining what the previous runs stored;
 2. open loop: each of `--rates` req/s offered for 0.5 s of warm-up (connections opened, not counted), then
    4 s measured → achieved 2xx rate, p50/p99 measured from each request's scheduled send time (so a
    server that falls behind is not flattered);
@@ -35,16 +37,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
 import random
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -370,6 +375,15 @@ class Server:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """SIGSTOP for the block, SIGCONT after: the process keeps its sockets and state but uses no CPU."""
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.service is not None:
             self.service.stop()
@@ -428,17 +442,19 @@ async def run_all(admin: str, args: argparse.Namespace) -> dict[str, dict[str, A
         rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
         for round_no in range(args.rounds):
             for kind, server in servers.items():
-                rounds[kind].append(await closed_round(load, server, f"{kind}c{round_no}", args))
+                with alone(servers, kind):
+                    rounds[kind].append(await closed_round(load, server, f"{kind}c{round_no}", args))
         results = {kind: _median_round(rounds[kind]) for kind in KINDS}
         for kind in ("reference", "cheshire"):
             # Lowest rate first: an overloaded run leaves a backlog that would spoil the next one.
             for rate in sorted(args.rates):
-                achieved, opened = await load.open(
-                    servers[kind].url,
-                    make_bodies(int(rate * 4), f"{kind}o{rate}"),
-                    rate,
-                    make_bodies(int(rate * 0.5), f"{kind}w{rate}"),
-                )
+                with alone(servers, kind):
+                    achieved, opened = await load.open(
+                        servers[kind].url,
+                        make_bodies(int(rate * 4), f"{kind}o{rate}"),
+                        rate,
+                        make_bodies(int(rate * 0.5), f"{kind}w{rate}"),
+                    )
                 results[kind]["open"][rate] = (
                     achieved,
                     opened.pct(0.50),
@@ -457,6 +473,15 @@ async def run_all(admin: str, args: argparse.Namespace) -> dict[str, dict[str, A
             server.stop()
             await drop_db(admin, urls[kind])
         graph.stop()
+
+
+@contextlib.contextmanager
+def alone(servers: dict[str, Server], kind: str) -> Iterator[None]:
+    """While another server is measured, the real service is paused: its 2 workers drain its backlog
+    in the background otherwise, on the same 2 cores, and the reference would be measured against
+    them (flattering cheshire). Cheshire itself is always measured with its workers draining."""
+    with servers["cheshire"].paused() if kind != "cheshire" else contextlib.nullcontext():
+        yield
 
 
 async def drain(db_url: str, deadline_s: float) -> dict[str, Any]:
