@@ -593,7 +593,9 @@ class GroupCommit:
     async def ingest(self, inbounds: Sequence[InboundMessage]) -> list[IngestResult]:
         if not inbounds:
             return []
-        return await self._batches.submit(inbounds)
+        # A platform holds its connection open until this returns: the workers yield to it meanwhile.
+        with self._db.foreground.running():
+            return await self._batches.submit(inbounds)
 
     async def _write(self, batch: Sequence[Sequence[InboundMessage]]) -> list[list[IngestResult]]:
         inbounds = [inbound for request in batch for inbound in request]

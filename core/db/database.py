@@ -30,6 +30,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from core.db.foreground import ForegroundWrites
+
 log = logging.getLogger(__name__)
 
 ENQUEUED_FLAG = "cheshire.jobs_enqueued"
@@ -58,6 +60,8 @@ class Database:
         self._sqlite_lock = asyncio.Lock() if self.is_sqlite else None
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._commit_listeners: list[Callable[[], None]] = []
+        # Writes a caller waits on (webhook ingest): local job workers step aside while they run.
+        self.foreground = ForegroundWrites()
 
     @staticmethod
     def _create_engine(url: str, *, echo: bool, pool_size: int, pool_timeout_s: float) -> AsyncEngine:

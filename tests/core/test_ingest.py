@@ -154,6 +154,17 @@ async def test_group_commit_answers_each_caller_and_isolates_a_bad_message(db: D
     assert not any(r[0].stored for r in again)
 
 
+async def test_ingest_is_a_foreground_write_until_its_commit_answers(db: Database) -> None:
+    """The job workers step aside while it is in flight (core/db/foreground.py)."""
+    writer = GroupCommit(db)
+    call = asyncio.create_task(writer.ingest([_inbound("m_1")]))
+    await asyncio.sleep(0)  # the call has handed its message to the group commit and waits
+    assert db.foreground.busy
+    [result] = await call
+    assert result.stored
+    assert not db.foreground.busy
+
+
 async def test_two_writers_racing_on_a_first_contact_make_one_client(db: Database, database_url: str) -> None:
     """Two processes (two pools, two group commits) get a new customer's first two messages at once."""
     other = Database(database_url)

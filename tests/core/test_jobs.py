@@ -413,3 +413,40 @@ async def test_worker_wakes_when_a_job_is_committed(db: Database) -> None:
     finally:
         await worker.stop()
     assert len(ran) == 1
+
+
+async def test_workers_step_aside_while_ingest_is_in_flight_then_run(db: Database) -> None:
+    """Accept fast, answer soon: a job committed while a webhook's write is in flight waits for it."""
+    registry, ran = recording_registry()
+    # Bounds far longer than the test: only the end of the foreground write can let the job run.
+    config = WorkerConfig(concurrency=1, poll_interval_s=3600, yield_to_ingest_s=3600)
+    worker = Worker(db, registry, config)
+    worker.start()
+    try:
+        await asyncio.sleep(0.05)  # the loop has found nothing and sleeps
+        with db.foreground.running():
+            async with db.transaction() as session:
+                job_id = await enqueue(session, "note")  # the commit wakes the worker
+            await asyncio.sleep(0.2)
+            assert ran == []
+            assert (await job_row(db, job_id or 0)).status == "queued"
+        await wait_until(lambda: _all_done(db, 1), timeout_s=10)
+    finally:
+        await worker.stop()
+    assert [job.id for job in ran] == [job_id]
+
+
+async def test_a_flood_of_ingest_does_not_starve_the_workers(db: Database) -> None:
+    """Foreground writes that never stop delay each job by at most `yield_to_ingest_s`, never forever."""
+    registry, ran = recording_registry()
+    worker = Worker(db, registry, WorkerConfig(concurrency=1, poll_interval_s=3600, yield_to_ingest_s=0.05))
+    with db.foreground.running():  # busy for the whole test
+        async with db.transaction() as session:
+            for n in range(3):
+                await enqueue(session, "note", job_kinds.NotePayload(text=f"reply {n}").dump())
+        worker.start()
+        try:
+            await wait_until(lambda: _all_done(db, 3), timeout_s=10)
+        finally:
+            await worker.stop()
+    assert sorted(job.payload["text"] for job in ran) == ["reply 0", "reply 1", "reply 2"]
