@@ -2,12 +2,13 @@
 busy times (with the buffer around each), within notice and horizon, spread over several days.
 
 The hot path sweeps POSIX seconds, not datetimes, and reads appointments by window: the first
-`FIRST_WINDOW_DAYS`, then windows twice as long each time, only while fewer than `limit` days have a
-free slot. A customer's "when can you fit us in?" is answered from the first days, not the whole
-horizon. A later window reads only the appointments starting in it and carries over the earlier
-windows' spans that reach into it, so a horizon with no free day is read once, not window over
-window from the start. On PostgreSQL the database merges the appointments into busy blocks
-(`read_busy_blocks`), so a crowded window is a few rows.
+`FIRST_WINDOW_DAYS`, then windows twice as long each time (after a window with no free day, the
+whole rest at once), only while fewer than `limit` days have a free slot. A customer's "when can
+you fit us in?" is answered from the first days, not the whole horizon. A later window reads only
+the appointments starting in it and carries over the earlier windows' spans that reach into it, so
+a horizon with no free day is read once, not window over window from the start. On PostgreSQL the
+database merges the appointments into busy blocks (`read_busy_blocks`), so a crowded window is a
+few rows.
 """
 
 from __future__ import annotations
@@ -96,9 +97,12 @@ class SlotSearch:
                 want_morning = time_of_day == "morning"
                 chunk = [t for t in chunk if (t.astimezone(self.tz).hour < 12) == want_morning]
             starts.extend(chunk)
+            days_before = len(days_found)
             days_found.update(t.astimezone(self.tz).date() for t in chunk)
             chunk_first = chunk_last + timedelta(days=1)
-            chunk_days *= 2
+            # A window with no free day at all says the horizon is crowded: read the rest at once
+            # (a full horizon costs two reads, not one per doubling); else the next window doubles.
+            chunk_days = (last - chunk_first).days + 1 if len(days_found) == days_before else chunk_days * 2
         return [Slot(start=t, end=t + duration, verified=verified) for t in spread(starts, self.tz, limit)]
 
     async def _free_in(
