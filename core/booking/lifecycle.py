@@ -8,6 +8,7 @@ follows (Kimmie's card, the customer's message, calendar, timers) is the follow-
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,12 +143,10 @@ class Lifecycle:
             "availability_verified": verified,
             "notes": new.notes,
         }
-        pet_ids = [p.id for p in pets]
-        if confirmed:
-            async with overlap_with_confirmed_refused(session):
-                appointment_id = await insert_appointment(session, values, pet_ids)
-        else:
-            appointment_id = await insert_appointment(session, values, pet_ids)
+        # A confirmed booking's times meet the exclusion constraint: its refusal is "taken".
+        refusing = overlap_with_confirmed_refused(session) if confirmed else contextlib.nullcontext()
+        async with refusing:
+            appointment_id = await insert_appointment(session, values, [p.id for p in pets])
         # The row as written, for the event's follow-ups (not attached: nothing reads it back).
         appt = Appointment(id=appointment_id, **values)
         booking = to_booking(appt, service=service, pets=pets)

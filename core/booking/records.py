@@ -103,20 +103,7 @@ async def load_pets(session: AsyncSession, pet_ids: Sequence[int], client_id: in
 
 _appointment = cast(Table, Appointment.__table__)
 _appointment_pet = cast(Table, AppointmentPet.__table__)
-
-
-@functools.cache
-def _insert_with_pets() -> Any:
-    """PostgreSQL: the appointment and its pets in one statement (the pets' INSERT reads the new id
-    from the first, a data-modifying CTE), returning the id."""
-    new = insert(_appointment).values(_NEW_APPOINTMENT).returning(_appointment.c.id).cte("new_appointment")
-    pets = insert(_appointment_pet).from_select(
-        ["appointment_id", "pet_id"],
-        select(new.c.id, func.unnest(bindparam("pet_ids", type_=ARRAY(BigInteger)))),
-    )
-    return select(new.c.id).add_cte(pets.cte("new_pets"))
-
-
+# The columns a new appointment is written with (`insert_appointment`'s `values`).
 _NEW_APPOINTMENT = {
     name: bindparam(name, type_=_appointment.c[name].type)
     for name in (
@@ -135,6 +122,19 @@ _NEW_APPOINTMENT = {
         "notes",
     )
 }
+_INSERT_APPOINTMENT = insert(_appointment).values(_NEW_APPOINTMENT).returning(_appointment.c.id)
+
+
+@functools.cache
+def _insert_with_pets() -> Any:
+    """PostgreSQL: the appointment and its pets in one statement (the pets' INSERT reads the new id
+    from the first, a data-modifying CTE), returning the id."""
+    new = _INSERT_APPOINTMENT.cte("new_appointment")
+    pets = insert(_appointment_pet).from_select(
+        ["appointment_id", "pet_id"],
+        select(new.c.id, func.unnest(bindparam("pet_ids", type_=ARRAY(BigInteger)))),
+    )
+    return select(new.c.id).add_cte(pets.cte("new_pets"))
 
 
 async def insert_appointment(session: AsyncSession, values: dict[str, Any], pet_ids: Sequence[int]) -> int:
@@ -144,8 +144,7 @@ async def insert_appointment(session: AsyncSession, values: dict[str, Any], pet_
         return int(
             (await session.execute(_insert_with_pets(), {**values, "pet_ids": list(pet_ids)})).scalar_one()
         )
-    stmt = insert(_appointment).values(_NEW_APPOINTMENT).returning(_appointment.c.id)
-    appointment_id = int((await session.execute(stmt, values)).scalar_one())
+    appointment_id = int((await session.execute(_INSERT_APPOINTMENT, values)).scalar_one())
     if pet_ids:
         await session.execute(
             insert(_appointment_pet), [{"appointment_id": appointment_id, "pet_id": p} for p in pet_ids]
